@@ -1,0 +1,1 @@
+"""Libraries shared by the workflows, the service and the tests."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
+# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, and .venv built from
+# the same hash-checked lock file Bazel uses (it gives the pyflyte, bentoml and mlflow
+# CLIs, with the repository importable). A second run only checks and returns.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/kindle-sentiment"
+lock=third_party/python/requirements_lock.txt
+
+need_apt=()
+command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v python3.11 >/dev/null || need_apt+=(python3.11)
+python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]} with apt-get"
+  sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp=.venv/.lock-sha256
+want=$(sha256sum "$lock" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: building .venv from $lock"
+  rm -rf .venv
+  python3.11 -m venv .venv
+  python3.11 third_party/python/wheel_installer.py --lock "$lock" \
+    --wheelhouse "$cache/wheels" --find-links /opt/wheels venv --venv .venv
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+  echo "$root" > "$site/kindle_sentiment_repo.pth"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready (bazel $(bazel --version 2>/dev/null | awk '{print $2}'), $(java -version 2>&1 | head -1), .venv)"
