@@ -35,7 +35,7 @@ def compute_features(reviews: Sequence[object], summaries: Sequence[object] | No
     """
     if summaries is not None and len(summaries) != len(reviews):
         raise ValueError(f"{len(summaries)} summaries for {len(reviews)} reviews")
-    pairs = zip(reviews, summaries if summaries is not None else [None] * len(reviews))
+    pairs = zip(reviews, summaries if summaries is not None else [None] * len(reviews), strict=False)
     texts = [combine(review, summary) for review, summary in pairs]
     cleaned = [clean_text(text) for text in texts]
     raw = np.array([_raw_signals(text) for text in texts], dtype=np.float64).reshape(-1, 4)

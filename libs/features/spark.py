@@ -91,8 +91,8 @@ def fit_tfidf(frame: DataFrame, clean_col: str = CLEAN_COLUMN) -> Tfidf:
 def with_tfidf(frame: DataFrame, tfidf: Tfidf, clean_col: str = CLEAN_COLUMN) -> DataFrame:
     """Adds the sparse TF-IDF vector as two arrays: sorted indices and their values."""
     schema = T.StructType(
-        list(frame.schema.fields)
-        + [
+        [
+            *list(frame.schema.fields),
             T.StructField(TFIDF_INDICES, T.ArrayType(T.IntegerType(), False), False),
             T.StructField(TFIDF_VALUES, T.ArrayType(T.DoubleType(), False), False),
         ]

@@ -46,7 +46,7 @@ def parse_lock(path: Path) -> dict[str, Pin]:
     """Reads a pip-style lock (`name==version \\` followed by `--hash=` lines)."""
     pins: dict[str, Pin] = {}
     entry: list[str] = []
-    for raw in path.read_text().splitlines() + [""]:
+    for raw in [*path.read_text().splitlines(), ""]:
         line = raw.strip()
         if line.startswith("#"):
             continue
