@@ -14,9 +14,21 @@ TEXT_COLUMN = "text"
 CLEAN_COLUMN = "clean_text"
 
 
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_UPPER = bytes(range(65, 91))
+
+
+def _letter_counts(text: str) -> tuple[int, int]:
+    """(letters, upper-case letters), by Unicode rules; a byte-level fast path for ASCII."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        letters = len(raw) - len(raw.translate(None, _ASCII_LETTERS))
+        return letters, len(raw) - len(raw.translate(None, _ASCII_UPPER))
+    return sum(map(str.isalpha, text)), sum(map(str.isupper, text))
+
+
 def _raw_signals(text: str) -> tuple[int, float, int, int]:
-    letters = sum(map(str.isalpha, text))
-    upper = sum(map(str.isupper, text))
+    letters, upper = _letter_counts(text)
     caps_ratio = upper / letters if letters else 0.0
     return len(text), min(caps_ratio, 1.0), text.count("!"), text.count("?")
 
