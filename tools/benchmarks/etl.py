@@ -1,0 +1,83 @@
+"""ETL: cleaning + features through Spark local[2] vs the same transform in one pandas process.
+
+Both run `libs.features.compute_features`; what differs is the engine around it (Spark's
+Arrow batches to two Python workers vs one process). Outputs are compared row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests import fixtures
+from tools.benchmarks.report import Report, Row, run_measured
+
+
+def make_dataset(rows: int, path: Path, seed: int = 7) -> None:
+    """The real Kindle book reviews, replicated in shuffled order to `rows` rows."""
+    real = pd.concat(
+        [fixtures.kindle_sample()[["reviewText", "summary"]], fixtures.kindle_2018()[["reviewText"]]],
+        ignore_index=True,
+    )
+    order = np.random.default_rng(seed).integers(0, len(real), size=rows)
+    frame = real.iloc[order].reset_index(drop=True)
+    frame.insert(0, "row_id", np.arange(rows, dtype=np.int64))
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=25_000)
+
+
+def same_outputs(pandas_out: Path, spark_out: Path) -> bool:
+    left = pd.read_parquet(pandas_out).sort_values("row_id").reset_index(drop=True)
+    right = pd.read_parquet(spark_out).sort_values("row_id").reset_index(drop=True)
+    return left.shape == right.shape and all(left[c].equals(right[c]) for c in left.columns)
+
+
+def run(report: Report, quick: bool, cores: int = 2) -> None:
+    rows = 20_000 if quick else 1_000_000
+    with tempfile.TemporaryDirectory(prefix="etl-bench-") as tmp:
+        folder = Path(tmp)
+        make_dataset(rows, folder / "reviews.parquet")
+        results = {}
+        for system, args in [("pandas, 1 process", ["pandas"]), (f"spark local[{cores}]", ["spark"])]:
+            target = folder / f"{args[0]}-out"
+            extra = [str(cores)] if args[0] == "spark" else []
+            command = [
+                sys.executable,
+                "-m",
+                "tools.benchmarks.etl_worker",
+                args[0],
+                str(folder / "reviews.parquet"),
+                str(target),
+                *extra,
+            ]
+            out, wall, peak = run_measured(command)
+            measured = json.loads(out.strip().splitlines()[-1])
+            results[args[0]] = measured["rows"] / measured["seconds"]
+            report.add(
+                Row(
+                    "etl",
+                    system,
+                    {"rows": rows},
+                    {
+                        "rows_per_s": measured["rows"] / measured["seconds"],
+                        "transform_s": measured["seconds"],
+                        "wall_s": wall,
+                        "peak_rss_mb": peak / 2**20,
+                    },
+                )
+            )
+        identical = same_outputs(folder / "pandas-out", folder / "spark-out")
+        report.add(
+            Row(
+                "etl",
+                "spark vs pandas",
+                {"rows": rows},
+                {"speedup": results["spark"] / results["pandas"], "identical_outputs": str(identical)},
+            )
+        )

@@ -1,0 +1,61 @@
+"""One ETL run in its own process, so its peak memory is its own: `pandas` or `spark`.
+
+Reads the review Parquet file, computes cleaning + features, writes Parquet, and prints
+{"rows": n, "seconds": s} for that read-transform-write span (Spark's session start-up is
+outside it, as is the interpreter's: the wall time of the whole process is measured by the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pandas as pd
+
+from libs.features import compute_features
+
+OUTPUT_COLUMNS = [
+    "row_id",
+    "clean_text",
+    "text_len",
+    "caps_ratio",
+    "exclamation_count",
+    "question_count",
+    "word_count",
+    "avg_word_length",
+]
+
+
+def with_pandas(source: str, target: str) -> tuple[int, float]:
+    started = time.perf_counter()
+    reviews = pd.read_parquet(source)
+    features = compute_features(reviews["reviewText"].tolist(), reviews["summary"].tolist())
+    features.insert(0, "row_id", reviews["row_id"].to_numpy())
+    features[OUTPUT_COLUMNS].to_parquet(target, index=False)
+    return len(features), time.perf_counter() - started
+
+
+def with_spark(source: str, target: str, cores: int) -> tuple[int, float]:
+    from libs.features.spark import local_session, with_features
+
+    spark = local_session("etl-benchmark", cores=cores, conf={"spark.driver.memory": "4g"})
+    started = time.perf_counter()
+    frame = with_features(spark.read.parquet(source)).select(*OUTPUT_COLUMNS)
+    frame.write.mode("overwrite").parquet(target)
+    seconds = time.perf_counter() - started
+    rows = spark.read.parquet(target).count()
+    spark.stop()
+    return rows, seconds
+
+
+def main() -> None:
+    mode, source, target = sys.argv[1:4]
+    rows, seconds = (
+        with_pandas(source, target) if mode == "pandas" else with_spark(source, target, int(sys.argv[4]))
+    )
+    print(json.dumps({"rows": rows, "seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()
