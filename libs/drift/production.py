@@ -1,0 +1,52 @@
+"""Reads a production dataset in any of the shapes the batch check is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from libs.drift.batches import LABEL_COLUMN, read_batches
+from libs.features import CONTRACT, FeatureContractError, compute_features
+
+REVIEW_COLUMN = "reviewText"
+SUMMARY_COLUMN = "summary"
+
+
+@dataclass(frozen=True)
+class ProductionData:
+    """Feature rows, and the model's predicted labels when the data carries them."""
+
+    features: pd.DataFrame
+    predicted_labels: list[str] | None = None
+
+
+def load_production(path: Path) -> ProductionData:
+    """A folder of persisted batches, or a Parquet/CSV file of raw reviews or of features."""
+    path = Path(path)
+    if path.is_dir():
+        return as_production(read_batches(path))
+    if path.suffix == ".parquet":
+        return as_production(pd.read_parquet(path))
+    if path.suffix == ".csv":
+        return as_production(pd.read_csv(path, dtype={REVIEW_COLUMN: str, SUMMARY_COLUMN: str}))
+    raise ValueError(f"{path}: expected a folder of batches, a .parquet or a .csv file")
+
+
+def as_production(frame: pd.DataFrame) -> ProductionData:
+    """Raw reviews (reviewText[, summary]) get their features computed; features pass through.
+
+    Computing them here with `compute_features` is what keeps them identical to the ones
+    the reference was built from.
+    """
+    labels = frame[LABEL_COLUMN].astype(str).tolist() if LABEL_COLUMN in frame.columns else None
+    if REVIEW_COLUMN in frame.columns:
+        summaries = frame[SUMMARY_COLUMN].tolist() if SUMMARY_COLUMN in frame.columns else None
+        return ProductionData(compute_features(frame[REVIEW_COLUMN].tolist(), summaries), labels)
+    missing = [name for name in CONTRACT.numeric_names if name not in frame.columns]
+    if missing:
+        raise FeatureContractError(
+            f"production data has neither a {REVIEW_COLUMN!r} column nor the features {missing}"
+        )
+    return ProductionData(frame, labels)

@@ -1,0 +1,183 @@
+"""The bundle round-trips exactly and refuses, by name, anything it cannot trust."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs.features import CONTRACT, Tfidf
+from libs.models.bundle import (
+    ESTIMATOR_FILE,
+    MANIFEST,
+    TFIDF_FILE,
+    BundleError,
+    ModelBundle,
+    library_versions,
+    load_bundle,
+    new_version,
+    save_bundle,
+)
+from libs.models.data import fingerprint, labels_of
+from libs.models.estimators import build_estimator
+
+REVIEWS = ["Loved every page, a wonderful story.", "Boring and badly written. Do not buy.", "It was ok."]
+SUMMARIES = ["Great", None, "Meh"]
+
+
+@pytest.fixture(scope="module")
+def bundle(train_df: pd.DataFrame, tfidf: Tfidf) -> ModelBundle:
+    estimator = build_estimator("logreg", {"C": 5.0}, tfidf).fit(train_df, labels_of(train_df))
+    return ModelBundle(
+        kind="logreg",
+        version=new_version(fingerprint(train_df), "logreg"),
+        labels=[1, 2, 3, 4, 5],
+        estimator=estimator,
+        tfidf=tfidf,
+        metrics={"val_macro_f1": np.float64(0.5)},
+        data_fingerprint=fingerprint(train_df),
+        contract_hash=CONTRACT.hash,
+        library_versions=library_versions("logreg"),
+        drift_reference={"features": {"text_len": [1, 2, 3]}},
+        mlflow_run_id="run-1",
+    )
+
+
+@pytest.fixture
+def saved(bundle: ModelBundle, tmp_path: Path) -> Path:
+    return save_bundle(bundle, tmp_path / "bundle")
+
+
+def edit_manifest(path: Path, **changes: object) -> None:
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest.update(changes)
+    (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_saved_bundle_loads_with_the_same_probabilities(bundle: ModelBundle, saved: Path) -> None:
+    loaded = load_bundle(saved)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(REVIEWS, SUMMARIES), bundle.predict_proba(REVIEWS, SUMMARIES)
+    )
+    assert (loaded.kind, loaded.version, loaded.labels) == (bundle.kind, bundle.version, [1, 2, 3, 4, 5])
+    assert loaded.drift_reference == bundle.drift_reference
+    assert loaded.tfidf is not None and loaded.tfidf.terms == bundle.tfidf.terms
+
+
+def test_probabilities_are_five_columns_summing_to_one(bundle: ModelBundle) -> None:
+    proba = bundle.predict_proba(REVIEWS)
+    assert proba.shape == (3, 5)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert bundle.predict_proba([]).shape == (0, 5)
+
+
+def test_sentiment_of_stars() -> None:
+    assert ModelBundle.sentiment([1, 2, 3, 4, 5]) == [
+        "negative",
+        "negative",
+        "neutral",
+        "positive",
+        "positive",
+    ]
+
+
+def test_metadata_is_json_with_contract_and_versions(bundle: ModelBundle) -> None:
+    metadata = json.loads(json.dumps(bundle.metadata()))
+    assert metadata["contract"] == CONTRACT.to_dict()
+    assert metadata["contract_hash"] == CONTRACT.hash
+    assert metadata["library_versions"]["scikit-learn"]
+    assert metadata["metrics"] == {"val_macro_f1": 0.5}
+
+
+def test_the_vocabulary_is_stored_once_in_tfidf_json(saved: Path) -> None:
+    assert joblib.load(saved / ESTIMATOR_FILE).steps[0][1].tfidf is None
+
+
+def test_a_tampered_file_fails_its_checksum(saved: Path) -> None:
+    with (saved / ESTIMATOR_FILE).open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(BundleError, match=r"checksum mismatch for estimator.joblib"):
+        load_bundle(saved)
+
+
+def test_a_missing_file_is_named(saved: Path) -> None:
+    (saved / TFIDF_FILE).unlink()
+    with pytest.raises(BundleError, match=r"missing file tfidf.json"):
+        load_bundle(saved)
+
+
+def test_a_folder_without_manifest_is_not_a_bundle(saved: Path) -> None:
+    (saved / MANIFEST).unlink()
+    with pytest.raises(BundleError, match=r"manifest.json missing"):
+        load_bundle(saved)
+
+
+def test_a_foreign_contract_hash_is_refused(saved: Path) -> None:
+    edit_manifest(saved, contract_hash="0" * 64)
+    with pytest.raises(BundleError, match="feature contract 000000000000"):
+        load_bundle(saved)
+
+
+def test_an_unknown_format_version_is_refused(saved: Path) -> None:
+    edit_manifest(saved, format_version=99)
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle(saved)
+
+
+def test_a_scikit_learn_feature_release_skew_is_refused(saved: Path) -> None:
+    versions = json.loads((saved / MANIFEST).read_text())["library_versions"]
+    edit_manifest(saved, library_versions={**versions, "scikit-learn": "0.24.2"})
+    with pytest.raises(BundleError, match=r"version skew.*scikit-learn 0.24.2"):
+        load_bundle(saved)
+
+
+def test_a_corrupt_manifest_is_named(saved: Path) -> None:
+    (saved / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match=r"corrupt manifest.json"):
+        load_bundle(saved)
+
+
+def test_saving_over_an_existing_bundle_replaces_it(bundle: ModelBundle, saved: Path) -> None:
+    save_bundle(bundle, saved)
+    assert load_bundle(saved).version == bundle.version
+    assert [p.name for p in saved.parent.iterdir()] == ["bundle"]
+
+
+def test_a_failed_save_leaves_nothing_behind(bundle: ModelBundle, tmp_path: Path) -> None:
+    broken = ModelBundle(**{**bundle.__dict__, "estimator": lambda frame: frame})  # lambdas do not pickle
+    with pytest.raises(Exception, match="pickle"):
+        save_bundle(broken, tmp_path / "bundle")
+    assert list(tmp_path.iterdir()) == []
+
+
+CRASHING_SAVE = """
+import os, sys, pickle
+from libs.models.bundle import load_bundle, save_bundle
+bundle = load_bundle(sys.argv[1])
+
+class DiesWhilePickled:
+    def __reduce__(self):
+        os._exit(9)  # the process dies mid-write, as on a power cut or an OOM kill
+
+bundle.estimator.steps.append(("crash", DiesWhilePickled()))
+save_bundle(bundle, sys.argv[2])
+"""
+
+
+def test_a_process_killed_mid_save_leaves_no_complete_looking_bundle(saved: Path, tmp_path: Path) -> None:
+    target = tmp_path / "crashed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", CRASHING_SAVE, str(saved), str(target)], env=env, timeout=120
+    )
+    assert result.returncode == 9
+    assert not target.exists()
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".crashed.partial-")]
+    assert leftovers, "the crash should have happened inside the temporary folder"
+    with pytest.raises(BundleError, match=r"manifest.json missing"):
+        load_bundle(leftovers[0])

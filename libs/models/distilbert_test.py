@@ -1,0 +1,90 @@
+"""distilbert: a tiny randomly initialised DistilBERT with a WordPiece vocabulary of the training texts."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from tokenizers import BertWordPieceTokenizer
+from transformers import DistilBertConfig, DistilBertForSequenceClassification, PreTrainedTokenizerFast
+
+from libs.features import CONTRACT
+from libs.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
+from libs.models.data import fingerprint, labels_of
+from libs.models.estimators import build_estimator
+from libs.models.kinds import ModelKind
+
+PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory, train_df: pd.DataFrame) -> Path:
+    """A 1-layer DistilBERT folder, as save_pretrained writes it, with a vocabulary trained here."""
+    folder = tmp_path_factory.mktemp("tiny_distilbert")
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(train_df["text"].tolist(), vocab_size=2000, min_frequency=2)
+    special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, mask_token="[MASK]", **special)
+    tokenizer.save_pretrained(folder)
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer),
+        dim=32,
+        hidden_dim=64,
+        n_layers=1,
+        n_heads=2,
+        max_position_embeddings=128,
+        num_labels=5,
+    )
+    DistilBertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_pretrained: Path, train_df: pd.DataFrame):
+    model = build_estimator(
+        ModelKind.DISTILBERT, {**PARAMS, "pretrained": str(tiny_pretrained)}, None, seed=0
+    )
+    return model.fit(train_df, labels_of(train_df))
+
+
+def test_fine_tuning_lowers_the_training_loss(fitted) -> None:
+    losses = fitted.loss_history_
+    assert len(losses) == PARAMS["epochs"]
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_it_scores_the_five_stars_from_text(fitted, val_df: pd.DataFrame) -> None:
+    proba = fitted.predict_proba(val_df)
+    assert proba.shape == (len(val_df), 5)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert list(fitted.classes_) == [1, 2, 3, 4, 5]
+
+
+def test_a_distilbert_bundle_round_trips_without_pickle(
+    fitted, train_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    bundle = ModelBundle(
+        kind="distilbert",
+        version="20260101T000000-test",
+        labels=[1, 2, 3, 4, 5],
+        estimator=fitted,
+        tfidf=None,
+        metrics={},
+        data_fingerprint=fingerprint(train_df),
+        contract_hash=CONTRACT.hash,
+        library_versions=library_versions("distilbert"),
+        drift_reference=None,
+        mlflow_run_id=None,
+    )
+    path = save_bundle(bundle, tmp_path / "bundle")
+    assert (path / "estimator" / "model" / "config.json").is_file()
+    reviews = ["Great story, loved the characters", "Terrible. Stopped reading."]
+    np.testing.assert_allclose(
+        load_bundle(path).predict_proba(reviews), bundle.predict_proba(reviews), atol=1e-6
+    )
+
+
+def test_an_unreachable_pretrained_model_is_a_clear_error(train_df: pd.DataFrame, tmp_path: Path) -> None:
+    model = build_estimator(ModelKind.DISTILBERT, {**PARAMS, "pretrained": str(tmp_path / "nothing")}, None)
+    with pytest.raises(ValueError, match="cannot load pretrained model"):
+        model.fit(train_df, labels_of(train_df))

@@ -1,0 +1,45 @@
+"""The model kinds training can choose from, as a typed enum (strings in configs and bundles)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+
+class ModelKind(StrEnum):
+    LOGREG = "logreg"
+    RF = "rf"
+    HIST_GB = "hist_gb"
+    MLP = "mlp"
+    DISTILBERT = "distilbert"
+
+    @property
+    def needs_torch(self) -> bool:
+        """Kinds that need torch/transformers, which sklearn-only deployments do not install."""
+        return self is ModelKind.DISTILBERT
+
+    @classmethod
+    def parse(cls, value: str | ModelKind) -> ModelKind:
+        """The kind named by `value`; the error lists the known kinds instead of a bare KeyError."""
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            known = ", ".join(kind.value for kind in cls)
+            raise ValueError(f"unknown model kind {value!r}; known kinds: {known}") from None
+
+
+SKLEARN_KINDS: tuple[ModelKind, ...] = tuple(kind for kind in ModelKind if not kind.needs_torch)
+LABELS: list[int] = [1, 2, 3, 4, 5]
+"""Star ratings, in the column order of every `predict_proba`."""
+
+
+def check_labels(labels: object) -> None:
+    """Refuses training labels outside 1..5 or missing a star: a model must score every star."""
+    found = {int(value) for value in np.unique(np.asarray(labels))}
+    unknown = sorted(found - set(LABELS))
+    if unknown:
+        raise ValueError(f"labels must be stars {LABELS}; found {unknown}")
+    missing = sorted(set(LABELS) - found)
+    if missing:
+        raise ValueError(f"training labels miss stars {missing}: every star needs examples")

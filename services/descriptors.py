@@ -1,0 +1,58 @@
+"""The JSON IO descriptor of the APIs: BentoML's, with decoding that cannot fail with a 500.
+
+BentoML's `JSON` passes the body to `json.loads`, which raises `UnicodeDecodeError` (a
+500) on invalid UTF-8 and reads bodies of any size. This subclass reads at most
+`max_body_bytes`, decodes strictly, and turns every failure into `InvalidRequest`
+(400 / INVALID_ARGUMENT) on both protocols; gRPC clients may send the JSON either as a
+`google.protobuf.Value` (`json`) or as raw bytes (`serialized_bytes`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bentoml.io import JSON
+
+from services.metrics import record_error
+from services.validation import InvalidRequest, decode_json
+
+if TYPE_CHECKING:
+    from google.protobuf import struct_pb2
+    from starlette.requests import Request
+
+
+class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json",)):
+    def __init__(self, api: str, max_body_bytes: int, allow_empty: bool = False) -> None:
+        super().__init__()
+        self.api = api
+        self.max_body_bytes = max_body_bytes
+        self.allow_empty = allow_empty
+
+    def _decode(self, raw: bytes) -> Any:
+        if self.allow_empty and not raw.strip():
+            return {}
+        try:
+            return decode_json(raw)
+        except InvalidRequest as error:
+            record_error(self.api, error.kind)
+            raise
+
+    def _too_large(self, size: int) -> InvalidRequest:
+        record_error(self.api, "too_large")
+        return InvalidRequest("too_large", f"request body over {self.max_body_bytes} bytes ({size}+)")
+
+    async def from_http_request(self, request: Request) -> Any:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return self._decode(b"".join(chunks))
+
+    async def from_proto(self, field: struct_pb2.Value | bytes) -> Any:
+        if isinstance(field, bytes):
+            if len(field) > self.max_body_bytes:
+                raise self._too_large(len(field))
+            return self._decode(field)
+        return await super().from_proto(field)

@@ -1,0 +1,103 @@
+"""The service's Prometheus metrics (all prefixed `kindle_`), created on first use.
+
+BentoML serves `/metrics` from prometheus_client's multiprocess files and sets
+PROMETHEUS_MULTIPROC_DIR in each worker only after the service module is imported, so
+prometheus_client must not be imported, nor a metric created, at import time: a metric
+made too early lives in process memory and never reaches `/metrics`. `get_metrics()` is
+first called from the startup hook or a request, when the directory is set.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import Any
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServiceMetrics:
+    """Request, error, prediction and batching metrics; label sets are small and fixed."""
+
+    def __init__(self) -> None:
+        import prometheus_client as prom
+
+        self.requests = prom.Counter(
+            "kindle_requests", "Requests by API, protocol and outcome.", ["api", "protocol", "status"]
+        )
+        self.latency = prom.Histogram(
+            "kindle_request_duration_seconds",
+            "Request latency by API and protocol, from admission to response.",
+            ["api", "protocol"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.errors = prom.Counter(
+            "kindle_errors",
+            "Refused or failed requests by API, protocol and error type.",
+            ["api", "protocol", "type"],
+        )
+        self.predictions = prom.Counter(
+            "kindle_predictions", "Predicted star ratings (one per review).", ["label", "sentiment"]
+        )
+        self.confidence = prom.Histogram(
+            "kindle_prediction_confidence", "Probability of the predicted label.", buckets=CONFIDENCE_BUCKETS
+        )
+        self.batch_size = prom.Histogram(
+            "kindle_batch_size", "Reviews per model call (after adaptive batching).", buckets=BATCH_BUCKETS
+        )
+        self.request_items = prom.Histogram(
+            "kindle_request_items", "Reviews per request.", ["api"], buckets=BATCH_BUCKETS
+        )
+        self.model_ready = prom.Gauge(
+            "kindle_model_ready", "1 when a valid bundle is loaded.", multiprocess_mode="min"
+        )
+        self.drift_dropped = prom.Counter(
+            "kindle_drift_dropped_rows", "Reviews not fed to the drift monitor (queue full)."
+        )
+
+    @cached_property
+    def _label_children(self) -> dict[tuple[int, str], Any]:
+        return {}
+
+    def record_predictions(self, labels: list[int], sentiments: list[str], confidences: list[float]) -> None:
+        children = self._label_children
+        for label, sentiment in zip(labels, sentiments, strict=True):
+            child = children.get((label, sentiment))
+            if child is None:
+                child = children[(label, sentiment)] = self.predictions.labels(str(label), sentiment)
+            child.inc()
+        for confidence in confidences:
+            self.confidence.observe(confidence)
+
+
+_lock = threading.Lock()
+_metrics: ServiceMetrics | None = None
+
+
+def get_metrics() -> ServiceMetrics:
+    global _metrics
+    if _metrics is None:
+        with _lock:
+            if _metrics is None:
+                _metrics = ServiceMetrics()
+    return _metrics
+
+
+# Which server this process is: an API worker serves exactly one protocol, set by
+# `transport` when BentoML builds its HTTP middleware or gRPC interceptor.
+_protocol = "http"
+
+
+def set_protocol(protocol: str) -> None:
+    global _protocol
+    _protocol = protocol
+
+
+def protocol() -> str:
+    return _protocol
+
+
+def record_error(api: str, kind: str) -> None:
+    get_metrics().errors.labels(api, _protocol, kind).inc()

@@ -1,0 +1,154 @@
+"""Who may call the service and how often: API key check and per-client rate limiting.
+
+The policy lives here, free of any protocol; `transport.py` applies it to HTTP requests
+and gRPC calls alike, before a payload is parsed, so refused traffic costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger("kindle.security")
+
+API_KEY_HEADER = "x-api-key"
+
+
+@dataclass(frozen=True)
+class Denial:
+    """Why a call is refused: `status` is the HTTP code, `kind` the metric label."""
+
+    status: int
+    kind: str
+    message: str
+    retry_after_s: float = 0.0
+
+
+UNAUTHENTICATED = Denial(
+    401, "unauthenticated", f"missing or invalid API key (send it in '{API_KEY_HEADER}')"
+)
+
+
+def key_matches(expected: str | None, presented: str | None) -> bool:
+    """Constant-time comparison (of digests, so the key's length does not leak either)."""
+    if expected is None:
+        return True
+    if presented is None:
+        return False
+    return hmac.compare_digest(
+        hashlib.sha256(expected.encode()).digest(), hashlib.sha256(presented.encode()).digest()
+    )
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, client: str) -> float:
+        """0.0 when the call may proceed, else the seconds until a token is available."""
+        ...
+
+
+class MemoryTokenBucket:
+    """One token bucket per client in this process (bounded LRU of clients).
+
+    With several API workers each keeps its own buckets, so the effective limit is
+    workers x rate; set REDIS_URL for one shared limit.
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, max_clients: int = 100_000) -> None:
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, client: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[client] = (tokens, now)
+            if len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
+
+    async def acquire(self, client: str) -> float:
+        return self.take(client)
+
+
+# Atomic token bucket in Redis; the server's clock is the only clock, so API replicas agree.
+_REDIS_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisTokenBucket:
+    """The same bucket shared by every worker and replica through Redis.
+
+    If Redis is unreachable the call is let through and a warning logged: losing the
+    limiter must not take the service down with it.
+    """
+
+    def __init__(self, url: str, rate_per_s: float, burst: int, prefix: str = "kindle:ratelimit:") -> None:
+        import redis.asyncio
+
+        self._client = redis.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._script = self._client.register_script(_REDIS_BUCKET)
+        self.rate, self.burst, self.prefix = rate_per_s, burst, prefix
+
+    async def acquire(self, client: str) -> float:
+        try:
+            wait = await self._script(keys=[self.prefix + client], args=[self.rate, self.burst])
+        except Exception as error:
+            logger.warning("rate limiter unavailable, letting the call through: %s", error)
+            return 0.0
+        return float(wait)
+
+
+def make_rate_limiter(rate_per_s: float, burst: int, redis_url: str | None) -> RateLimiter | None:
+    """None when rate limiting is off (rate 0)."""
+    if rate_per_s <= 0:
+        return None
+    if redis_url:
+        return RedisTokenBucket(redis_url, rate_per_s, burst)
+    return MemoryTokenBucket(rate_per_s, burst)
+
+
+class Guard:
+    """The admission check both protocols run: API key first, then the client's bucket."""
+
+    def __init__(self, api_key: str | None, limiter: RateLimiter | None) -> None:
+        self.api_key = api_key
+        self.limiter = limiter
+
+    async def admit(self, presented_key: str | None, client: str) -> Denial | None:
+        if not key_matches(self.api_key, presented_key):
+            return UNAUTHENTICATED
+        if self.limiter is not None:
+            wait = await self.limiter.acquire(client)
+            if wait > 0:
+                return Denial(
+                    429, "rate_limited", f"rate limit exceeded for {client}; retry in {wait:.2f}s", wait
+                )
+        return None

@@ -1,0 +1,189 @@
+"""The Kindle review rating service: one BentoML service, served over HTTP and gRPC.
+
+Written with BentoML's legacy API (`bentoml.legacy.Service` + a Runner) because in
+BentoML 1.4 only legacy services can be served by `bentoml serve-grpc`; the same module
+and the same API functions answer `bentoml serve` (HTTP) and `bentoml serve-grpc`.
+The runner is embedded by default (the model runs in the API process, no IPC hop) and
+batchable, so with `KINDLE_RUNNER_EMBEDDED=false` BentoML's adaptive batching merges
+concurrent requests in a separate runner process.
+
+Import must stay cheap and must not fail: the arbiter process imports this module only
+to learn the runners, and a bad bundle must leave a server that says why it is not ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+import bentoml
+import numpy as np
+from bentoml.exceptions import InternalServerError, ServiceUnavailable
+from bentoml.io import JSON
+
+from libs.features import CONTRACT
+from services import logs, runtime
+from services.batching import Coalescer
+from services.descriptors import ReviewsJSON
+from services.drift_feed import DriftFeed
+from services.metrics import get_metrics, protocol, record_error
+from services.security import Guard, make_rate_limiter
+from services.settings import get_settings
+from services.transport import GrpcGate, HttpGate
+from services.validation import InvalidRequest, Reviews, parse_explain, parse_predict, parse_records
+
+SERVICE_NAME = "kindle_sentiment"
+
+settings = get_settings()
+logs.configure(settings.log_level)
+logs.quiet_client_errors()
+logger = logging.getLogger("kindle.service")
+
+
+def _apply_server_defaults() -> None:
+    """Access logs off unless asked for: set here so that `bentoml serve <tag>` anywhere, not
+    only a container reading configuration.yaml, gets the fast default (read by BentoML
+    when it builds the HTTP app / gRPC server, after this import)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    BentoMLContainer.api_server_config.logging.access.enabled.set(settings.access_log)
+    BentoMLContainer.runners_config.logging.access.enabled.set(settings.access_log)
+
+
+_apply_server_defaults()
+
+runner = runtime.make_runner(settings)
+_model = runtime.bento_model(settings) if settings.bundle_path is None else None
+svc = bentoml.legacy.Service(SERVICE_NAME, runners=[runner], models=[_model] if _model else [])
+
+_guard = Guard(
+    settings.api_key.get_secret_value() if settings.api_key else None,
+    make_rate_limiter(settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url),
+)
+svc.add_asgi_middleware(HttpGate, guard=_guard, state=runtime.STATE, max_body_bytes=settings.max_body_bytes)
+svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
+
+drift = DriftFeed(settings)
+
+
+async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
+    return np.asarray(await runner.predict_proba.async_run(texts, summaries))
+
+
+# BentoML batches only non-embedded runners; the embedded one gets the coalescer.
+_coalescer = Coalescer(_run_model, settings.max_batch_size) if settings.runner_embedded else None
+
+
+@svc.on_startup
+def _startup(_: bentoml.Context) -> None:
+    """In each API worker, before the embedded runner starts: load the model, start feeds."""
+    state = runtime.load(settings)
+    get_metrics().model_ready.set(1 if state.ready else 0)
+    if state.ready:
+        drift.start(state.bundle)
+
+
+@svc.on_shutdown
+def _shutdown(_: bentoml.Context) -> None:
+    drift.stop()
+
+
+def _require_model(api: str) -> Any:
+    bundle = runtime.STATE.bundle
+    if bundle is None:
+        record_error(api, "not_ready")
+        raise ServiceUnavailable(f"model not loaded: {runtime.STATE.error}")
+    return bundle
+
+
+async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
+    """The one scoring path of every predicting API: runner, labels, metrics, drift feed."""
+    bundle = _require_model(api)
+    summaries = reviews.summaries or [None] * len(reviews)
+    try:
+        if _coalescer is not None:
+            probabilities = await _coalescer.submit(reviews.texts, summaries)
+        else:
+            probabilities = await _run_model(reviews.texts, summaries)
+    except bentoml.exceptions.BentoMLException:
+        raise
+    except Exception as error:
+        record_error(api, "internal")
+        logger.exception("scoring failed")
+        raise InternalServerError(f"scoring failed: {type(error).__name__}") from None
+    winners = probabilities.argmax(axis=1)
+    labels = [int(bundle.labels[i]) for i in winners]
+    sentiments = list(type(bundle).sentiment(labels))
+    metrics = get_metrics()
+    metrics.request_items.labels(api).observe(len(reviews))
+    metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
+    drift.submit(reviews.texts, reviews.summaries, labels)
+    return {
+        "labels": labels,
+        "probabilities": probabilities.tolist(),
+        "sentiment": sentiments,
+        "model_version": str(bundle.version),
+    }
+
+
+def _validated(api: str, parse: Any, payload: Any) -> Any:
+    try:
+        return parse(payload, max_items=settings.max_items, max_chars=settings.max_text_chars)
+    except InvalidRequest as error:
+        record_error(api, error.kind)
+        logger.debug("invalid request", extra={"api": api, "protocol": protocol(), "kind": error.kind})
+        raise
+
+
+_body = settings.max_body_bytes
+
+
+@svc.api(input=ReviewsJSON("predict", _body), output=JSON(), route="/predict")
+async def predict(payload: Any) -> dict[str, Any]:
+    """Star ratings of reviews: `{"texts": [...], "summaries": [...]?}`."""
+    return await _score("predict", _validated("predict", parse_predict, payload))
+
+
+@svc.api(input=ReviewsJSON("predict_batch", _body), output=JSON(), route="/predict_batch")
+async def predict_batch(payload: Any) -> dict[str, Any]:
+    """Star ratings of dataset records: `[{"reviewText": ..., "summary": ...?, ...}, ...]`."""
+    return await _score("predict_batch", _validated("predict_batch", parse_records, payload))
+
+
+@svc.api(input=ReviewsJSON("explain", _body), output=JSON(), route="/explain")
+async def explain(payload: Any) -> dict[str, Any]:
+    """The TF-IDF terms that pushed each prediction (linear champions only)."""
+    reviews, top_k = _validated("explain", parse_explain, payload)
+    bundle = _require_model("explain")
+    try:
+        # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls.
+        explanations = await anyio.to_thread.run_sync(
+            runtime.explain, bundle, reviews.texts, reviews.summaries, top_k
+        )
+    except bentoml.exceptions.BentoMLException as error:
+        record_error("explain", "unsupported")
+        raise error
+    return {"explanations": explanations, "model_version": str(bundle.version)}
+
+
+@svc.api(input=ReviewsJSON("metadata", _body, allow_empty=True), output=JSON(), route="/metadata")
+async def metadata(_: Any) -> dict[str, Any]:
+    """What is being served: model, metrics, feature contract, drift reference, limits."""
+    state = runtime.STATE
+    body: dict[str, Any] = {
+        "service": SERVICE_NAME,
+        "ready": state.ready,
+        "not_ready_reason": state.error,
+        "source": state.source,
+        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.loaded_at))
+        if state.ready
+        else None,
+        "feature_contract": {"version": CONTRACT.version, "hash": CONTRACT.hash, **CONTRACT.to_dict()},
+        "limits": {"max_items": settings.max_items, "max_text_chars": settings.max_text_chars},
+    }
+    if state.bundle is not None:
+        body["model"] = state.bundle.metadata()
+        body["drift_reference"] = drift.reference_summary(state.bundle)
+    return body

@@ -1,0 +1,86 @@
+"""The service's settings: one typed object, read once from `KINDLE_*` environment variables.
+
+Every knob an operator may turn lives here with its default, so the README's settings
+table, the container and the tests all describe the same thing. Settings are read when
+the service module is imported, i.e. once per server process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Runtime configuration of the rating service (env prefix `KINDLE_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KINDLE_", extra="ignore", frozen=True)
+
+    # --- where the champion comes from (first match wins: path, MLflow, Bento model store)
+    bundle_path: Path | None = Field(
+        None, description="A bundle folder to serve instead of the one packed in the Bento (dev, tests)."
+    )
+    bento_model: str = Field(
+        "champion",
+        description="Model alias declared by the Bento, or a model-store tag; outside a Bento, "
+        "'champion' falls back to kindle-sentiment:latest.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="When set with `mlflow_model_name`, load the champion from the MLflow registry."
+    )
+    mlflow_model_name: str | None = Field(None, description="Registered model name in MLflow.")
+    mlflow_alias: str = Field("champion", description="Registry alias to serve.")
+
+    # --- request limits (abuse protection: bounded work per request)
+    max_items: int = Field(1_000, ge=1, description="Most reviews in one request.")
+    max_text_chars: int = Field(20_000, ge=1, description="Longest review or summary, in characters.")
+    max_body_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Largest request body in bytes, refused before it is parsed."
+    )
+
+    # --- runner and batching
+    runner_embedded: bool = Field(
+        True, description="Run the model in the API process (no IPC hop); false: a separate runner."
+    )
+    max_batch_size: int = Field(256, ge=1, description="Most reviews the runner scores in one call.")
+    max_latency_ms: int = Field(
+        1_000,
+        ge=1,
+        description="Non-embedded runner: latency budget of BentoML's batching; requests it predicts "
+        "would exceed it are shed with 503.",
+    )
+
+    # --- security
+    api_key: SecretStr | None = Field(None, description="When set, clients must send it (x-api-key).")
+    rate_limit_per_s: float = Field(0.0, ge=0, description="Token refill per client per second; 0: off.")
+    rate_limit_burst: int = Field(100, ge=1, description="Bucket size: requests a client may burst.")
+    redis_url: str | None = Field(None, description="Shared rate-limit buckets in Redis (else in memory).")
+
+    # --- monitoring
+    drift_enabled: bool = Field(True, description="Feed live traffic to the drift monitor.")
+    drift_window_rows: int = Field(5_000, ge=10, description="Rows in the live drift window (all workers).")
+    drift_recompute_rows: int = Field(100, ge=1, description="New rows between PSI recomputations.")
+    drift_state_dir: Path | None = Field(
+        None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
+    )
+    drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
+    batch_dir: Path | None = Field(None, description="Where production batches are written (Parquet).")
+    log_level: str = Field("INFO", description="Level of the service's JSON logs.")
+    access_log: bool = Field(
+        False,
+        description="BentoML's per-request access log (off: it costs throughput); wins over BENTOML_CONFIG.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> ServiceSettings:
+    """The process-wide settings (cached: env vars are read once)."""
+    return ServiceSettings()

@@ -1,0 +1,186 @@
+"""Protocol glue: the same admission, readiness and accounting for HTTP and gRPC.
+
+BentoML runs the API functions for both protocols, but what happens before them differs:
+an ASGI middleware sees HTTP requests, a gRPC interceptor sees RPCs. Both do the same
+four things with the same helpers: give the call a request id, refuse it when the API
+key or the client's rate limit says so (401/UNAUTHENTICATED, 429/RESOURCE_EXHAUSTED;
+BentoML would map 429 to UNAVAILABLE), answer readiness from the model state, and count
+requests and latency per API and protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from typing import Any
+
+import grpc
+
+from services.logs import REQUEST_ID
+from services.metrics import get_metrics, record_error, set_protocol
+from services.runtime import ModelState
+from services.security import Denial, Guard
+
+API_NAMES = ("predict", "predict_batch", "explain", "metadata")
+MODEL_APIS = ("predict", "predict_batch", "explain")
+HTTP_ROUTES = {f"/{name}": name for name in API_NAMES}
+REQUEST_ID_HEADER = "x-request-id"
+GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
+GRPC_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def _request_id(presented: str | None) -> str:
+    """The client's id when it is a sane token, else a fresh one (ids end up in logs)."""
+    if presented and len(presented) <= 128 and presented.isprintable():
+        return presented
+    return uuid.uuid4().hex
+
+
+def _peer_host(peer: str) -> str:
+    """'ipv4:127.0.0.1:5000' / 'ipv6:[::1]:5000' -> the host (ports change per connection)."""
+    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+
+def _observe(api: str, protocol: str, status: str, started: float) -> None:
+    metrics = get_metrics()
+    metrics.requests.labels(api, protocol, status).inc()
+    metrics.latency.labels(api, protocol).observe(time.perf_counter() - started)
+
+
+class HttpGate:
+    """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app: Any, guard: Guard, state: ModelState, max_body_bytes: int) -> None:
+        set_protocol("http")
+        self.app, self.guard, self.state, self.max_body_bytes = app, guard, state, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/readyz" and not self.state.ready:
+            await self._reply(send, 503, {"ready": False, "reason": self.state.error}, [])
+            return
+        api = HTTP_ROUTES.get(path)
+        if api is None:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        request_id = _request_id(headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1"))
+        token = REQUEST_ID.set(request_id)
+        started, status = time.perf_counter(), 500
+        echo = [(REQUEST_ID_HEADER.encode(), request_id.encode("latin-1", "replace"))]
+        try:
+            key = headers.get(b"x-api-key")
+            client = (scope.get("client") or ("unknown", 0))[0]
+            denial = await self.guard.admit(key.decode("latin-1") if key is not None else None, client)
+            if denial is None and int(headers.get(b"content-length", b"0") or 0) > self.max_body_bytes:
+                denial = Denial(413, "too_large", f"request body over {self.max_body_bytes} bytes")
+            if denial is None and api in MODEL_APIS and not self.state.ready:
+                # BentoML sends 5xx bodies empty; say why here (and skip parsing).
+                denial = Denial(503, "not_ready", f"model not loaded: {self.state.error}")
+            if denial is not None:
+                status = denial.status
+                record_error(api, denial.kind)
+                extra = []
+                if denial.retry_after_s > 0:
+                    extra.append((b"retry-after", str(max(1, math.ceil(denial.retry_after_s))).encode()))
+                await self._reply(send, status, {"error": denial.message, "kind": denial.kind}, echo + extra)
+                return
+
+            async def send_with_id(message: dict) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    message["headers"] = [*message.get("headers", []), *echo]
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
+        except ValueError:  # a non-numeric content-length
+            status = 400
+            record_error(api, "bad_header")
+            await self._reply(send, 400, {"error": "invalid content-length header"}, echo)
+        finally:
+            _observe(api, "http", str(status), started)
+            REQUEST_ID.reset(token)
+
+    @staticmethod
+    async def _reply(send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class GrpcGate(grpc.aio.ServerInterceptor):
+    """Admission and accounting for `BentoService/Call`; model readiness for `Health/Check`."""
+
+    def __init__(self, guard: Guard, state: ModelState) -> None:
+        set_protocol("grpc")
+        self.guard, self.state = guard, state
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        if details.method == GRPC_HEALTH_CHECK and not self.state.ready:
+            return self._not_serving()
+        handler = await continuation(details)
+        if handler is None or details.method != GRPC_CALL or handler.unary_unary is None:
+            return handler
+        metadata = {key: value for key, value in details.invocation_metadata or ()}
+        inner = handler.unary_unary
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            api = request.api_name if request.api_name in API_NAMES else "unknown"
+            token = REQUEST_ID.set(_request_id(metadata.get(REQUEST_ID_HEADER)))
+            started, status = time.perf_counter(), "OK"
+            try:
+                denial = await self.guard.admit(metadata.get("x-api-key"), _peer_host(context.peer()))
+                if denial is not None:
+                    status = GRPC_CODES[denial.status].name
+                    record_error(api, denial.kind)
+                    await context.abort(GRPC_CODES[denial.status], denial.message)
+                if api == "unknown":  # BentoML would answer UNKNOWN
+                    status = grpc.StatusCode.INVALID_ARGUMENT.name
+                    record_error(api, "unknown_api")
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"unknown api_name {request.api_name[:64]!r}; one of {list(API_NAMES)}",
+                    )
+                return await inner(request, context)
+            except BaseException:
+                if status == "OK":
+                    code = context.code()
+                    status = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                _observe(api, "grpc", status, started)
+                REQUEST_ID.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _not_serving(self) -> grpc.RpcMethodHandler:
+        from grpc_health.v1 import health_pb2
+
+        reason = (self.state.error or "model not loaded").encode("ascii", "replace").decode()[:512]
+
+        async def check(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            context.set_trailing_metadata((("x-not-ready-reason", reason),))
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        return grpc.unary_unary_rpc_method_handler(
+            check,
+            request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+        )

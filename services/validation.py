@@ -1,0 +1,156 @@
+"""Request validation: every way a payload can be wrong becomes one named 400-class error.
+
+Both protocols hand the API functions the same decoded JSON, so the checks below run
+once for HTTP and gRPC alike. Each failure raises `InvalidRequest`, a `BadInput`, which
+BentoML turns into HTTP 400 and gRPC INVALID_ARGUMENT; its `kind` feeds the error metric
+and its message names the field and the limit, so a client can fix the request.
+Nothing here touches the model: a bad request costs no inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bentoml.exceptions import BadInput
+
+PREDICT_FIELDS = ("texts", "summaries")
+EXPLAIN_FIELDS = (*PREDICT_FIELDS, "top_k")
+MAX_TOP_K = 50
+
+
+class InvalidRequest(BadInput):
+    """A client error; `kind` is a short stable label (metrics, logs, tests)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Reviews:
+    """A validated batch: review texts and, aligned with them, optional summaries."""
+
+    texts: list[str]
+    summaries: list[str | None] | None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def decode_json(raw: bytes) -> Any:
+    """Bytes to JSON, refusing invalid UTF-8 (json.loads would raise a non-JSON error)."""
+    if not raw.strip():
+        raise InvalidRequest("empty_body", "request body is empty; send a JSON document")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRequest(
+            "invalid_utf8", f"request body is not valid UTF-8 (byte {error.start}: {error.reason})"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidRequest("invalid_json", f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest("invalid_json", "request body is nested too deeply") from None
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_count(count: int, what: str, max_items: int) -> None:
+    if count == 0:
+        raise InvalidRequest("empty", f"'{what}' is empty; send at least one review")
+    if count > max_items:
+        raise InvalidRequest("too_many", f"'{what}' has {count} items; at most {max_items} per request")
+
+
+def _check_text(value: object, where: str, max_chars: int, *, optional: bool) -> str | None:
+    if value is None or (optional and isinstance(value, float) and math.isnan(value)):
+        if optional:
+            return None
+        raise InvalidRequest("wrong_type", f"{where} is null; expected a string")
+    if not isinstance(value, str):
+        raise InvalidRequest("wrong_type", f"{where} is {_type_name(value)}; expected a string")
+    if len(value) > max_chars:
+        raise InvalidRequest(
+            "too_long", f"{where} has {len(value)} characters; at most {max_chars} are accepted"
+        )
+    return value
+
+
+def _require_object(payload: object, fields: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise InvalidRequest(
+            "wrong_type", f"request is a JSON {_type_name(payload)}; expected an object with 'texts'"
+        )
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise InvalidRequest("unknown_field", f"unknown field(s) {unknown}; accepted: {list(fields)}")
+    if "texts" not in payload:
+        raise InvalidRequest("missing_field", "missing field 'texts' (a list of review strings)")
+    return payload
+
+
+def parse_predict(payload: object, *, max_items: int, max_chars: int, fields=PREDICT_FIELDS) -> Reviews:
+    """`{"texts": [str], "summaries": [str|null] (optional)}` to `Reviews`."""
+    body = _require_object(payload, fields)
+    texts = body["texts"]
+    if not isinstance(texts, list):
+        raise InvalidRequest("wrong_type", f"'texts' is {_type_name(texts)}; expected a list of strings")
+    _check_count(len(texts), "texts", max_items)
+    checked = [_check_text(text, f"texts[{i}]", max_chars, optional=False) for i, text in enumerate(texts)]
+    summaries = body.get("summaries")
+    if summaries is not None:
+        if not isinstance(summaries, list):
+            raise InvalidRequest(
+                "wrong_type", f"'summaries' is {_type_name(summaries)}; expected a list of strings"
+            )
+        if len(summaries) != len(texts):
+            raise InvalidRequest(
+                "length_mismatch", f"{len(summaries)} summaries for {len(texts)} texts; send one per text"
+            )
+        summaries = [
+            _check_text(summary, f"summaries[{i}]", max_chars, optional=True)
+            for i, summary in enumerate(summaries)
+        ]
+    return Reviews(texts=checked, summaries=summaries)  # type: ignore[arg-type]
+
+
+def parse_records(payload: object, *, max_items: int, max_chars: int) -> Reviews:
+    """A list of dataset records (`reviewText`, optional `summary`, other fields ignored)."""
+    if isinstance(payload, dict) and "records" in payload:
+        payload = payload["records"]
+    if not isinstance(payload, list):
+        raise InvalidRequest(
+            "wrong_type", f"request is a JSON {_type_name(payload)}; expected a list of review records"
+        )
+    _check_count(len(payload), "records", max_items)
+    texts: list[str] = []
+    summaries: list[str | None] = []
+    for i, record in enumerate(payload):
+        if not isinstance(record, dict):
+            raise InvalidRequest("wrong_type", f"records[{i}] is {_type_name(record)}; expected an object")
+        if "reviewText" not in record:
+            raise InvalidRequest("missing_field", f"records[{i}] has no 'reviewText'")
+        texts.append(_check_text(record["reviewText"], f"records[{i}].reviewText", max_chars, optional=False))
+        summaries.append(
+            _check_text(record.get("summary"), f"records[{i}].summary", max_chars, optional=True)
+        )
+    return Reviews(texts=texts, summaries=summaries if any(s is not None for s in summaries) else None)
+
+
+def parse_explain(payload: object, *, max_items: int, max_chars: int) -> tuple[Reviews, int]:
+    """Like `predict`, plus `top_k` (1..50, default 10) tokens to report per review."""
+    reviews = parse_predict(payload, max_items=max_items, max_chars=max_chars, fields=EXPLAIN_FIELDS)
+    top_k = payload.get("top_k", 10)  # type: ignore[union-attr]
+    # gRPC's Struct carries every number as a double: 5.0 is a valid top_k.
+    if isinstance(top_k, float) and top_k.is_integer():
+        top_k = int(top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidRequest("wrong_type", f"'top_k' is {top_k!r}; expected an integer in 1..{MAX_TOP_K}")
+    return reviews, top_k

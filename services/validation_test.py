@@ -1,0 +1,101 @@
+"""Every malformed payload maps to one named InvalidRequest (never another exception)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.validation import InvalidRequest, decode_json, parse_explain, parse_predict, parse_records
+
+LIMITS = {"max_items": 3, "max_chars": 10}
+
+
+def kind_of(call, *args, **kwargs) -> str:
+    with pytest.raises(InvalidRequest) as caught:
+        call(*args, **kwargs)
+    assert str(caught.value)  # a message a client can act on
+    return caught.value.kind
+
+
+def test_valid_predict_payload() -> None:
+    reviews = parse_predict({"texts": ["good", "bad"], "summaries": ["a", None]}, **LIMITS)
+    assert reviews.texts == ["good", "bad"] and reviews.summaries == ["a", None]
+    assert parse_predict({"texts": [""]}, **LIMITS).summaries is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ({"texts": []}, "empty"),
+        ({"texts": ["a"] * 4}, "too_many"),
+        ({"texts": ["x" * 11]}, "too_long"),
+        ({"texts": ["ok"], "summaries": ["x" * 11]}, "too_long"),
+        ({"texts": "not a list"}, "wrong_type"),
+        ({"texts": [1]}, "wrong_type"),
+        ({"texts": [None]}, "wrong_type"),
+        ({"texts": [["nested"]]}, "wrong_type"),
+        ({"texts": ["a"], "summaries": "b"}, "wrong_type"),
+        ({"texts": ["a"], "summaries": ["b", "c"]}, "length_mismatch"),
+        ({"summaries": ["b"]}, "missing_field"),
+        ({"text": ["a"]}, "unknown_field"),
+        (["a"], "wrong_type"),
+        ("a", "wrong_type"),
+        (None, "wrong_type"),
+    ],
+)
+def test_bad_predict_payloads(payload: object, kind: str) -> None:
+    assert kind_of(parse_predict, payload, **LIMITS) == kind
+
+
+def test_records() -> None:
+    reviews = parse_records(
+        [
+            {"reviewText": "fine", "summary": math.nan, "overall": 5},
+            {"reviewText": "meh", "summary": "so so"},
+        ],
+        **LIMITS,
+    )
+    assert reviews.texts == ["fine", "meh"] and reviews.summaries == [None, "so so"]
+    assert parse_records({"records": [{"reviewText": "x"}]}, **LIMITS).summaries is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ([], "empty"),
+        ([{"reviewText": "a"}] * 4, "too_many"),
+        ([{"summary": "a"}], "missing_field"),
+        ([{"reviewText": 3}], "wrong_type"),
+        (["a"], "wrong_type"),
+        ({"texts": ["a"]}, "wrong_type"),
+        ([{"reviewText": "x" * 11}], "too_long"),
+    ],
+)
+def test_bad_records(payload: object, kind: str) -> None:
+    assert kind_of(parse_records, payload, **LIMITS) == kind
+
+
+def test_explain_top_k() -> None:
+    assert parse_explain({"texts": ["a"], "top_k": 3.0}, **LIMITS)[1] == 3
+    assert parse_explain({"texts": ["a"]}, **LIMITS)[1] == 10
+    for bad in (0, 51, 2.5, "3", True):
+        assert kind_of(parse_explain, {"texts": ["a"], "top_k": bad}, **LIMITS) == "wrong_type"
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [
+        (b"", "empty_body"),
+        (b"  ", "empty_body"),
+        (b"{", "invalid_json"),
+        (b'{"texts": ["\xff\xfe"]}', "invalid_utf8"),
+        (b"[" * 100_000, "invalid_json"),
+    ],
+)
+def test_decode_json_refuses(raw: bytes, kind: str) -> None:
+    assert kind_of(decode_json, raw) == kind
+
+
+def test_decode_json_accepts_unicode() -> None:
+    assert decode_json('{"texts": ["très bien 👍"]}'.encode()) == {"texts": ["très bien 👍"]}
