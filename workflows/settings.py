@@ -18,9 +18,6 @@ from libs.features import CONTRACT
 WORKFLOW_VERSION = "1"
 """Bump when a task's code changes its outputs: every cache key includes it."""
 
-SKLEARN_KINDS_DEFAULT = "logreg,linear_svm,naive_bayes"
-"""Fallback when libs.models cannot be asked (it is the authority, see train.py)."""
-
 
 def cache_version(stage: str, extra: str = "") -> str:
     """Cache key of a stage: workflow version + feature contract hash (+ a library version).
