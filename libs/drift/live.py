@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from libs.drift.profile import ReferenceProfile, label_counts
 from libs.drift.psi import DEFAULT_MIN_ROWS, DRIFT_THRESHOLD, Band
 from libs.drift.window import CountWindow, Slot, recent, total
 from libs.features import FeatureContractError
+from libs.features.atomic import write_json
 
 logger = logging.getLogger("libs.drift.live")
 
@@ -161,14 +161,7 @@ class LiveMonitor:
             "slots": [slot.to_dict() for slot in self.window.slots],
         }
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-            try:
-                with os.fdopen(handle, "w") as out:
-                    json.dump(state, out)
-                os.replace(temporary, path)
-            finally:
-                Path(temporary).unlink(missing_ok=True)
+            write_json(path, state)
         except OSError as error:
             logger.warning("drift state %s not written (this worker's counts stay local): %s", path, error)
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import pandas as pd
 
 from libs.drift.psi import bin_counts
 from libs.features import CONTRACT, FeatureContractError
+from libs.features.atomic import write_json
 
 FORMAT_VERSION = 1
 DEFAULT_BINS = 10
@@ -133,16 +132,7 @@ class ReferenceProfile:
 
     def save(self, path: Path) -> None:
         """Atomic: a reader sees the old profile or the new one, never half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(handle, "w") as out:
-                json.dump(self.to_dict(), out, indent=1)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_json(Path(path), self.to_dict(), indent=1)
 
     @classmethod
     def load(cls, path: Path) -> ReferenceProfile:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
+from libs.features.atomic import write_json
 from libs.features.contract import CONTRACT, FeatureContractError, TfidfSpec
 
 FORMAT_VERSION = 1
@@ -120,11 +119,7 @@ class Tfidf:
 
     def save(self, path: Path) -> None:
         """Writes JSON atomically (floats round-trip exactly through `repr`)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(handle, "w") as out:
-            json.dump(self.to_dict(), out)
-        os.replace(temporary, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> Tfidf:
