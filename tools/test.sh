@@ -9,5 +9,5 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(//...)
 bazel test "${targets[@]}"
 status=$?
-python3 tools/test_summary.py bazel-testlogs
+python3 tools/test_summary.py bazel-testlogs "${targets[@]}"
 exit $status

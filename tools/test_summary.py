@@ -1,19 +1,36 @@
-"""Adds up the JUnit reports Bazel keeps for every test target into one closing line.
+"""Adds up the JUnit reports Bazel keeps for the test targets of a run into one closing line.
 
 `bazel test` counts targets; the line `N passed, N failed, N skipped` counts test cases
-(pytest functions and parameter sets) across all targets, cached ones included.
+(pytest functions and parameter sets) across the targets the patterns name, cached ones
+included. Reports are looked up per target because `bazel-testlogs` also keeps those of
+targets that no longer exist, which must not be counted.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 
-def count(testlogs: Path) -> tuple[int, int, int]:
+def test_targets(patterns: list[str]) -> list[str]:
+    expression = "tests(" + " + ".join(patterns) + ")"
+    out = subprocess.run(["bazel", "query", expression], check=True, capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if line.startswith("//")]
+
+
+def report_of(testlogs: Path, label: str) -> Path:
+    package, _, name = label.removeprefix("//").partition(":")
+    return testlogs / package / name / "test.xml"
+
+
+def count(reports: list[Path]) -> tuple[int, int, int]:
     passed = failed = skipped = 0
-    for report in sorted(testlogs.rglob("test.xml")):
+    for report in reports:
+        if not report.is_file():  # a target that did not run to a report (e.g. a build error)
+            failed += 1
+            continue
         for suite in ElementTree.parse(report).getroot().iter("testsuite"):
             total = int(suite.get("tests", 0))
             bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
@@ -25,8 +42,10 @@ def count(testlogs: Path) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    testlogs = Path(sys.argv[1] if len(sys.argv) > 1 else "bazel-testlogs")
-    passed, failed, skipped = count(testlogs.resolve())
+    testlogs = Path(sys.argv[1] if len(sys.argv) > 1 else "bazel-testlogs").resolve()
+    patterns = sys.argv[2:] or ["//..."]
+    reports = [report_of(testlogs, label) for label in test_targets(patterns)]
+    passed, failed, skipped = count(reports)
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
 
 
