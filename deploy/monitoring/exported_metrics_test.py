@@ -231,12 +231,15 @@ def test_prometheus_answers_every_dashboard_query(stack: tuple[dict[str, Samples
 def test_prometheus_evaluates_the_alert_rules_on_this_traffic(
     stack: tuple[dict[str, Samples], Prometheus],
 ) -> None:
-    """Drift on caps_ratio makes KindleFeatureDrift pending (it fires after 10 minutes); healthy
-    servers raise nothing else."""
+    """Drift on caps_ratio makes KindleFeatureDrift pending (it fires after 10 minutes); servers
+    with a model and no server-side failures raise no error-rate or readiness alert. (Latency
+    depends on how loaded the test machine is, so KindleHighLatencyP95 is not asserted here;
+    promtool's unit tests cover it.)"""
     _, prometheus = stack
     prometheus.wait_for('ALERTS{alertname="KindleFeatureDrift"}', timeout_s=30)
     alerts = {
         (a["metric"]["alertname"], a["metric"].get("feature"), a["metric"]["alertstate"])
         for a in prometheus.query("ALERTS")
+        if a["metric"]["alertname"] != "KindleHighLatencyP95"
     }
     assert alerts == {("KindleFeatureDrift", "caps_ratio", "pending")}, alerts
