@@ -11,10 +11,15 @@ a review's probabilities do not depend on what it was batched with.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from services.logs import REQUEST_ID
+
+logger = logging.getLogger("kindle.batching")
 
 Score = Callable[[list[str], list[str | None]], Awaitable[np.ndarray]]
 
@@ -24,6 +29,7 @@ class _Request:
     texts: list[str]
     summaries: list[str | None]
     future: asyncio.Future
+    request_id: str = field(default_factory=REQUEST_ID.get)
 
 
 class Coalescer:
@@ -58,6 +64,12 @@ class Coalescer:
                 await self._run(batch)
 
     async def _run(self, batch: list[_Request]) -> None:
+        # The drain task was started from whichever request found the model idle; the call
+        # belongs to this batch's first request, and logs under its id.
+        token = REQUEST_ID.set(batch[0].request_id)
+        if len(batch) > 1 and logger.isEnabledFor(logging.DEBUG):
+            # Ties the batch-mates' ids to the first one's.
+            logger.debug("merged requests", extra={"request_ids": [request.request_id for request in batch]})
         texts = [text for request in batch for text in request.texts]
         summaries = [summary for request in batch for summary in request.summaries]
         try:
@@ -70,6 +82,8 @@ class Coalescer:
             for request in batch:
                 await self._run([request])
             return
+        finally:
+            REQUEST_ID.reset(token)
         start = 0
         for request in batch:
             end = start + len(request.texts)

@@ -15,8 +15,11 @@ from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str] = ContextVar("kindle_request_id", default="-")
 
-# Attributes every LogRecord has; anything else was passed through `extra=` and is logged.
+# Attributes every LogRecord has; anything else was passed through `extra=` (or set by a
+# filter, e.g. BentoML's `component`) and is logged. BentoML's filter also sets fields that
+# only serve its text format, and a `request_id` of its own that must not hide ours.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_TEXT_FORMAT_ONLY = {"levelname_bracketed", "trace_msg"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,23 +33,36 @@ class JsonFormatter(logging.Formatter):
             "request_id": REQUEST_ID.get(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+            if key not in _STANDARD and key not in _TEXT_FORMAT_ONLY and not key.startswith("_"):
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# The service's own code logs under `kindle.*`; the libraries it runs (drift monitor and its
+# alerts, batch writer, bundle loading) under `libs.*`. Both are the service's log output.
+SERVICE_LOGGERS = ("kindle", "libs")
+
+
 def configure(level: str = "INFO") -> None:
-    """JSON to stderr for the `kindle.*` loggers (BentoML keeps its own handlers)."""
-    logger = logging.getLogger("kindle")
-    if any(isinstance(handler.formatter, JsonFormatter) for handler in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    """JSON to stderr for the service's loggers and Python warnings; BentoML's own handlers
+    (server start, runner readiness, its errors) get the JSON format too, so every line a
+    server process logs is one JSON object."""
+    logging.captureWarnings(True)
+    for name in (*SERVICE_LOGGERS, "py.warnings"):
+        logger = logging.getLogger(name)
+        if any(isinstance(handler.formatter, JsonFormatter) for handler in logger.handlers):
+            continue
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(level if name in SERVICE_LOGGERS else logging.WARNING)
+        logger.propagate = False
+    for name in ("", "bentoml"):  # the root logger and BentoML's, as BentoML configured them
+        for handler in logging.getLogger(name).handlers:
+            if not isinstance(handler.formatter, JsonFormatter):
+                handler.setFormatter(JsonFormatter())
 
 
 class _DropClientErrorTracebacks(logging.Filter):

@@ -53,6 +53,14 @@ class ServiceMetrics:
         self.model_ready = prom.Gauge(
             "kindle_model_ready", "1 when a valid bundle is loaded.", multiprocess_mode="min"
         )
+        # An info-style series: dashboards show which bundle each worker serves; workers
+        # that exit drop out ("live"), so a redeploy does not leave the old version behind.
+        self.model_info = prom.Gauge(
+            "kindle_model_info",
+            "1 for the bundle this process serves, labelled by its version and kind.",
+            ["version", "kind"],
+            multiprocess_mode="livemax",
+        )
         self.drift_dropped = prom.Counter(
             "kindle_drift_dropped_rows", "Reviews not fed to the drift monitor (queue full)."
         )

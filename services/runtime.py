@@ -155,7 +155,15 @@ class KindleRunnable(bentoml.legacy.Runnable):
 
         get_metrics().batch_size.observe(len(texts))
         has_summaries = any(summary is not None for summary in summaries)
-        return np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
+        started = time.perf_counter()
+        probabilities = np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
+        # Embedded, this runs in the context of the request that started the model call (for a
+        # merged batch: its first request; the coalescer logs the others' ids).
+        logger.debug(
+            "model call",
+            extra={"rows": len(texts), "model_ms": round((time.perf_counter() - started) * 1000, 2)},
+        )
+        return probabilities
 
 
 def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:

@@ -80,8 +80,10 @@ _coalescer = Coalescer(_run_model, settings.max_batch_size) if settings.runner_e
 def _startup(_: bentoml.Context) -> None:
     """In each API worker, before the embedded runner starts: load the model, start feeds."""
     state = runtime.load(settings)
-    get_metrics().model_ready.set(1 if state.ready else 0)
+    metrics = get_metrics()
+    metrics.model_ready.set(1 if state.ready else 0)
     if state.ready:
+        metrics.model_info.labels(str(state.bundle.version), state.bundle.kind).set(1)
         drift.start(state.bundle)
 
 
@@ -120,6 +122,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
     drift.submit(reviews.texts, reviews.summaries, labels)
+    logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
         "labels": labels,
         "probabilities": probabilities.tolist(),

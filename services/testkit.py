@@ -17,6 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from google.protobuf import json_format, struct_pb2
 
 from services.packaging import REPO_ROOT
 
-START_TIMEOUT_S = 90.0
+START_TIMEOUT_S = 180.0  # a loaded 2-core machine: loading a bundle alone has taken 27 s
 
 
 def train_small_bundle(reviews: pd.DataFrame, path: Path) -> Path:
@@ -166,18 +169,34 @@ class Server:
         self.log.close()
 
 
-def http_call(server: Server, api: str, body: Any = None, raw: bytes | None = None, key: str | None = None):
-    headers = {"content-type": "application/json"}
+def http_call(
+    server: Server,
+    api: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+):
+    sent = {"content-type": "application/json", **(headers or {})}
     if key is not None:
-        headers["x-api-key"] = key
+        sent["x-api-key"] = key
     data = raw if raw is not None else json.dumps(body).encode()
-    return requests.post(f"{server.url}/{api}", data=data, headers=headers, timeout=30)
+    return requests.post(f"{server.url}/{api}", data=data, headers=sent, timeout=30)
 
 
 def grpc_call(
     server: Server, api: str, body: Any = None, raw: bytes | None = None, key: str | None = None
 ) -> tuple[grpc.StatusCode, Any]:
     """(status code, decoded JSON or error details) of one BentoService/Call."""
+    metadata = (("x-api-key", key),) if key is not None else ()
+    code, payload, _ = grpc_exchange(server, api, body, raw, metadata)
+    return code, payload
+
+
+def grpc_exchange(
+    server: Server, api: str, body: Any = None, raw: bytes | None = None, metadata: tuple = ()
+) -> tuple[grpc.StatusCode, Any, dict[str, str]]:
+    """(status code, decoded JSON or error details, the server's initial metadata) of one Call."""
     from bentoml.grpc.v1 import service_pb2 as pb
     from bentoml.grpc.v1 import service_pb2_grpc as services
 
@@ -187,15 +206,43 @@ def grpc_call(
         value = struct_pb2.Value()
         json_format.ParseDict(body, value)
         request = pb.Request(api_name=api, json=value)
-    metadata = (("x-api-key", key),) if key is not None else ()
     with grpc.insecure_channel(
         f"127.0.0.1:{server.port}", options=[("grpc.max_send_message_length", 64 * 2**20)]
     ) as channel:
         try:
-            reply = services.BentoServiceStub(channel).Call(request, metadata=metadata, timeout=30)
+            reply, call = services.BentoServiceStub(channel).Call.with_call(
+                request, metadata=metadata, timeout=30
+            )
         except grpc.RpcError as error:
-            return error.code(), error.details()
-    return grpc.StatusCode.OK, json_format.MessageToDict(reply.json)
+            return error.code(), error.details(), dict(error.initial_metadata() or ())
+    return grpc.StatusCode.OK, json_format.MessageToDict(reply.json), dict(call.initial_metadata() or ())
+
+
+def build_test_bento(reviews: pd.DataFrame, work: Path) -> tuple[str, Path]:
+    """(Bento tag, the BENTOML_HOME it was built in) of a small champion trained on `reviews`."""
+    from services.packaging import build_bento
+
+    bundle = train_small_bundle(reviews, work / "bundle")
+    home = work / "bentoml_home"
+    home.mkdir()
+    return build_bento(bundle, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}), home
+
+
+@contextmanager
+def running(
+    specs: dict[str, tuple[str, dict[str, str]]], tag: str, home: Path, work: Path
+) -> Iterator[dict[str, Server]]:
+    """Servers by name from {name: (protocol, env)}, started together, ready, always stopped."""
+    started: dict[str, Server] = {}
+    try:
+        for name, (protocol, env) in specs.items():
+            started[name] = Server(name, protocol, tag, home, work, env)
+        with ThreadPoolExecutor(len(started)) as pool:
+            list(pool.map(lambda server: server.wait_up(need_ready=True), started.values()))
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
 
 
 def texts_and_summaries(rows: pd.DataFrame) -> tuple[list[str], list[str | None]]:

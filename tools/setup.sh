@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
-# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, and .venv built from
+# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, and .venv built from
 # the same hash-checked lock file Bazel uses (it gives the pyflyte, bentoml and mlflow
 # CLIs, with the repository importable). A second run only checks and returns.
 set -euo pipefail
@@ -14,11 +14,25 @@ command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "setup: installing ${need_apt[*]} with apt-get"
+# promtool (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert
+# rules. Installed without recommends (no node exporter), and the Prometheus server the
+# package would start on :9090 under systemd is stopped and disabled: only the tool is wanted.
+need_prometheus=false
+command -v promtool >/dev/null || need_prometheus=true
+if [ ${#need_apt[@]} -gt 0 ] || $need_prometheus; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing ${need_apt[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if $need_prometheus; then
+    echo "setup: installing prometheus (for promtool) with apt-get"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -d /run/systemd/system ]; then
+      $sudo_cmd systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 stamp=.venv/.lock-sha256

@@ -1,0 +1,1 @@
+"""Deployment files for users of the service (monitoring stack)."""

@@ -1,0 +1,1 @@
+"""Prometheus, alert rules and Grafana for the rating service; see README.md."""
