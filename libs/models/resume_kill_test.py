@@ -11,15 +11,16 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from libs.features import Tfidf
-from libs.models.data import fingerprint
+from libs.models.data import LABEL_COLUMN, fingerprint
 from libs.models.kinds import ModelKind
 from libs.models.settings import TrainingSettings
 from libs.models.training import study_name, train_kind
 from libs.models.tuning import FINISHED
 from tests.fixtures.processes import sigkill_when
 
-N_TRIALS = 10
-KILL_AFTER = 3
+N_TRIALS = 5
+KILL_AFTER = 2
+PER_STAR = 40  # a small training split: each trial costs seconds, not tens of seconds
 
 TRAINING = """
 import sys
@@ -50,7 +51,7 @@ def finished(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
 def test_a_killed_hpo_run_resumes_with_only_the_remaining_trials(
     tmp_path: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, tfidf: Tfidf
 ) -> None:
-    train_df.to_parquet(tmp_path / "train.parquet")
+    train_df.groupby(LABEL_COLUMN).head(PER_STAR).to_parquet(tmp_path / "train.parquet")
     val_df.to_parquet(tmp_path / "val.parquet")
     tfidf.save(tmp_path / "tfidf.json")
     train, val = pd.read_parquet(tmp_path / "train.parquet"), pd.read_parquet(tmp_path / "val.parquet")
@@ -59,7 +60,12 @@ def test_a_killed_hpo_run_resumes_with_only_the_remaining_trials(
     )
     storage, name = settings.storage_url(), study_name(ModelKind.LOGREG, settings, fingerprint(train))
 
-    sigkill_when(TRAINING, [str(tmp_path), str(N_TRIALS)], lambda: len(finished(storage, name)) >= KILL_AFTER)
+    sigkill_when(
+        TRAINING,
+        [str(tmp_path), str(N_TRIALS)],
+        lambda: len(finished(storage, name)) >= KILL_AFTER,
+        poll_s=0.1,
+    )
     before = {t.number: (t.state, t.values, t.params) for t in finished(storage, name)}
     assert KILL_AFTER <= len(before) < N_TRIALS, before
 
