@@ -75,6 +75,21 @@ class DriftFeed:
         writer = BatchWriter(self.settings.batch_dir) if self.settings.batch_dir else None
         return monitor, writer
 
+    def switch(self, bundle: ModelBundle) -> None:
+        """Follows a reloaded champion: its drift reference replaces the old one (the window
+        restarts, since counts binned for the old reference mean nothing for the new one)."""
+        if not self.running:
+            self.start(bundle)
+            return
+        if not bundle.drift_reference:
+            logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
+            return
+        from libs.drift import ReferenceProfile
+
+        self.monitor.use_reference(
+            ReferenceProfile.from_dict(bundle.drift_reference, what=f"drift reference of {bundle.version}")
+        )
+
     def submit(self, texts: list[str], summaries: list[str | None] | None, labels: list[int]) -> None:
         """Never blocks: a full queue drops the rows (counted in kindle_drift_dropped_rows)."""
         if self._thread is None:

@@ -53,17 +53,31 @@ class ServiceMetrics:
         self.model_ready = prom.Gauge(
             "kindle_model_ready", "1 when a valid bundle is loaded.", multiprocess_mode="min"
         )
-        # An info-style series: dashboards show which bundle each worker serves; workers
-        # that exit drop out ("live"), so a redeploy does not leave the old version behind.
-        self.model_info = prom.Gauge(
-            "kindle_model_info",
-            "1 for the bundle this process serves, labelled by its version and kind.",
-            ["version", "kind"],
-            multiprocess_mode="livemax",
-        )
         self.drift_dropped = prom.Counter(
             "kindle_drift_dropped_rows", "Reviews not fed to the drift monitor (queue full)."
         )
+        self.model_reloads = prom.Counter(
+            "kindle_model_reloads",
+            "Champion reloads after the source changed: loaded, or failed (the old one kept serving).",
+            ["result"],
+        )
+        # One series per version a live worker serves: 1 while served, 0 once replaced; workers
+        # that exit drop out ("live"), so a redeploy does not leave the old version behind.
+        self.model_info = prom.Gauge(
+            "kindle_model_info",
+            "The served champion (value 1) by version and kind.",
+            ["model_version", "kind"],
+            multiprocess_mode="livemax",
+        )
+        self._served: tuple[str, str] | None = None
+
+    def set_served(self, version: str, kind: str) -> None:
+        """Marks `version` as this worker's served champion and the one before as replaced."""
+        if self._served is not None and self._served != (version, kind):
+            self.model_info.labels(*self._served).set(0)
+        self.model_info.labels(version, kind).set(1)
+        self.model_ready.set(1)
+        self._served = (version, kind)
 
     @cached_property
     def _label_children(self) -> dict[tuple[int, str], Any]:

@@ -3,13 +3,19 @@
 Loading never raises. A missing or corrupt bundle leaves the server up with `ready`
 false and `error` saying why, so an orchestrator sees a failing readiness probe with a
 reason instead of a crash loop, and the bundle can be fixed without a redeploy.
+
+`Reloader` follows the source (a bundle folder or an MLflow alias): a new champion is
+loaded and checked off the request path and swapped in only when it passes, so a bad
+release never replaces a good model, and the good one keeps serving while it is fixed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,12 +68,13 @@ def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     return None
 
 
-def _download_from_mlflow(settings: ServiceSettings) -> Path:
-    """The champion's bundle folder from the MLflow registry (alias, e.g. `champion`)."""
+def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> Path:
+    """The champion's bundle folder from the MLflow registry: `version`, else the alias's."""
     import mlflow  # only when configured: the Bento does not need mlflow otherwise
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    uri = f"models:/{settings.mlflow_model_name}@{settings.mlflow_alias}"
+    name = settings.mlflow_model_name
+    uri = f"models:/{name}/{version}" if version else f"models:/{name}@{settings.mlflow_alias}"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     # A bundle is the folder holding the manifest; it may sit one level down.
     for candidate in (local, *sorted(p.parent for p in local.rglob("*.json"))):
@@ -76,13 +83,18 @@ def _download_from_mlflow(settings: ServiceSettings) -> Path:
     return local
 
 
-def resolve_bundle_path(settings: ServiceSettings) -> tuple[Path, str]:
+def _mlflow_configured(settings: ServiceSettings) -> bool:
+    return bool(settings.mlflow_tracking_uri and settings.mlflow_model_name)
+
+
+def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[Path, str]:
     """(bundle folder, human-readable source); raises with a reason when there is none."""
     if settings.bundle_path is not None:
         return settings.bundle_path, f"path {settings.bundle_path}"
-    if settings.mlflow_tracking_uri and settings.mlflow_model_name:
-        path = _download_from_mlflow(settings)
-        return path, f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}"
+    if _mlflow_configured(settings):
+        path = _download_from_mlflow(settings, mlflow_version)
+        pinned = f" (version {mlflow_version})" if mlflow_version else ""
+        return path, f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}{pinned}"
     model = bento_model(settings)
     if model is None:
         raise FileNotFoundError(
@@ -99,6 +111,16 @@ def check_bundle(bundle: ModelBundle) -> None:
         raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {EXPECTED_LABELS}")
 
 
+def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
+    """(bundle, source) that passed every check; raises with the reason otherwise."""
+    from libs.models.bundle import load_bundle
+
+    path, source = resolve_bundle_path(settings, mlflow_version)
+    bundle = load_bundle(path)
+    check_bundle(bundle)
+    return bundle, source
+
+
 def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> ModelState:
     """Loads the champion into `state` once; safe to call from several threads."""
     settings = settings or get_settings()
@@ -107,27 +129,142 @@ def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> 
             return state
         started = time.perf_counter()
         try:
-            from libs.models.bundle import load_bundle
-
-            path, source = resolve_bundle_path(settings)
-            bundle = load_bundle(path)
-            check_bundle(bundle)
+            bundle, source = load_checked(settings)
         except Exception as error:
             state.error = f"{type(error).__name__}: {error}"
             logger.error("champion not loaded: %s", state.error)
             return state
-        state.bundle, state.source, state.error = bundle, source, None
-        state.loaded_at = time.time()
-        logger.info(
-            "champion loaded",
-            extra={
-                "model_kind": bundle.kind,
-                "model_version": bundle.version,
-                "source": source,
-                "load_s": round(time.perf_counter() - started, 3),
-            },
-        )
+        _install(state, bundle, source, time.perf_counter() - started)
     return state
+
+
+def _install(state: ModelState, bundle: ModelBundle, source: str, load_s: float) -> None:
+    """Makes `bundle` the served one (caller holds `state.lock`): one reference assignment,
+    so a request sees either the old bundle or the new one, never a mix."""
+    state.bundle, state.source, state.error = bundle, source, None
+    state.loaded_at = time.time()
+    logger.info(
+        "champion loaded",
+        extra={
+            "model_kind": bundle.kind,
+            "model_version": bundle.version,
+            "source": source,
+            "load_s": round(load_s, 3),
+        },
+    )
+
+
+def source_fingerprint(settings: ServiceSettings) -> str | None:
+    """What the source points at now, cheaply: a changed value means a new champion may be there.
+
+    A bundle folder: its real path (a symlink swap changes it) and its manifest's inode,
+    size and mtime (an atomic rename of a new bundle changes them; `save_bundle` writes the
+    manifest last). MLflow: the alias's version number (one registry call). The Bento's
+    own model never changes while the server runs: None.
+    """
+    if settings.bundle_path is not None:
+        real = os.path.realpath(settings.bundle_path)
+        try:
+            stat = os.stat(os.path.join(real, "manifest.json"))
+        except OSError as error:
+            return f"{real}|{type(error).__name__}"
+        return f"{real}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
+    if _mlflow_configured(settings):
+        return _alias_version(settings)
+    return None
+
+
+def _alias_version(settings: ServiceSettings) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    return str(client.get_model_version_by_alias(settings.mlflow_model_name, settings.mlflow_alias).version)
+
+
+class Reloader:
+    """Polls the champion's source every `reload_interval_s` from a background thread.
+
+    Each API worker runs one, so every worker swaps on its own, off the event loop. A new
+    source value is loaded and checked once: if it fails, the served bundle stays, the
+    failure is logged (JSON, with the reason) and counted, and that value is not tried
+    again; only the next change of the source is. The same rule covers a server that
+    started without a valid bundle: it becomes ready when a good one appears.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        on_swap: Callable[[ModelBundle], None],
+        state: ModelState = STATE,
+    ) -> None:
+        self.settings = settings
+        self.on_swap = on_swap
+        self.state = state
+        self.seen: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def remember_current(self) -> None:
+        """Records the source as it is before the first load, so only later changes reload."""
+        self.seen = self._fingerprint()
+
+    def start(self) -> None:
+        if self.settings.reload_interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="kindle-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.reload_interval_s):
+            self.check()
+
+    def _fingerprint(self) -> str | None:
+        try:
+            return source_fingerprint(self.settings)
+        except Exception as error:  # e.g. the registry is unreachable: try again next time
+            logger.warning("champion source not checked: %s: %s", type(error).__name__, error)
+            return self.seen
+
+    def check(self) -> str | None:
+        """One poll: 'loaded', 'failed', or None when the source did not change."""
+        current = self._fingerprint()
+        if current is None or current == self.seen:
+            return None
+        self.seen = current
+        from services.metrics import get_metrics
+
+        metrics = get_metrics()
+        served = self.state.bundle.version if self.state.bundle is not None else None
+        started = time.perf_counter()
+        try:
+            mlflow_version = current if self.settings.bundle_path is None else None
+            bundle, source = load_checked(self.settings, mlflow_version)
+        except Exception as error:
+            metrics.model_reloads.labels("failed").inc()
+            reason = f"{type(error).__name__}: {error}"
+            logger.error(
+                "champion reload failed; still serving %s",
+                served or "nothing",
+                extra={"event": "model_reload", "result": "failed", "reason": reason, "served": served},
+            )
+            if self.state.bundle is None:
+                self.state.error = reason
+            return "failed"
+        with self.state.lock:
+            _install(self.state, bundle, source, time.perf_counter() - started)
+        metrics.model_reloads.labels("loaded").inc()
+        metrics.set_served(bundle.version, bundle.kind)
+        try:
+            self.on_swap(bundle)
+        except Exception:
+            logger.exception("after the swap to %s", bundle.version)
+        return "loaded"
 
 
 class KindleRunnable(bentoml.legacy.Runnable):
@@ -141,7 +278,14 @@ class KindleRunnable(bentoml.legacy.Runnable):
     SUPPORTS_CPU_MULTI_THREADING = False
 
     def __init__(self) -> None:
-        self.state = load()
+        settings = get_settings()
+        # A runner process of its own follows the source like the API workers do.
+        reloader = None if settings.runner_embedded else Reloader(settings, on_swap=lambda bundle: None)
+        if reloader is not None:
+            reloader.remember_current()
+        self.state = load(settings)
+        if reloader is not None:
+            reloader.start()
 
     @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
     def predict_proba(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:

@@ -66,6 +66,7 @@ svc.add_asgi_middleware(HttpGate, guard=_guard, state=runtime.STATE, max_body_by
 svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
 
 drift = DriftFeed(settings)
+reloader = runtime.Reloader(settings, on_swap=drift.switch)
 
 
 async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
@@ -78,17 +79,21 @@ _coalescer = Coalescer(_run_model, settings.max_batch_size) if settings.runner_e
 
 @svc.on_startup
 def _startup(_: bentoml.Context) -> None:
-    """In each API worker, before the embedded runner starts: load the model, start feeds."""
+    """In each API worker, before the embedded runner starts: load the model, start feeds
+    and the reloader (which takes over from the source as it was before this load)."""
+    reloader.remember_current()
     state = runtime.load(settings)
     metrics = get_metrics()
-    metrics.model_ready.set(1 if state.ready else 0)
+    metrics.model_ready.set(0)
     if state.ready:
-        metrics.model_info.labels(str(state.bundle.version), state.bundle.kind).set(1)
+        metrics.set_served(state.bundle.version, state.bundle.kind)
         drift.start(state.bundle)
+    reloader.start()
 
 
 @svc.on_shutdown
 def _shutdown(_: bentoml.Context) -> None:
+    reloader.stop()
     drift.stop()
 
 

@@ -33,6 +33,12 @@ class ServiceSettings(BaseSettings):
     )
     mlflow_model_name: str | None = Field(None, description="Registered model name in MLflow.")
     mlflow_alias: str = Field("champion", description="Registry alias to serve.")
+    reload_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between checks of the champion's source (bundle folder or MLflow alias) "
+        "for a new version, loaded and checked in the background before it is swapped in; 0: off.",
+    )
 
     # --- request limits (abuse protection: bounded work per request)
     max_items: int = Field(1_000, ge=1, description="Most reviews in one request.")

@@ -212,7 +212,7 @@ def test_traffic_shows_in_the_queried_series(exported: dict[str, Samples], proto
     assert {labels["protocol"] for labels, _ in values["kindle_requests_total"]} == {protocol}
     assert sum(value for _, value in values["kindle_predictions_total"]) >= 610
     info = [labels for labels, value in values["kindle_model_info"] if value == 1]
-    assert len(info) == 1 and info[0]["kind"] == "logreg" and info[0]["version"]
+    assert len(info) == 1 and info[0]["kind"] == "logreg" and info[0]["model_version"]
 
 
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval stands for at a 1 s scrape interval

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
+from libs.features.atomic import atomic_path
 
 logger = logging.getLogger("libs.drift.batches")
 
@@ -129,13 +129,8 @@ def read_batches(folder: Path) -> pd.DataFrame:
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A killed writer leaves a hidden `.batch-...` file that `read_batches` never matches."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), HASH_KEY: CONTRACT.hash.encode()})
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         pq.write_table(table, temporary)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

@@ -100,14 +100,26 @@ class LiveMonitor:
             raise FeatureContractError(f"live features lack columns {missing}")
         if predicted_labels is not None and len(predicted_labels) != len(features):
             raise ValueError(f"{len(predicted_labels)} predicted labels for {len(features)} rows")
-        bins = {b.name: b.counts(features[b.name]) for b in self.reference.features}
         labels = label_counts(() if predicted_labels is None else predicted_labels)
-        with self._lock:
+        with self._lock:  # binned under the lock: `use_reference` may swap the bins meanwhile
+            bins = {b.name: b.counts(features[b.name]) for b in self.reference.features}
             self.window.add(bins, labels, len(features), self.clock())
             self._pending += len(features)
             if self._pending < self.recompute_rows:
                 return None
             return self._refresh()
+
+    def use_reference(self, reference: ReferenceProfile) -> None:
+        """Compares from now on with `reference` (a new champion's): the window starts empty.
+
+        Other workers' state files of the old reference are ignored by its fingerprint.
+        """
+        with self._lock:
+            self.reference = reference
+            self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
+            self.window = CountWindow(self.window.rows, self.window.seconds)
+            self._pending = 0
+            self.report = None
 
     def refresh(self) -> DriftReport:
         """Persists this worker's counts, merges all workers', and updates gauges and alerts."""

@@ -63,16 +63,26 @@ def configure(settings: TrainingSettings) -> str:
     not in whatever the working directory happens to be.
     """
     uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_file(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(settings.experiment) is None:
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        location = None if database is None else (database.parent / "mlartifacts").resolve().as_uri()
         mlflow.create_experiment(settings.experiment, artifact_location=location)
     mlflow.set_experiment(settings.experiment)
     return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store, also in SQLite's URI form
+    (`sqlite:///file:/path/db?mode=ro&uri=true`); None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    if "uri=true" in path.partition("?")[2]:
+        path = path.partition("?")[0].removeprefix("file:")
+    return Path(path)
 
 
 def trial_logger(kind: str, data_fingerprint: str) -> Callable[[optuna.Study, FrozenTrial], None]:
@@ -114,10 +124,13 @@ def register_champion(
     The new version gets `champion`; the version that had it gets `previous` (the rollback
     target). If logging or registering fails, a RegistrationError says why and no alias moves.
     """
-    uri = configure(settings)
     name = settings.registered_model_name
-    client = MlflowClient(uri)
+    uri = settings.tracking_uri()
+    step = "connecting to the store"
     try:
+        configure(settings)
+        client = MlflowClient(uri)
+        step = "reading the current champion"
         previous = _alias_version(client, name, CHAMPION)
         bundle = load_bundle(bundle_path)
         example = pd.DataFrame(
@@ -127,8 +140,10 @@ def register_champion(
         requirements = [f"{lib}=={v}" for lib, v in bundle.library_versions.items() if lib != "python"]
         active = mlflow.active_run()
         same_run = active is not None and active.info.run_id == run_id
+        step = "opening the run"
         context = nullcontext() if same_run else mlflow.start_run(run_id=run_id, run_name="register-champion")
         with context:
+            step = "logging the model"
             info = mlflow.pyfunc.log_model(
                 name="champion_model",
                 python_model=BundlePythonModel(),
@@ -137,11 +152,12 @@ def register_champion(
                 input_example=example,
                 pip_requirements=[*requirements, f"mlflow=={mlflow.__version__}"],
             )
+            step = "registering the model version"
             version = mlflow.register_model(info.model_uri, name, tags={"bundle_version": bundle.version})
     except Exception as error:
         raise RegistrationError(
-            f"registering bundle {bundle_path} as {name!r} in {uri} failed ({type(error).__name__}: "
-            f"{error}); aliases left unchanged"
+            f"registering bundle {bundle_path} as {name!r} in MLflow store {uri} failed while {step} "
+            f"({type(error).__name__}: {error}); aliases left unchanged"
         ) from error
     old_previous = _alias_version(client, name, PREVIOUS)
     try:
@@ -151,7 +167,8 @@ def register_champion(
     except MlflowException as error:
         _restore_alias(client, name, PREVIOUS, old_previous)
         raise RegistrationError(
-            f"version {version.version} of {name!r} registered, but moving aliases failed ({error}); "
+            f"version {version.version} of {name!r} registered in MLflow store {uri}, but moving aliases "
+            f"failed ({error}); "
             "aliases left unchanged"
         ) from error
     logger.info(

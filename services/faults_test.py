@@ -1,0 +1,243 @@
+"""Faults on real servers: a broken new champion must not replace a good one, and a dead
+drift webhook must not touch predictions.
+
+Servers run straight from the source tree (`bentoml serve services.service:svc`) on a
+bundle folder, which is what reloading follows; two servers start once per module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from services.testkit import Server, http_call, metric_sum, offline, scrape, texts_and_summaries
+from services.testkit import train_small_bundle as train
+from tests import fixtures
+
+SOURCE_SERVICE = "services.service:svc"
+RELOAD_INTERVAL_S = 0.3
+WAIT_S = 45.0
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kindle_faults")
+
+
+@pytest.fixture(scope="module")
+def sample() -> pd.DataFrame:
+    frame = fixtures.kindle_sample()
+    return frame[frame["reviewText"].notna()].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def probe(sample: pd.DataFrame) -> pd.DataFrame:
+    return sample.sample(n=20, random_state=11).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def bundles(work: Path, sample: pd.DataFrame) -> dict[str, Path]:
+    """A and B: two real champions trained on different reviews; broken: A with a tampered file."""
+    a = train(sample.iloc[:1500], work / "bundle_a")
+    b = train(sample.iloc[1500:2700], work / "bundle_b")
+    broken = work / "bundle_broken"
+    shutil.copytree(a, broken)
+    largest = max((p for p in broken.iterdir() if p.name != "manifest.json"), key=lambda p: p.stat().st_size)
+    largest.write_bytes(b"\x00 tampered \xff" + largest.read_bytes()[64:])
+    return {"a": a, "b": b, "broken": broken}
+
+
+class HangingEndpoint:
+    """A TCP listener that accepts connections and never answers: the worst webhook receiver."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/drift"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)  # held open, never read from or written to
+
+    def close(self) -> None:
+        for connection in self.accepted:
+            connection.close()
+        self.sock.close()
+
+
+def swap_link(link: Path, target: Path) -> None:
+    """Points `link` at `target` atomically (a new symlink renamed over the old one)."""
+    staged = link.with_name(f".{link.name}.new")
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(target)
+    os.replace(staged, link)
+
+
+@pytest.fixture(scope="module")
+def hanging() -> Iterator[HangingEndpoint]:
+    endpoint = HangingEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+@pytest.fixture(scope="module")
+def servers(work: Path, bundles: dict[str, Path], hanging: HangingEndpoint) -> Iterator[dict[str, Server]]:
+    home = work / "empty_home"  # no Bento: the servers serve the source tree's service
+    for store in ("bentos", "models"):
+        (home / store).mkdir(parents=True)
+    live = work / "live_bundle"
+    live.symlink_to(bundles["a"])
+    specs = {
+        "reload": {"KINDLE_BUNDLE_PATH": str(live), "KINDLE_RELOAD_INTERVAL_S": str(RELOAD_INTERVAL_S)},
+        "webhook": {
+            "KINDLE_BUNDLE_PATH": str(bundles["a"]),
+            "KINDLE_DRIFT_WEBHOOK_URL": hanging.url,
+            "KINDLE_RELOAD_INTERVAL_S": "0",
+        },
+    }
+    started: dict[str, Server] = {}
+    try:
+        for name, env in specs.items():
+            started[name] = Server(name, "http", SOURCE_SERVICE, home, work, env)
+        with ThreadPoolExecutor(len(started)) as pool:
+            list(pool.map(lambda s: s.wait_up(need_ready=True), started.values()))
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not seen within {WAIT_S}s:\n{server.tail()}")
+
+
+def predict(server: Server, rows: pd.DataFrame) -> dict:
+    texts, summaries = texts_and_summaries(rows)
+    reply = http_call(server, "predict", {"texts": texts, "summaries": summaries})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def served_version(server: Server) -> str:
+    return http_call(server, "metadata", {}).json()["model"]["version"]
+
+
+def reloads(server: Server, result: str) -> float:
+    return metric_sum(scrape(server), "kindle_model_reloads_total", result=result)
+
+
+def bundle_version(path: Path) -> str:
+    return json.loads((path / "manifest.json").read_text())["version"]
+
+
+def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
+    servers: dict[str, Server], bundles: dict[str, Path], probe: pd.DataFrame, work: Path
+) -> None:
+    server = servers["reload"]
+    version_a, version_b = bundle_version(bundles["a"]), bundle_version(bundles["b"])
+    assert version_a != version_b
+    before = predict(server, probe)
+    assert before["model_version"] == served_version(server) == version_a
+
+    swap_link(work / "live_bundle", bundles["broken"])
+    wait_for(lambda: reloads(server, "failed") >= 1, "the failed reload", server)
+
+    after = predict(server, probe)
+    assert after["model_version"] == served_version(server) == version_a
+    np.testing.assert_allclose(after["probabilities"], before["probabilities"], rtol=0, atol=1e-12)
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    failures = [
+        entry
+        for line in server.tail(2000).splitlines()
+        if line.startswith("{") and (entry := json.loads(line)).get("event") == "model_reload"
+    ]
+    assert len(failures) == 1, failures
+    assert failures[0]["level"] == "ERROR" and failures[0]["result"] == "failed"
+    assert "checksum mismatch" in failures[0]["reason"] and failures[0]["served"] == version_a
+    time.sleep(10 * RELOAD_INTERVAL_S)  # the same broken bundle is not tried again
+    assert reloads(server, "failed") == 1
+    assert metric_sum(scrape(server), "kindle_model_info", model_version=version_a) == 1
+
+    swap_link(work / "live_bundle", bundles["b"])
+    wait_for(lambda: served_version(server) == version_b, "bundle B served", server)
+    texts, summaries = texts_and_summaries(probe)
+    now = predict(server, probe)
+    assert now["model_version"] == version_b
+    np.testing.assert_allclose(now["probabilities"], offline(bundles["b"], texts, summaries), atol=1e-9)
+    metrics = scrape(server)
+    assert metric_sum(metrics, "kindle_model_reloads_total", result="loaded") == 1
+    assert metric_sum(metrics, "kindle_model_info", model_version=version_b) == 1
+    assert metric_sum(metrics, "kindle_model_info", model_version=version_a) == 0
+
+
+def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(
+    servers: dict[str, Server], bundles: dict[str, Path], sample: pd.DataFrame
+) -> None:
+    """Runs after the swap to B: the worker's persisted drift window is tied to B's reference."""
+    from libs.drift import ReferenceProfile
+    from libs.models.bundle import load_bundle
+
+    server = servers["reload"]
+    assert served_version(server) == bundle_version(bundles["b"])
+    expected = ReferenceProfile.from_dict(load_bundle(bundles["b"]).drift_reference).fingerprint
+    for start in range(0, 120, 20):
+        predict(server, sample.iloc[3000 + start : 3020 + start])
+    state = server.state_dir / "drift"
+
+    def fingerprints() -> set[str]:
+        return {json.loads(p.read_text()).get("fingerprint") for p in state.glob("*.json")}
+
+    wait_for(lambda: expected in fingerprints(), "a drift window on B's reference", server)
+
+
+def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
+    servers: dict[str, Server], sample: pd.DataFrame, hanging: HangingEndpoint
+) -> None:
+    """Upper-cased reviews drift on caps_ratio; the alert's webhook never answers."""
+    server = servers["webhook"]
+    shouting = sample.iloc[:400].copy()
+    shouting["reviewText"] = shouting["reviewText"].str.upper()
+    latencies = []
+    for start in range(0, len(shouting), 10):
+        began = time.perf_counter()
+        reply = predict(server, shouting.iloc[start : start + 10])
+        latencies.append(time.perf_counter() - began)
+        assert len(reply["labels"]) == len(shouting.iloc[start : start + 10])
+    wait_for(
+        lambda: metric_sum(scrape(server), "kindle_drift_webhook_failures_total") >= 1,
+        "a counted webhook failure",
+        server,
+    )
+    metrics = scrape(server)
+    assert metric_sum(metrics, "kindle_drift_alerts_total", feature="caps_ratio") >= 1
+    assert hanging.accepted, "the webhook was never attempted"
+    # A request waiting on the webhook would take its 2 s timeout at least.
+    assert max(latencies) < 2.0 and float(np.median(latencies)) < 0.5, latencies
+    assert metric_sum(metrics, "kindle_errors_total") == 0
