@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
-# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, and .venv built from
+# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, wrk (benchmarks), and .venv built from
 # the same hash-checked lock file Bazel uses (it gives the pyflyte, bentoml and mlflow
 # CLIs, with the repository importable). A second run only checks and returns.
 set -euo pipefail
@@ -13,6 +13,7 @@ need_apt=()
 command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
+command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load generator of tools/bench's serving suite
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} with apt-get"
