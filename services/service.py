@@ -45,11 +45,21 @@ logger = logging.getLogger("kindle.service")
 def _apply_server_defaults() -> None:
     """Access logs off unless asked for: set here so that `bentoml serve <tag>` anywhere, not
     only a container reading configuration.yaml, gets the fast default (read by BentoML
-    when it builds the HTTP app / gRPC server, after this import)."""
+    when it builds the HTTP app / gRPC server, after this import).
+
+    Tracing: BentoML's sampler *records* every request's spans even at `sample_rate: 0`
+    (it only skips exporting them), which costs each request span objects, attributes and
+    ids. With nothing sampled, the OpenTelemetry SDK's own off switch (read when BentoML
+    creates its tracer provider, also after this import) skips that work; an operator's
+    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on."""
+    import os
+
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     BentoMLContainer.api_server_config.logging.access.enabled.set(settings.access_log)
     BentoMLContainer.runners_config.logging.access.enabled.set(settings.access_log)
+    if not BentoMLContainer.tracing.sample_rate.get():
+        os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 
 _apply_server_defaults()

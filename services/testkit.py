@@ -31,7 +31,7 @@ from google.protobuf import json_format, struct_pb2
 
 from services.packaging import REPO_ROOT
 
-START_TIMEOUT_S = 180.0  # a loaded 2-core machine: loading a bundle alone has taken 27 s
+START_TIMEOUT_S = 180.0  # six servers starting at once on a busy 2-core machine
 
 
 def train_small_bundle(reviews: pd.DataFrame, path: Path) -> Path:
@@ -70,52 +70,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Server:
-    """One `bentoml serve[-grpc]` process group, its ports and its log."""
+class ServerProcess:
+    """A server process group on a loopback port, its log, readiness probing and shutdown.
 
-    def __init__(
-        self,
-        name: str,
-        protocol: str,
-        tag: str,
-        build_home: Path,
-        work: Path,
-        env: dict[str, str],
-        api_workers: int | None = 1,
-    ) -> None:
-        self.name, self.protocol = name, protocol
-        self.port, self.metrics_port = free_port(), free_port()
-        home = work / f"home_{name}"
-        home.mkdir()
-        for store in ("bentos", "models"):
-            (home / store).symlink_to(build_home / store)
-        self.log_path = work / f"{name}.log"
-        self.state_dir = work / f"state_{name}"
-        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("KINDLE_", "BENTOML_"))}
-        child_env.update(
-            {
-                "BENTOML_HOME": str(home),
-                "BENTOML_DO_NOT_TRACK": "true",
-                "BENTOML_CONFIG": str(REPO_ROOT / "services" / "configuration.yaml"),
-                "BENTOML_CONFIG_OPTIONS": f"api_server.grpc.metrics.port={self.metrics_port} "
-                "api_server.grpc.metrics.host=127.0.0.1",
-                "PROMETHEUS_MULTIPROC_DIR": str(home / "prometheus_multiproc_dir"),
-                "KINDLE_DRIFT_STATE_DIR": str(self.state_dir / "drift"),
-                "KINDLE_BATCH_DIR": str(self.state_dir / "batches"),
-                "KINDLE_DRIFT_RECOMPUTE_ROWS": "50",
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-                **env,
-            }
-        )
-        command = "serve" if protocol == "http" else "serve-grpc"
-        self.log = self.log_path.open("w")
-        command_line = [sys.executable, "-m", "bentoml", command, tag, "--host", "127.0.0.1"]
-        command_line += ["--port", str(self.port)]
-        if api_workers is not None:  # None: the configuration's default (one per CPU)
-            command_line += ["--api-workers", str(api_workers)]
+    `Server` is the BentoML service; benchmarks also run other HTTP apps (the FastAPI
+    baseline) through this class so that every server is started, probed and stopped alike.
+    """
+
+    protocol = "http"
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path, port: int) -> None:
+        self.name, self.port, self.log_path = name, port, log_path
+        self.log = log_path.open("w")
         self.process = subprocess.Popen(
-            command_line,
-            env=child_env,
+            command,
+            env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() ends the workers too
@@ -124,10 +93,6 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"{self.url}/metrics" if self.protocol == "http" else f"http://127.0.0.1:{self.metrics_port}/"
 
     def wait_up(self, need_ready: bool) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -143,16 +108,8 @@ class Server:
         raise TimeoutError(f"{self.name} not up after {START_TIMEOUT_S}s:\n{self.tail()}")
 
     def _probe(self, need_ready: bool) -> bool:
-        if self.protocol == "http":
-            path = "/readyz" if need_ready else "/livez"
-            return requests.get(self.url + path, timeout=2).status_code == 200
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service="bentoml.grpc.v1.BentoService"), timeout=2
-            )
-        return reply.status == health_pb2.HealthCheckResponse.SERVING or not need_ready
+        path = "/readyz" if need_ready else "/livez"
+        return requests.get(self.url + path, timeout=2).status_code == 200
 
     def tail(self, lines: int = 60) -> str:
         self.log.flush()
@@ -167,6 +124,70 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=5)
         self.log.close()
+
+
+class Server(ServerProcess):
+    """One `bentoml serve[-grpc]` of a Bento, with its own BentoML home and state folders."""
+
+    def __init__(
+        self,
+        name: str,
+        protocol: str,
+        tag: str,
+        build_home: Path,
+        work: Path,
+        env: dict[str, str],
+        api_workers: int | None = 1,
+    ) -> None:
+        self.protocol = protocol
+        port, self.metrics_port = free_port(), free_port()
+        home = work / f"home_{name}"
+        home.mkdir()
+        for store in ("bentos", "models"):
+            (home / store).symlink_to(build_home / store)
+        self.state_dir = work / f"state_{name}"
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("KINDLE_", "BENTOML_"))}
+        child_env.update(
+            {
+                "BENTOML_HOME": str(home),
+                "BENTOML_DO_NOT_TRACK": "true",
+                "BENTOML_CONFIG": str(REPO_ROOT / "services" / "configuration.yaml"),
+                "BENTOML_CONFIG_OPTIONS": f"api_server.grpc.metrics.port={self.metrics_port} "
+                "api_server.grpc.metrics.host=127.0.0.1",
+                "PROMETHEUS_MULTIPROC_DIR": str(home / "prometheus_multiproc_dir"),
+                "KINDLE_DRIFT_STATE_DIR": str(self.state_dir / "drift"),
+                "KINDLE_BATCH_DIR": str(self.state_dir / "batches"),
+                "KINDLE_DRIFT_RECOMPUTE_ROWS": "50",
+                "PYTHONPATH": python_path(),
+                **env,
+            }
+        )
+        command = "serve" if protocol == "http" else "serve-grpc"
+        command_line = [sys.executable, "-m", "bentoml", command, tag, "--host", "127.0.0.1"]
+        command_line += ["--port", str(port)]
+        if api_workers is not None:  # None: the configuration's default (one per CPU)
+            command_line += ["--api-workers", str(api_workers)]
+        super().__init__(name, command_line, child_env, work / f"{name}.log", port)
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.url}/metrics" if self.protocol == "http" else f"http://127.0.0.1:{self.metrics_port}/"
+
+    def _probe(self, need_ready: bool) -> bool:
+        if self.protocol == "http":
+            return super()._probe(need_ready)
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="bentoml.grpc.v1.BentoService"), timeout=2
+            )
+        return reply.status == health_pb2.HealthCheckResponse.SERVING or not need_ready
+
+
+def python_path() -> str:
+    """PYTHONPATH for a child process that must import this repository."""
+    return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def http_call(

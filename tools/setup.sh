@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
-# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, and .venv built from
-# the same hash-checked lock file Bazel uses (it gives the pyflyte, bentoml and mlflow
-# CLIs, with the repository importable). A second run only checks and returns.
+# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, wrk (benchmarks),
+# and .venv built from the same hash-checked lock file Bazel uses (it gives the pyflyte,
+# bentoml and mlflow CLIs, with the repository importable). A second run only checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -13,6 +13,7 @@ need_apt=()
 command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
+command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load generator of tools/bench's serving suite
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
 # promtool (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert
 # rules. Installed without recommends (no node exporter), and the Prometheus server the
