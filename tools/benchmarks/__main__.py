@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tools.benchmarks import etl
+from tools.benchmarks import etl, training
 from tools.benchmarks.report import Report
 
-SUITES = {"etl": etl.run}
+SUITES = {"etl": etl.run, "training": training.run}
 
 
 def main() -> None:
