@@ -64,7 +64,7 @@ def run(report: Report, quick: bool, cores: int = 2) -> None:
                 Row(
                     "etl",
                     system,
-                    {"rows": rows, "parquet": CODEC, "transform": "with_features" if extra else "compute_features"},
+                    {"rows": rows, "parquet": CODEC, "cores": cores if extra else 1},
                     {
                         "rows_per_s": measured["rows"] / measured["seconds"],
                         "transform_s": measured["seconds"],
