@@ -5,38 +5,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tokenizers import BertWordPieceTokenizer
-from transformers import DistilBertConfig, DistilBertForSequenceClassification, PreTrainedTokenizerFast
 
 from libs.features import CONTRACT
 from libs.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
 from libs.models.data import fingerprint, labels_of
 from libs.models.estimators import build_estimator
 from libs.models.kinds import ModelKind
+from tests.fixtures.tiny_transformer import tiny_distilbert
 
 PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
 
 
 @pytest.fixture(scope="module")
 def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory, train_df: pd.DataFrame) -> Path:
-    """A 1-layer DistilBERT folder, as save_pretrained writes it, with a vocabulary trained here."""
-    folder = tmp_path_factory.mktemp("tiny_distilbert")
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(train_df["text"].tolist(), vocab_size=2000, min_frequency=2)
-    special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece, mask_token="[MASK]", **special)
-    tokenizer.save_pretrained(folder)
-    config = DistilBertConfig(
-        vocab_size=len(tokenizer),
-        dim=32,
-        hidden_dim=64,
-        n_layers=1,
-        n_heads=2,
-        max_position_embeddings=128,
-        num_labels=5,
-    )
-    DistilBertForSequenceClassification(config).save_pretrained(folder)
-    return folder
+    return tiny_distilbert(tmp_path_factory.mktemp("tiny_distilbert"), train_df["text"].tolist())
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,34 @@ import argparse
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import pandas as pd
 
 from libs.features import CLEAN_COLUMN, Tfidf
 from libs.models.data import labelled_features, labels_of, stratified_split
 from libs.models.evaluation import evaluate
-from libs.models.kinds import SKLEARN_KINDS
+from libs.models.kinds import SKLEARN_KINDS, ModelKind
 from libs.models.settings import TrainingSettings
 from libs.models.training import select_champion, train_kind
+
+
+def quality_splits(
+    reviews: pd.DataFrame, seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Tfidf]:
+    """(train, val, test, TF-IDF): the stratified 70/15/15 split, TF-IDF fitted on train only."""
+    train_df, val_df, test_df = stratified_split(labelled_features(reviews), seed=seed)
+    return train_df, val_df, test_df, Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
+
+
+def search_settings(
+    kinds: Sequence[ModelKind], trials: int, timeout_s: float, output: Path
+) -> TrainingSettings:
+    """HPO that compares kinds on quality alone: no latency budget rules a trial out."""
+    return TrainingSettings(
+        kinds=tuple(kinds), n_trials=trials, timeout_s=timeout_s, output_dir=output, max_latency_ms=1e9
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,15 +53,8 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     output = args.output or Path(tempfile.mkdtemp(prefix="kindle-quality-"))
-    train_df, val_df, test_df = stratified_split(labelled_features(fixtures.kindle_sample()), seed=42)
-    tfidf = Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
-    settings = TrainingSettings(
-        kinds=SKLEARN_KINDS,
-        n_trials=args.trials,
-        timeout_s=args.timeout,
-        output_dir=output,
-        max_latency_ms=1e9,
-    )
+    train_df, val_df, test_df, tfidf = quality_splits(fixtures.kindle_sample())
+    settings = search_settings(SKLEARN_KINDS, args.trials, args.timeout, output)
     results = [train_kind(kind, train_df, val_df, settings, tfidf) for kind in settings.kinds]
     champion = select_champion(results)
     test = evaluate(champion.estimator, test_df, labels_of(test_df), output / "reports" / "champion", "test")

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests import fixtures
+from tools.benchmarks.etl_worker import CODEC
 from tools.benchmarks.report import Report, Row, run_measured
 
 
@@ -63,7 +64,7 @@ def run(report: Report, quick: bool, cores: int = 2) -> None:
                 Row(
                     "etl",
                     system,
-                    {"rows": rows},
+                    {"rows": rows, "parquet": CODEC, "cores": cores if extra else 1},
                     {
                         "rows_per_s": measured["rows"] / measured["seconds"],
                         "transform_s": measured["seconds"],

@@ -119,11 +119,16 @@ class PeakRss:
         return self.peak
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float, int]:
-    """Runs a command to completion: (stdout, wall seconds, peak RSS bytes of its process tree)."""
+def run_measured(
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[str, float, int]:
+    """Runs a command to completion: (stdout, wall seconds, peak RSS bytes of its process tree).
+
+    `env` is the command's whole environment (None: this process's).
+    """
     start = time.perf_counter()
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
     )
     sampler = PeakRss(process.pid)
     out, err = process.communicate()
