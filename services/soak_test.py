@@ -21,10 +21,10 @@ default), so memory is compared between two full-window states. The figures are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -62,10 +62,8 @@ def tree_rss(pid: int) -> int:
     root = psutil.Process(pid)
     total = 0
     for process in [root, *root.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker may exit between the two calls
             total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -89,7 +87,7 @@ async def _drive(url: str, bodies: list[bytes], count: int, latencies: np.ndarra
                         text = await reply.text()
                         if reply.status != 200 or len(json.loads(text)["labels"]) != 1:
                             errors.append(f"{index}: {reply.status} {text[:200]}")
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as error:
+                except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as error:
                     errors.append(f"{index}: {type(error).__name__} {error}")
                 latencies[index] = time.perf_counter() - started
 
@@ -134,7 +132,8 @@ def test_soak_50k_requests(server: Server) -> None:
         f"soak: {TOTAL} requests ({WARM_UP} warm-up) at concurrency {CONCURRENCY}, {workers} server "
         f"child processes, errors {len(errors)}; measured {measured} in {seconds:.1f} s "
         f"({measured / seconds:.0f} req/s); "
-        f"p50/p99 first 10% {_p(first, 50):.1f}/{p99_first:.1f} ms, last 10% {_p(last, 50):.1f}/{p99_last:.1f} ms, "
+        f"p50/p99 first 10% {_p(first, 50):.1f}/{p99_first:.1f} ms, "
+        f"last 10% {_p(last, 50):.1f}/{p99_last:.1f} ms, "
         f"all {_p(latencies, 50):.1f}/{_p(latencies, 99):.1f} ms; "
         f"RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB ({growth:+.1%}); "
         f"drift window {window_rows:.0f} rows (limit {WINDOW_ROWS}), worker files {file_rows}"

@@ -255,7 +255,10 @@ def read_parquet_bytes(data: bytes, name: str) -> pd.DataFrame:
 
 
 def read_one(
-    fs: fsspec.AbstractFileSystem, name: str, encoding: str = "utf-8", max_chars: int = SETTINGS.max_review_chars
+    fs: fsspec.AbstractFileSystem,
+    name: str,
+    encoding: str = "utf-8",
+    max_chars: int = SETTINGS.max_review_chars,
 ) -> pd.DataFrame:
     data = _read_bytes(fs, name)
     lowered = _strip_compression(name.lower())
@@ -301,12 +304,14 @@ def _check_lengths(frame: pd.DataFrame, name: str, max_chars: int) -> None:
         for position, value in enumerate(frame[column].tolist()):
             if isinstance(value, str) and len(value) > max_chars:
                 raise InputValidationError(
-                    f"file {name}, column {column!r}, {_row_label(frame, position)}: {len(value)} characters; "
-                    f"the limit is {max_chars} (KINDLE_WF_MAX_REVIEW_CHARS)"
+                    f"file {name}, column {column!r}, {_row_label(frame, position)}: {len(value)} "
+                    f"characters; the limit is {max_chars} (KINDLE_WF_MAX_REVIEW_CHARS)"
                 )
 
 
-def validate_frame(frame: pd.DataFrame, name: str, max_chars: int = SETTINGS.max_review_chars) -> pd.DataFrame:
+def validate_frame(
+    frame: pd.DataFrame, name: str, max_chars: int = SETTINGS.max_review_chars
+) -> pd.DataFrame:
     """Checks one file's table and returns it in the canonical schema (see `ReviewsSchema`)."""
     missing = [column for column in REQUIRED if column not in frame.columns]
     if missing:
@@ -361,7 +366,9 @@ def validate_frame(frame: pd.DataFrame, name: str, max_chars: int = SETTINGS.max
     return out[list(ReviewsSchema)]
 
 
-def read_reviews(uri: str, encoding: str = "utf-8", max_chars: int = SETTINGS.max_review_chars) -> pd.DataFrame:
+def read_reviews(
+    uri: str, encoding: str = "utf-8", max_chars: int = SETTINGS.max_review_chars
+) -> pd.DataFrame:
     """Reads and validates everything under `uri`; raises before returning anything partial."""
     fs, files = list_input_files(uri)
     frames = [validate_frame(read_one(fs, name, encoding, max_chars), name, max_chars) for name in files]

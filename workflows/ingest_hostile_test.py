@@ -73,7 +73,9 @@ def test_jsonl_and_parquet_have_the_same_limit(tmp_path: Path) -> None:
     frame = pd.DataFrame({"reviewText": ["fine", "x" * 101], "overall": [5, 4], "summary": ["a", "b"]})
     frame.to_json(tmp_path / "long.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "long.parquet")
-    with pytest.raises(InputValidationError, match=r"long\.jsonl, column 'reviewText', row 2 \(line 2\): 101"):
+    with pytest.raises(
+        InputValidationError, match=r"long\.jsonl, column 'reviewText', row 2 \(line 2\): 101"
+    ):
         read_reviews(str(tmp_path / "long.jsonl"), max_chars=100)
     with pytest.raises(InputValidationError, match=r"long\.parquet, column 'reviewText', row 2: 101 .*100"):
         read_reviews(str(tmp_path / "long.parquet"), max_chars=100)
