@@ -9,6 +9,7 @@ is what makes the empty-folder checks meaningful.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,19 @@ FIFTY_MB = 50 * 2**20
 
 def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """flytekit's local task cache lives in ~/.flyte: a private one, never the user's (and a
+    writable one under Bazel's sandbox)."""
+    saved = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    if saved is None:
+        del os.environ["HOME"]
+    else:
+        os.environ["HOME"] = saved
 
 
 @pytest.fixture
