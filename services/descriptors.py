@@ -70,4 +70,8 @@ class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json"
             if len(field) > self.max_body_bytes:
                 raise InvalidRequest("too_large", self._too_large_message(len(field)))
             return self._decode(field)
-        return await super().from_proto(field)
+        try:
+            return await super().from_proto(field)
+        except ValueError as error:  # a NaN or infinite number_value has no JSON form
+            record_error(self.api, "invalid_json")
+            raise InvalidRequest("invalid_json", f"request is not valid JSON: {error}") from None

@@ -181,8 +181,12 @@ RAW_BYTES = st.one_of(
     ).map(str.encode),
     st.one_of(SHAPED, JSON_VALUES).map(lambda value: json.dumps(value, allow_nan=True).encode()),
 )
-# Mostly real API names, so most calls reach the payload checks.
-API_NAMES = st.one_of(*[st.sampled_from(APIS)] * 6, TEXT, st.just(""), st.just("predict" * 2000))
+# Mostly (7 in 10) real API names, so most calls reach the payload checks.
+API_NAMES = st.integers(0, 9).flatmap(
+    lambda draw: (
+        st.sampled_from(APIS) if draw < 7 else st.one_of(TEXT, st.just(""), st.just("predict" * 2000))
+    )
+)
 GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
 GRPC_OK = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
@@ -329,8 +333,7 @@ def test_grpc_edge_cases(servers: dict[str, Server]) -> None:
     assert outcomes["oversized"][0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert outcomes["unicode_edges"][0] == grpc.StatusCode.OK  # odd but valid text is scored
     assert (
-        outcomes["nan_and_inf"][0] == grpc.StatusCode.INVALID_ARGUMENT
-        and "texts[0]" in outcomes["nan_and_inf"][1]
+        outcomes["nan_and_inf"][0] == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in outcomes["nan_and_inf"][1]
     )
 
 
