@@ -33,7 +33,7 @@ def reviews() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory, reviews: pd.DataFrame) -> Iterator[dict[str, Server]]:
     work = tmp_path_factory.mktemp("request_logs")
-    tag, home = build_test_bento(reviews.head(1500), work)
+    tag, home, _ = build_test_bento(work, reviews.head(1500))
     debug = {"KINDLE_LOG_LEVEL": "DEBUG"}
     with running({"http": ("http", debug), "grpc": ("grpc", debug)}, tag, home, work) as started:
         yield started

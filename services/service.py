@@ -32,7 +32,17 @@ from services.metrics import get_metrics, protocol, record_error
 from services.security import Guard, make_rate_limiter
 from services.settings import get_settings
 from services.transport import GrpcGate, HttpGate
-from services.validation import InvalidRequest, Reviews, parse_explain, parse_predict, parse_records
+from services.validation import (
+    METADATA_SCHEMA,
+    InvalidRequest,
+    Reviews,
+    explain_schema,
+    parse_explain,
+    parse_predict,
+    parse_records,
+    predict_schema,
+    records_schema,
+)
 
 SERVICE_NAME = "kindle_sentiment"
 
@@ -156,21 +166,24 @@ def _validated(api: str, parse: Any, payload: Any) -> Any:
 
 
 _body = settings.max_body_bytes
+_limits = (settings.max_items, settings.max_text_chars)
 
 
-@svc.api(input=ReviewsJSON("predict", _body), output=JSON(), route="/predict")
+@svc.api(input=ReviewsJSON("predict", _body, predict_schema(*_limits)), output=JSON(), route="/predict")
 async def predict(payload: Any) -> dict[str, Any]:
     """Star ratings of reviews: `{"texts": [...], "summaries": [...]?}`."""
     return await _score("predict", _validated("predict", parse_predict, payload))
 
 
-@svc.api(input=ReviewsJSON("predict_batch", _body), output=JSON(), route="/predict_batch")
+@svc.api(
+    input=ReviewsJSON("predict_batch", _body, records_schema(*_limits)), output=JSON(), route="/predict_batch"
+)
 async def predict_batch(payload: Any) -> dict[str, Any]:
     """Star ratings of dataset records: `[{"reviewText": ..., "summary": ...?, ...}, ...]`."""
     return await _score("predict_batch", _validated("predict_batch", parse_records, payload))
 
 
-@svc.api(input=ReviewsJSON("explain", _body), output=JSON(), route="/explain")
+@svc.api(input=ReviewsJSON("explain", _body, explain_schema(*_limits)), output=JSON(), route="/explain")
 async def explain(payload: Any) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
     reviews, top_k = _validated("explain", parse_explain, payload)
@@ -186,7 +199,9 @@ async def explain(payload: Any) -> dict[str, Any]:
     return {"explanations": explanations, "model_version": str(bundle.version)}
 
 
-@svc.api(input=ReviewsJSON("metadata", _body, allow_empty=True), output=JSON(), route="/metadata")
+@svc.api(
+    input=ReviewsJSON("metadata", _body, METADATA_SCHEMA, allow_empty=True), output=JSON(), route="/metadata"
+)
 async def metadata(_: Any) -> dict[str, Any]:
     """What is being served: model, metrics, feature contract, drift reference, limits."""
     state = runtime.STATE

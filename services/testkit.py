@@ -239,16 +239,6 @@ def grpc_exchange(
     return grpc.StatusCode.OK, json_format.MessageToDict(reply.json), dict(call.initial_metadata() or ())
 
 
-def build_test_bento(reviews: pd.DataFrame, work: Path) -> tuple[str, Path]:
-    """(Bento tag, the BENTOML_HOME it was built in) of a small champion trained on `reviews`."""
-    from services.packaging import build_bento
-
-    bundle = train_small_bundle(reviews, work / "bundle")
-    home = work / "bentoml_home"
-    home.mkdir()
-    return build_bento(bundle, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}), home
-
-
 @contextmanager
 def running(
     specs: dict[str, tuple[str, dict[str, str]]], tag: str, home: Path, work: Path
@@ -293,3 +283,15 @@ def scrape(server: Server) -> dict[str, float]:
 def metric_sum(values: dict[str, float], prefix: str, **labels: str) -> float:
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
     return sum(v for k, v in values.items() if k.startswith(prefix) and all(w in k for w in wanted))
+
+
+def build_test_bento(work: Path, reviews: pd.DataFrame) -> tuple[str, Path, Path]:
+    """(Bento tag, the BENTOML_HOME it was built in, the bundle folder): a champion trained
+    on `reviews`, packed into a Bento exactly as the training workflow does."""
+    from services.packaging import build_bento
+
+    bundle_dir = train_small_bundle(reviews, work / "bundle")
+    home = work / "bentoml_home"
+    home.mkdir()
+    tag = build_bento(bundle_dir, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+    return tag, home, bundle_dir

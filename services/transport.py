@@ -15,9 +15,10 @@ import json
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from services.logs import REQUEST_ID
 from services.metrics import get_metrics, record_error, set_protocol
@@ -31,6 +32,12 @@ REQUEST_ID_HEADER = "x-request-id"
 GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
 GRPC_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class Undecodable(NamedTuple):
+    """Stands in for a request message that did not parse, so the interceptor can refuse it."""
+
+    reason: str
 
 
 def _request_id(presented: str | None) -> str:
@@ -137,9 +144,19 @@ class GrpcGate(grpc.aio.ServerInterceptor):
             return handler
         metadata = {key: value for key, value in details.invocation_metadata or ()}
         inner = handler.unary_unary
+        deserialize = handler.request_deserializer
+
+        def lenient_deserialize(raw: bytes) -> Any:
+            # A message protobuf cannot parse (e.g. nested past its recursion limit) would
+            # otherwise fail inside grpc and reach the client as UNKNOWN.
+            try:
+                return deserialize(raw)
+            except DecodeError as error:
+                return Undecodable(str(error))
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            api = request.api_name if request.api_name in API_NAMES else "unknown"
+            undecodable = isinstance(request, Undecodable)
+            api = request.api_name if not undecodable and request.api_name in API_NAMES else "unknown"
             request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
             token = REQUEST_ID.set(request_id)
             started, status = time.perf_counter(), "OK"
@@ -151,6 +168,13 @@ class GrpcGate(grpc.aio.ServerInterceptor):
                     status = GRPC_CODES[denial.status].name
                     record_error(api, denial.kind)
                     await context.abort(GRPC_CODES[denial.status], denial.message)
+                if undecodable:
+                    status = grpc.StatusCode.INVALID_ARGUMENT.name
+                    record_error(api, "undecodable")
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"request is not a valid bentoml.grpc.v1.Request message: {request.reason[:200]}",
+                    )
                 if api == "unknown":  # BentoML would answer UNKNOWN
                     status = grpc.StatusCode.INVALID_ARGUMENT.name
                     record_error(api, "unknown_api")
@@ -170,7 +194,7 @@ class GrpcGate(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             call,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=lenient_deserialize,
             response_serializer=handler.response_serializer,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from bentoml.exceptions import BadInput
@@ -27,6 +28,16 @@ class InvalidRequest(BadInput):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class BodyTooLarge(InvalidRequest):
+    """A body over the size limit: HTTP 413 (BentoML has no gRPC code for 413, so gRPC callers
+    get a plain `InvalidRequest` instead)."""
+
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+    def __init__(self, message: str) -> None:
+        super().__init__("too_large", message)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,8 @@ def decode_json(raw: bytes) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidRequest("invalid_json", f"request body is not valid JSON: {error}") from None
+    except ValueError as error:  # e.g. an integer literal over Python's 4,300-digit conversion limit
+        raise InvalidRequest("invalid_json", f"request body is not usable JSON: {str(error)[:200]}") from None
     except RecursionError:
         raise InvalidRequest("invalid_json", "request body is nested too deeply") from None
 
@@ -152,5 +165,61 @@ def parse_explain(payload: object, *, max_items: int, max_chars: int) -> tuple[R
     if isinstance(top_k, float) and top_k.is_integer():
         top_k = int(top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidRequest("wrong_type", f"'top_k' is {top_k!r}; expected an integer in 1..{MAX_TOP_K}")
+        raise InvalidRequest("wrong_type", f"'top_k' is {top_k!r:.40}; expected an integer in 1..{MAX_TOP_K}")
     return reviews, top_k
+
+
+# ----------------------------------------------------------------------------- OpenAPI schemas
+# The same rules as the parsers above, as JSON schemas (OpenAPI 3.0 dialect: `nullable`): the
+# service publishes them in its OpenAPI document, so clients and fuzzers see the real contract.
+# Not expressible here and checked by the parsers only: one summary per text.
+
+
+def _texts_schema(max_items: int, max_chars: int, nullable: bool = False) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "string", "maxLength": max_chars}
+    if nullable:
+        item["nullable"] = True
+    return {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
+
+
+def predict_schema(max_items: int, max_chars: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["texts"],
+        "additionalProperties": False,
+        "properties": {
+            "texts": _texts_schema(max_items, max_chars),
+            "summaries": {**_texts_schema(max_items, max_chars, nullable=True), "nullable": True},
+        },
+    }
+
+
+def explain_schema(max_items: int, max_chars: int) -> dict[str, Any]:
+    schema = predict_schema(max_items, max_chars)
+    schema["properties"]["top_k"] = {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10}
+    return schema
+
+
+def records_schema(max_items: int, max_chars: int) -> dict[str, Any]:
+    record = {
+        "type": "object",
+        "required": ["reviewText"],
+        "properties": {
+            "reviewText": {"type": "string", "maxLength": max_chars},
+            "summary": {"type": "string", "maxLength": max_chars, "nullable": True},
+        },
+        "additionalProperties": True,  # the dataset's other fields (overall, asin...) are ignored
+    }
+    records = {"type": "array", "minItems": 1, "maxItems": max_items, "items": record}
+    return {
+        "oneOf": [
+            records,
+            {"type": "object", "required": ["records"], "properties": {"records": records}},
+        ]
+    }
+
+
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Ignored: send `{}` or an empty body.",
+}

@@ -99,3 +99,19 @@ def test_decode_json_refuses(raw: bytes, kind: str) -> None:
 
 def test_decode_json_accepts_unicode() -> None:
     assert decode_json('{"texts": ["très bien 👍"]}'.encode()) == {"texts": ["très bien 👍"]}
+
+
+def test_integer_literals_over_pythons_digit_limit_are_a_client_error() -> None:
+    """json.loads raises a plain ValueError (not JSONDecodeError) past 4,300 digits."""
+    raw = b'{"texts": ["a"], "top_k": 1' + b"0" * 5000 + b"}"
+    assert kind_of(decode_json, raw) == "invalid_json"
+
+
+def test_published_schemas_accept_what_the_parsers_accept() -> None:
+    from services.validation import explain_schema, predict_schema, records_schema
+
+    predict = predict_schema(3, 10)
+    assert predict["properties"]["texts"]["maxItems"] == 3
+    assert predict["properties"]["texts"]["items"]["maxLength"] == 10
+    assert set(explain_schema(3, 10)["properties"]) == {"texts", "summaries", "top_k"}
+    assert records_schema(3, 10)["oneOf"][0]["items"]["required"] == ["reviewText"]

@@ -9,7 +9,8 @@ What is checked: the file is non-empty UTF-8 text (CSV/JSON) or valid Parquet; C
 records have exactly the header's field count (a truncated file or a wrong delimiter
 shows up here) and no quoted field runs into the end of the file; the required columns
 `reviewText` and `overall` exist; every rating is an integer 1-5; `unixReviewTime`, when
-present, is an integer. Not checked, on purpose: id lengths (the real Kindle dump has
+present, is an integer; no review text or summary is longer than
+`KINDLE_WF_MAX_REVIEW_CHARS` (1,000,000). Not checked, on purpose: id lengths (the real Kindle dump has
 short, dirty `asin`/`reviewerID` values, see shared/README.md) and empty texts (the ETL
 drops rows with no text at all and counts them).
 """
@@ -31,7 +32,7 @@ import pyarrow.parquet as pq
 from flytekit import Resources, StructuredDataset, kwtypes, task
 
 from workflows.image import TASK_IMAGE
-from workflows.settings import cache_version
+from workflows.settings import SETTINGS, cache_version
 
 REQUIRED = ("reviewText", "overall")
 OPTIONAL = ("summary", "asin", "reviewerID", "unixReviewTime")
@@ -153,8 +154,20 @@ def _guess_delimiter(header: str) -> str | None:
     return best if counts[best] else None
 
 
-def read_csv_text(text: str, name: str, delimiter: str = ",") -> pd.DataFrame:
-    """Strict CSV: every record must have the header's field count; quoted fields must close."""
+def read_csv_text(
+    text: str, name: str, delimiter: str = ",", max_chars: int = SETTINGS.max_review_chars
+) -> pd.DataFrame:
+    """Strict CSV: every record must have the header's field count; quoted fields must close;
+    no field is longer than `max_chars` (csv's own process-wide limit, 131,072 by default,
+    would otherwise call a long field "malformed", so it is set to ours while reading)."""
+    previous_limit = csv.field_size_limit(max_chars)
+    try:
+        return _read_csv_records(text, name, delimiter, max_chars)
+    finally:
+        csv.field_size_limit(previous_limit)
+
+
+def _read_csv_records(text: str, name: str, delimiter: str, max_chars: int) -> pd.DataFrame:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
@@ -179,6 +192,11 @@ def read_csv_text(text: str, name: str, delimiter: str = ",") -> pd.DataFrame:
             lines.append(start)
             start = reader.line_num + 1
     except csv.Error as error:
+        if "field larger than field limit" in str(error):
+            raise InputValidationError(
+                f"file {name}, row {len(rows) + 1} (line {start}): a field is longer than the limit of "
+                f"{max_chars} characters (KINDLE_WF_MAX_REVIEW_CHARS); an unclosed quote or not a review"
+            ) from None
         raise InputValidationError(
             f"file {name}, row {len(rows) + 1} (line {start}): malformed CSV ({error}); "
             "a quoted field that never closes usually means a truncated file"
@@ -236,7 +254,12 @@ def read_parquet_bytes(data: bytes, name: str) -> pd.DataFrame:
     return table.to_pandas()
 
 
-def read_one(fs: fsspec.AbstractFileSystem, name: str, encoding: str = "utf-8") -> pd.DataFrame:
+def read_one(
+    fs: fsspec.AbstractFileSystem,
+    name: str,
+    encoding: str = "utf-8",
+    max_chars: int = SETTINGS.max_review_chars,
+) -> pd.DataFrame:
     data = _read_bytes(fs, name)
     lowered = _strip_compression(name.lower())
     if lowered.endswith(PARQUET_SUFFIXES) or data[:4] == b"PAR1":
@@ -244,7 +267,7 @@ def read_one(fs: fsspec.AbstractFileSystem, name: str, encoding: str = "utf-8") 
     text = _decode(data, name, encoding)
     if lowered.endswith(JSON_SUFFIXES):
         return read_jsonl_text(text, name)
-    return read_csv_text(text, name, "\t" if lowered.endswith(".tsv") else ",")
+    return read_csv_text(text, name, "\t" if lowered.endswith(".tsv") else ",", max_chars)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -273,7 +296,22 @@ def _as_rating(value: object) -> int | None:
     return int(number)
 
 
-def validate_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+def _check_lengths(frame: pd.DataFrame, name: str, max_chars: int) -> None:
+    """JSON and Parquet have no field limit of their own: the same bound as CSV, per column."""
+    for column in ("reviewText", "summary"):
+        if column not in frame.columns:
+            continue
+        for position, value in enumerate(frame[column].tolist()):
+            if isinstance(value, str) and len(value) > max_chars:
+                raise InputValidationError(
+                    f"file {name}, column {column!r}, {_row_label(frame, position)}: {len(value)} "
+                    f"characters; the limit is {max_chars} (KINDLE_WF_MAX_REVIEW_CHARS)"
+                )
+
+
+def validate_frame(
+    frame: pd.DataFrame, name: str, max_chars: int = SETTINGS.max_review_chars
+) -> pd.DataFrame:
     """Checks one file's table and returns it in the canonical schema (see `ReviewsSchema`)."""
     missing = [column for column in REQUIRED if column not in frame.columns]
     if missing:
@@ -287,6 +325,7 @@ def validate_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
         )
     if len(frame) == 0:
         raise InputValidationError(f"file {name}: header only, no rows")
+    _check_lengths(frame, name, max_chars)
     ratings = []
     for position, value in enumerate(frame["overall"].tolist()):
         rating = _as_rating(value)
@@ -327,10 +366,12 @@ def validate_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return out[list(ReviewsSchema)]
 
 
-def read_reviews(uri: str, encoding: str = "utf-8") -> pd.DataFrame:
+def read_reviews(
+    uri: str, encoding: str = "utf-8", max_chars: int = SETTINGS.max_review_chars
+) -> pd.DataFrame:
     """Reads and validates everything under `uri`; raises before returning anything partial."""
     fs, files = list_input_files(uri)
-    frames = [validate_frame(read_one(fs, name, encoding), name) for name in files]
+    frames = [validate_frame(read_one(fs, name, encoding, max_chars), name, max_chars) for name in files]
     return pd.concat(frames, ignore_index=True)
 
 

@@ -112,6 +112,10 @@ class PipelineSettings:
     production: str = field(default_factory=lambda: _env("PRODUCTION", "/data/kindle/batches"))
     # [KINDLE_WF_TRAINING_INPUT] what the scheduled drift check retrains on.
     training_input: str = field(default_factory=lambda: _env("TRAINING_INPUT", ""))
+    # [KINDLE_WF_MAX_REVIEW_CHARS] longest review text or summary ingestion accepts. Real
+    # Kindle reviews are at most a few thousand characters; a field of megabytes is a broken
+    # export (an unclosed quote swallowing the rest of the file) or hostile input.
+    max_review_chars: int = field(default_factory=lambda: _env_int("MAX_REVIEW_CHARS", 1_000_000))
 
     def tracking_uri(self, output_dir: str | None = None) -> str:
         """The MLflow URI: explicit, else a SQLite file in the output folder (no server needed)."""

@@ -135,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, 
     frame = fixtures.kindle_sample()
     reviews = frame[frame["reviewText"].notna()].sample(frac=1.0, random_state=5).reset_index(drop=True)
     work = tmp_path_factory.mktemp("monitoring")
-    tag, home = build_test_bento(reviews.iloc[600:2100], work)
+    tag, home, _ = build_test_bento(work, reviews.iloc[600:2100])
     with running({"http": ("http", {}), "grpc": ("grpc", {})}, tag, home, work) as servers:
         prometheus = Prometheus(servers, work)
         try:
