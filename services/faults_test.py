@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 import requests
 
-from services.testkit import Server, http_call, metric_sum, offline, scrape, texts_and_summaries
+from services.testkit import Server, http_call, metric_sum, offline, running, scrape, texts_and_summaries
 from services.testkit import train_small_bundle as train
 from tests import fixtures
 
@@ -117,16 +116,8 @@ def servers(work: Path, bundles: dict[str, Path], hanging: HangingEndpoint) -> I
             "KINDLE_RELOAD_INTERVAL_S": "0",
         },
     }
-    started: dict[str, Server] = {}
-    try:
-        for name, env in specs.items():
-            started[name] = Server(name, "http", SOURCE_SERVICE, home, work, env)
-        with ThreadPoolExecutor(len(started)) as pool:
-            list(pool.map(lambda s: s.wait_up(need_ready=True), started.values()))
+    with running({name: ("http", env) for name, env in specs.items()}, SOURCE_SERVICE, home, work) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:

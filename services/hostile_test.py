@@ -20,7 +20,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from services.testkit import Server, build_test_bento, metric_sum, scrape
+from services.testkit import Server, build_test_bento, metric_sum, running, scrape
 from tests import fixtures
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
@@ -73,16 +72,8 @@ def servers(work: Path, bento: tuple[str, Path]) -> Iterator[dict[str, Server]]:
         "KINDLE_ACCESS_LOG": "true",
     }
     specs = {"http": ("http", {}), "grpc": ("grpc", {}), "guarded": ("http", guarded)}
-    started: dict[str, Server] = {}
-    try:
-        for name, (protocol, env) in specs.items():
-            started[name] = Server(name, protocol, tag, home, work, env)
-        with ThreadPoolExecutor(len(started)) as pool:
-            list(pool.map(lambda server: server.wait_up(need_ready=True), started.values()))
+    with running(specs, tag, home, work) as started:
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 # --------------------------------------------------------------------------- HTTP: schemathesis
