@@ -57,8 +57,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bento(work: Path) -> tuple[str, Path]:
-    reviews = fixtures.kindle_sample()
-    tag, home, _ = build_test_bento(work, reviews[reviews["reviewText"].notna()].head(2500))
+    tag, home, _ = build_test_bento(work, fixtures.kindle_reviews().head(2500))
     return tag, home
 
 

@@ -26,8 +26,7 @@ GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 @pytest.fixture(scope="module")
 def reviews() -> pd.DataFrame:
-    frame = fixtures.kindle_sample()
-    return frame[frame["reviewText"].notna()].reset_index(drop=True)
+    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

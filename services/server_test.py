@@ -49,9 +49,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sample() -> pd.DataFrame:
-    frame = fixtures.kindle_sample()
-    frame = frame[frame["reviewText"].notna()].reset_index(drop=True)
-    return frame
+    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

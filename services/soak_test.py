@@ -47,8 +47,7 @@ WINDOW_ROWS = ServiceSettings().drift_window_rows
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("kindle_soak")
-    reviews = fixtures.kindle_sample()
-    tag, home, _ = build_test_bento(work, reviews[reviews["reviewText"].notna()].head(2500))
+    tag, home, _ = build_test_bento(work, fixtures.kindle_reviews().head(2500))
     started = Server("soak", "http", tag, home, work, {}, api_workers=None)
     try:
         started.wait_up(need_ready=True)
@@ -99,8 +98,7 @@ def _p(values: np.ndarray, q: float) -> float:
 
 
 def test_soak_50k_requests(server: Server) -> None:
-    reviews = fixtures.kindle_sample()
-    reviews = reviews[reviews["reviewText"].notna()]
+    reviews = fixtures.kindle_reviews()
     bodies = [
         json.dumps({"texts": [text], "summaries": [summary if isinstance(summary, str) else None]}).encode()
         for text, summary in zip(reviews["reviewText"], reviews["summary"], strict=True)

@@ -132,8 +132,7 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Samples], Prometheus]]:
     """(each server's scraped samples, a Prometheus that has scraped them a few times)."""
-    frame = fixtures.kindle_sample()
-    reviews = frame[frame["reviewText"].notna()].sample(frac=1.0, random_state=5).reset_index(drop=True)
+    reviews = fixtures.kindle_reviews().sample(frac=1.0, random_state=5).reset_index(drop=True)
     work = tmp_path_factory.mktemp("monitoring")
     tag, home, _ = build_test_bento(work, reviews.iloc[600:2100])
     with running({"http": ("http", {}), "grpc": ("grpc", {})}, tag, home, work) as servers:

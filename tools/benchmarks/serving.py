@@ -249,8 +249,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 def run(report: Report, quick: bool) -> None:
     plan = QUICK if quick else FULL
     workers = api_workers()
-    reviews = fixtures.kindle_sample()
-    reviews = reviews[reviews["reviewText"].notna()].reset_index(drop=True)
+    reviews = fixtures.kindle_reviews()
     limit = ServiceSettings.model_fields["max_text_chars"].default
     servable = reviews[reviews["reviewText"].str.len() <= limit]
     # The product's drift cadence (the test kit's servers recompute more often).
