@@ -303,10 +303,9 @@ class KindleRunnable(bentoml.legacy.Runnable):
         probabilities = np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
         # Embedded, this runs in the context of the request that started the model call (for a
         # merged batch: its first request; the coalescer logs the others' ids).
-        logger.debug(
-            "model call",
-            extra={"rows": len(texts), "model_ms": round((time.perf_counter() - started) * 1000, 2)},
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            model_ms = round((time.perf_counter() - started) * 1000, 2)
+            logger.debug("model call", extra={"rows": len(texts), "model_ms": model_ms})
         return probabilities
 
 

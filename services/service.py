@@ -147,7 +147,8 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
     drift.submit(reviews.texts, reviews.summaries, labels)
-    logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
+    if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
+        logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
         "labels": labels,
         "probabilities": probabilities.tolist(),
