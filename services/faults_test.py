@@ -21,9 +21,17 @@ import pandas as pd
 import pytest
 import requests
 
-from services.testkit import Server, http_call, metric_sum, offline, running, scrape, texts_and_summaries
-from services.testkit import train_small_bundle as train
 from tests import fixtures
+from tests.fixtures.service import (
+    Server,
+    http_call,
+    metric_sum,
+    offline,
+    running,
+    scrape,
+    texts_and_summaries,
+)
+from tests.fixtures.service import train_small_bundle as train
 
 SOURCE_SERVICE = "services.service:svc"
 RELOAD_INTERVAL_S = 0.3

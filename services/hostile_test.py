@@ -31,8 +31,8 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from services.testkit import Server, build_test_bento, metric_sum, running, scrape
 from tests import fixtures
+from tests.fixtures.service import Server, build_test_bento, metric_sum, running, scrape
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
 

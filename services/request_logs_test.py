@@ -16,8 +16,15 @@ import grpc
 import pandas as pd
 import pytest
 
-from services.testkit import Server, build_test_bento, grpc_exchange, http_call, running, texts_and_summaries
 from tests import fixtures
+from tests.fixtures.service import (
+    Server,
+    build_test_bento,
+    grpc_exchange,
+    http_call,
+    running,
+    texts_and_summaries,
+)
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
 

@@ -11,7 +11,6 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,18 @@ import pytest
 import requests
 
 from services.packaging import build_bento
-from services.testkit import (
+from tests import fixtures
+from tests.fixtures.service import (
     Server,
     grpc_call,
     http_call,
     metric_sum,
     offline,
+    running,
     scrape,
     texts_and_summaries,
     train_small_bundle,
 )
-from tests import fixtures
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
 
@@ -93,16 +93,8 @@ def servers(bento: tuple[str, Path], work: Path, bundle_dir: Path) -> Iterator[d
         "http_corrupt": ("http", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
         "grpc_corrupt": ("grpc", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
     }
-    started: dict[str, Server] = {}
-    try:
-        for name, (protocol, env) in specs.items():
-            started[name] = Server(name, protocol, tag, home, work, env)
-        with ThreadPoolExecutor(len(started)) as pool:
-            list(pool.map(lambda s: s.wait_up(need_ready="corrupt" not in s.name), started.values()))
-        yield started
-    finally:
-        for server in started.values():
-            server.stop()
+    with running(specs, tag, home, work, unready={"http_corrupt", "grpc_corrupt"}) as servers:
+        yield servers
 
 
 # --------------------------------------------------------------------------- clients

@@ -32,8 +32,9 @@ import psutil
 import pytest
 
 from services.settings import ServiceSettings
-from services.testkit import Server, build_test_bento, metric_sum, scrape
 from tests import fixtures
+from tests.fixtures.servers import started
+from tests.fixtures.service import Server, build_test_bento, metric_sum, scrape
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
 
@@ -48,12 +49,8 @@ WINDOW_ROWS = ServiceSettings().drift_window_rows
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("kindle_soak")
     tag, home, _ = build_test_bento(work, fixtures.kindle_reviews().head(2500))
-    started = Server("soak", "http", tag, home, work, {}, api_workers=None)
-    try:
-        started.wait_up(need_ready=True)
-        yield started
-    finally:
-        started.stop()
+    with started(Server("soak", "http", tag, home, work, {}, api_workers=None)) as server:
+        yield server
 
 
 def tree_rss(pid: int) -> int:

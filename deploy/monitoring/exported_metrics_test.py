@@ -10,8 +10,8 @@ every dashboard query and evaluates the alerts on this traffic.
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,16 +25,16 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.monitoring.promql import ALERT_RULES, HERE, Query, all_queries, dashboard_queries
-from services.testkit import (
+from tests import fixtures
+from tests.fixtures.servers import ServerProcess, started
+from tests.fixtures.service import (
     Server,
     build_test_bento,
-    free_port,
     grpc_call,
     http_call,
     running,
     texts_and_summaries,
 )
-from tests import fixtures
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
 
@@ -76,7 +76,7 @@ def drive(server: Server, reviews: pd.DataFrame) -> None:
         assert send(server, "predict", {"texts": [t.upper() for t in shouting[start : start + 100]]}) == ok
 
 
-class Prometheus:
+class Prometheus(ServerProcess):
     """A Prometheus server scraping the test servers with prometheus.yml's jobs every second."""
 
     def __init__(self, servers: dict[str, Server], work: Path) -> None:
@@ -90,18 +90,15 @@ class Prometheus:
         for job in config["scrape_configs"]:
             job["static_configs"] = [{"targets": [f"127.0.0.1:{address[job['job_name']]}"]}]
         (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = (work / "prometheus.log").open("w")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={work / 'prometheus.yml'}",
-                f"--storage.tsdb.path={work / 'tsdb'}",
-                f"--web.listen-address={self.url.removeprefix('http://')}",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        command = [binary, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'tsdb'}"]
+        super().__init__(
+            "prometheus",
+            lambda ports: ([*command, f"--web.listen-address=127.0.0.1:{ports[0]}"], dict(os.environ)),
+            work / "prometheus.log",
         )
+
+    def _probe(self, need_ready: bool) -> bool:
+        return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         reply = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
@@ -119,15 +116,6 @@ class Prometheus:
             time.sleep(0.5)
         raise TimeoutError(f"no result for {expr} after {timeout_s}s")
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-        self.log.close()
-
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Samples], Prometheus]]:
@@ -135,26 +123,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, 
     reviews = fixtures.kindle_reviews().sample(frac=1.0, random_state=5).reset_index(drop=True)
     work = tmp_path_factory.mktemp("monitoring")
     tag, home, _ = build_test_bento(work, reviews.iloc[600:2100])
-    with running({"http": ("http", {}), "grpc": ("grpc", {})}, tag, home, work) as servers:
-        prometheus = Prometheus(servers, work)
-        try:
-            for server in servers.values():
-                drive(server, reviews)
-            result: dict[str, Samples] = {}
-            for name, server in servers.items():
-                # The drift feed works off the request path: wait for its window and alert.
-                deadline = time.monotonic() + 60
+    with (
+        running({"http": ("http", {}), "grpc": ("grpc", {})}, tag, home, work) as servers,
+        started(Prometheus(servers, work)) as prometheus,
+    ):
+        for server in servers.values():
+            drive(server, reviews)
+        result: dict[str, Samples] = {}
+        for name, server in servers.items():
+            # The drift feed works off the request path: wait for its window and alert.
+            deadline = time.monotonic() + 60
+            samples = exposition(server)
+            while time.monotonic() < deadline and "kindle_drift_alerts_total" not in samples:
+                time.sleep(0.5)
                 samples = exposition(server)
-                while time.monotonic() < deadline and "kindle_drift_alerts_total" not in samples:
-                    time.sleep(0.5)
-                    samples = exposition(server)
-                result[name] = samples
-            # Both targets up, and enough scrapes since the drift alert for rates over them.
-            prometheus.wait_for('count(up{job=~"kindle-http|kindle-grpc"} == 1) == 2')
-            prometheus.wait_for("count_over_time(kindle_drift_alerts_total[1m]) >= 5")
-            yield result, prometheus
-        finally:
-            prometheus.stop()
+            result[name] = samples
+        # Both targets up, and enough scrapes since the drift alert for rates over them.
+        prometheus.wait_for('count(up{job=~"kindle-http|kindle-grpc"} == 1) == 2')
+        prometheus.wait_for("count_over_time(kindle_drift_alerts_total[1m]) >= 5")
+        yield result, prometheus
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from libs.drift import LiveMonitor, ReferenceProfile
 from libs.features import compute_features
 from tests import fixtures
+from tests.fixtures.ports import refusing_port
 
 # Features on which the Kindle device reviews drift from the book reviews (PSI > 0.2).
 DRIFTING = {"text_len", "word_count", "exclamation_count", "question_count"}
@@ -133,13 +133,11 @@ def test_webhook_error_status_is_counted_not_raised(
 def test_unreachable_webhook_is_counted_not_raised(
     reference: ReferenceProfile, devices: pd.DataFrame
 ) -> None:
-    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    registry = CollectorRegistry()
-    monitor = LiveMonitor(reference, registry=registry, webhook_url=f"http://127.0.0.1:{port}/")
-    monitor.observe(devices)
-    assert monitor.alerter.flush(timeout=5)
+    with refusing_port() as port:
+        registry = CollectorRegistry()
+        monitor = LiveMonitor(reference, registry=registry, webhook_url=f"http://127.0.0.1:{port}/")
+        monitor.observe(devices)
+        assert monitor.alerter.flush(timeout=5)
     assert failures(registry) == len(DRIFTING)
 
 

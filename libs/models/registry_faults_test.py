@@ -4,7 +4,6 @@ champion alias, and the aliases stay where they were (real MLflow on SQLite thro
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from libs.models.data import fingerprint, labels_of
 from libs.models.estimators import build_estimator
 from libs.models.settings import TrainingSettings
 from libs.models.tracking import CHAMPION, RegistrationError, register_champion
+from tests.fixtures.ports import refusing_port
 
 NAME = "kindle-sentiment-faults"
 
@@ -57,12 +57,6 @@ def registry_state(store: Path) -> tuple[list[str], dict[str, str]]:
     return versions, dict(client.get_registered_model(NAME).aliases)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # nothing listens there once the socket is closed
-
-
 def test_an_unreachable_tracking_server_fails_fast_naming_it(
     store: Path, bundle_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,10 +64,11 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     before = registry_state(store)
-    uri = f"http://127.0.0.1:{closed_port()}"
-    started = time.monotonic()
-    with pytest.raises(RegistrationError) as failure:
-        register_champion(bundle_path, settings(uri, store))
+    with refusing_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        with pytest.raises(RegistrationError) as failure:
+            register_champion(bundle_path, settings(uri, store))
     assert time.monotonic() - started < 60
     message = str(failure.value)
     assert f"MLflow store {uri}" in message and "connecting to the store" in message, message

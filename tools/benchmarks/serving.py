@@ -35,8 +35,9 @@ import yaml
 
 from services.packaging import REPO_ROOT, build_bento
 from services.settings import ServiceSettings
-from services.testkit import Server, ServerProcess, free_port, python_path, train_small_bundle
 from tests import fixtures
+from tests.fixtures.servers import ServerProcess, started
+from tests.fixtures.service import Server, python_path, train_small_bundle
 from tools.benchmarks.report import PeakRss, Report, Row
 
 HERE = Path(__file__).parent
@@ -224,22 +225,13 @@ def client_points(
 # --------------------------------------------------------------------------- servers
 
 
-@contextmanager
-def running(server: ServerProcess) -> Iterator[ServerProcess]:
-    try:
-        server.wait_up(need_ready=True)
-        yield server
-    finally:
-        server.stop()
-
-
 def baseline_server(bundle: Path, work: Path, workers: int) -> ServerProcess:
-    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "tools.benchmarks.serving_baseline:app"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--no-access-log", "--log-level", "warning"]
+    command += ["--host", "127.0.0.1", "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
     env = {**os.environ, "PYTHONPATH": python_path(), "KINDLE_BASELINE_BUNDLE": str(bundle)}
-    return ServerProcess("fastapi", command, env, work / "fastapi.log", port)
+    return ServerProcess(
+        "fastapi", lambda ports: ([*command, "--port", str(ports[0])], env), work / "fastapi.log"
+    )
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -254,7 +246,7 @@ def run(report: Report, quick: bool) -> None:
     servable = reviews[reviews["reviewText"].str.len() <= limit]
     # The product's drift cadence (the test kit's servers recompute more often).
     env = {"KINDLE_DRIFT_RECOMPUTE_ROWS": str(ServiceSettings.model_fields["drift_recompute_rows"].default)}
-    started = time.perf_counter()
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         work = Path(tmp)
         training = reviews if plan.train_rows is None else reviews.head(plan.train_rows)
@@ -263,14 +255,14 @@ def run(report: Report, quick: bool) -> None:
         home.mkdir()
         tag = build_bento(bundle, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
         bodies = write_bodies(servable, work, plan.batches)
-        print(f"  serving: champion and Bento ready in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"  serving: champion and Bento ready in {time.perf_counter() - began:.0f} s", flush=True)
 
-        with running(Server("http", "http", tag, home, work, env, api_workers=None)) as http:
+        with started(Server("http", "http", tag, home, work, env, api_workers=None)) as http:
             http_wrk = wrk_points(report, "bentoml http", http, bodies, plan, workers)
             http_py = client_points(report, "bentoml http", http, bodies[1], plan, workers)
-        with running(Server("grpc", "grpc", tag, home, work, env, api_workers=None)) as grpc_server:
+        with started(Server("grpc", "grpc", tag, home, work, env, api_workers=None)) as grpc_server:
             grpc_py = client_points(report, "bentoml grpc", grpc_server, bodies[1], plan, workers)
-        with running(baseline_server(bundle, work, workers)) as fastapi:
+        with started(baseline_server(bundle, work, workers)) as fastapi:
             base_wrk = wrk_points(report, "fastapi baseline", fastapi, bodies, plan, workers)
 
     top = max(plan.concurrency)

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 import requests
 
-from services.testkit import ServerProcess, offline, python_path, texts_and_summaries, train_small_bundle
 from tests import fixtures
+from tests.fixtures.servers import ServerProcess, started
+from tests.fixtures.service import offline, python_path, texts_and_summaries, train_small_bundle
 from tools.benchmarks import serving
 
 
@@ -47,7 +48,7 @@ def bodies(work: Path, reviews: pd.DataFrame) -> dict[int, Path]:
 @pytest.fixture(scope="module")
 def baseline(bundle: Path, work: Path) -> Iterator[ServerProcess]:
     server = serving.baseline_server(bundle, work, workers=1)
-    with serving.running(server):
+    with started(server):
         yield server
 
 
