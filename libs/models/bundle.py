@@ -34,6 +34,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import pandas as pd
 
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
 from libs.models.estimators import FeatureMatrix
@@ -94,14 +95,18 @@ class ModelBundle:
 
         Features come from `compute_features`, the same code training used.
         """
-        if len(reviews) == 0:
+        return self.predict_features(compute_features(reviews, summaries))
+
+    def predict_features(self, frame: pd.DataFrame) -> np.ndarray:
+        """`predict_proba` of reviews whose features are computed already (`compute_features`
+        output): callers that need the features too (the service's drift feed) compute them once."""
+        if len(frame) == 0:
             return np.empty((0, len(self.labels)))
-        frame = compute_features(reviews, summaries)
         proba = np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
-        if proba.shape != (len(reviews), len(self.labels)):
+        if proba.shape != (len(frame), len(self.labels)):
             raise BundleError(
                 f"estimator of bundle {self.version} returned shape {proba.shape}, "
-                f"expected ({len(reviews)}, {len(self.labels)})"
+                f"expected ({len(frame)}, {len(self.labels)})"
             )
         return proba / proba.sum(axis=1, keepdims=True)
 
