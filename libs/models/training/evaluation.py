@@ -1,4 +1,4 @@
-"""Metrics, plots and error analysis of a fitted model on one split.
+"""Metrics and error analysis of a fitted model on one split (the figures: `plots`).
 
 Macro-F1 is the selection metric: the natural star mix is skewed to 5, so accuracy and
 weighted F1 reward a model that ignores the rare 1-3 star reviews; macro-F1 does not.
@@ -13,25 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: training runs on servers and in tests
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (
-    accuracy_score,
-    auc,
-    classification_report,
-    confusion_matrix,
-    f1_score,
-    precision_recall_curve,
-    roc_curve,
-)
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from libs.features import TEXT_COLUMN, compute_features
 from libs.models.kinds import LABELS
+from libs.models.training import plots
 
 LATENCY_SAMPLES = 30
 """Single-review calls timed per latency measurement: enough for a stable p95, cheap in HPO."""
@@ -39,14 +27,6 @@ LATENCY_SAMPLES = 30
 
 def predicted_labels(proba: np.ndarray) -> np.ndarray:
     return np.asarray(LABELS)[np.argmax(proba, axis=1)]
-
-
-def sentiment_of(stars: int) -> str:
-    """1-2 negative, 3 neutral, 4-5 positive: the product's sentiment of a star rating."""
-    star = int(stars)
-    if star not in LABELS:
-        raise ValueError(f"star rating must be one of {LABELS}, got {stars!r}")
-    return "negative" if star <= 2 else "neutral" if star == 3 else "positive"
 
 
 def binary_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
@@ -135,65 +115,9 @@ def evaluate(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         result.files = [
-            _plot_confusion(confusion, out_dir / f"{split}_confusion_matrix.png"),
-            _plot_curves(y_true, proba, out_dir / f"{split}_pr_curves.png", kind="pr"),
-            _plot_curves(y_true, proba, out_dir / f"{split}_roc_curves.png", kind="roc"),
-            _misclassified(texts, y_true, pred, proba, out_dir / f"{split}_misclassified.csv"),
+            plots.confusion(confusion, out_dir / f"{split}_confusion_matrix.png"),
+            plots.curves(y_true, proba, out_dir / f"{split}_pr_curves.png", kind="pr"),
+            plots.curves(y_true, proba, out_dir / f"{split}_roc_curves.png", kind="roc"),
+            plots.misclassified(texts, y_true, pred, proba, out_dir / f"{split}_misclassified.csv"),
         ]
     return result
-
-
-def _plot_confusion(confusion: np.ndarray, path: Path) -> Path:
-    figure, axes = plt.subplots(figsize=(5, 4.5))
-    axes.imshow(confusion, cmap="Blues")
-    for (row, column), count in np.ndenumerate(confusion):
-        colour = "white" if count > confusion.max() / 2 else "black"
-        axes.text(column, row, str(count), ha="center", va="center", color=colour)
-    axes.set(xticks=range(len(LABELS)), yticks=range(len(LABELS)), xticklabels=LABELS, yticklabels=LABELS)
-    axes.set(xlabel="predicted stars", ylabel="true stars", title="Confusion matrix")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-def _plot_curves(y_true: np.ndarray, proba: np.ndarray, path: Path, kind: str) -> Path:
-    """One-vs-rest precision-recall or ROC curve per star."""
-    figure, axes = plt.subplots(figsize=(5.5, 4.5))
-    for column, star in enumerate(LABELS):
-        positive = y_true == star
-        if not positive.any() or positive.all():
-            continue  # the curve is undefined without both classes
-        if kind == "pr":
-            precision, recall, _ = precision_recall_curve(positive, proba[:, column])
-            axes.plot(recall, precision, label=f"{star}★ (area {auc(recall, precision):.2f})")
-        else:
-            fpr, tpr, _ = roc_curve(positive, proba[:, column])
-            axes.plot(fpr, tpr, label=f"{star}★ (AUC {auc(fpr, tpr):.2f})")
-    if kind == "pr":
-        axes.set(xlabel="recall", ylabel="precision", title="Precision-recall, one vs rest")
-    else:
-        axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
-        axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one vs rest")
-    axes.legend(loc="best", fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
-
-
-def _misclassified(
-    texts: list[str], y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray, path: Path
-) -> Path:
-    """Wrong predictions, most confident first: the errors worth reading."""
-    wrong = np.flatnonzero(y_true != pred)
-    rows = pd.DataFrame(
-        {
-            "text": [texts[i] for i in wrong],
-            "true_stars": y_true[wrong],
-            "predicted_stars": pred[wrong],
-            "confidence": proba[wrong].max(axis=1),
-        }
-    ).sort_values("confidence", ascending=False)
-    rows.to_csv(path, index=False)
-    return path

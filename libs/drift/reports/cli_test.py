@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from libs.drift import BatchWriter, ReferenceProfile, check_drift
-from libs.drift.cli import main
+from libs.drift import BatchWriter, ReferenceProfile
+from libs.drift.reports import check_drift
+from libs.drift.reports.cli import main
 from libs.features import CONTRACT, Tfidf, compute_features
 from tests import fixtures
 
@@ -45,7 +46,7 @@ def test_cli_on_raw_reviews_prints_the_decision_and_writes_the_report(
 
 
 def test_cli_runs_as_a_module(reference_path: Path, devices_csv: Path, tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "libs.drift.cli", "--reference", str(reference_path)]
+    command = [sys.executable, "-m", "libs.drift.reports.cli", "--reference", str(reference_path)]
     command += ["--production", str(devices_csv), "--out", str(tmp_path), "--threshold", "5"]
     result = subprocess.run(
         command, capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]

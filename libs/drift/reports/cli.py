@@ -1,4 +1,4 @@
-"""Batch drift check: `python -m libs.drift.cli --reference ref.json --production DATA --out DIR`.
+"""Batch drift check: `python -m libs.drift.reports.cli --reference ref.json --production DATA --out DIR`.
 
 DATA is a Parquet/CSV file of raw reviews (reviewText[, summary]) or of computed
 features, or a folder of batches persisted by the service. Writes the HTML report,
@@ -18,7 +18,7 @@ from libs.drift.compare import DriftReport, compare
 from libs.drift.production import load_production
 from libs.drift.profile import ReferenceProfile
 from libs.drift.psi import DEFAULT_MIN_ROWS, DRIFT_THRESHOLD
-from libs.drift.report_html import write_html_report
+from libs.drift.reports.html import write_html_report
 from libs.features import CLEAN_COLUMN, Tfidf
 
 
@@ -46,7 +46,9 @@ def check_drift(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m libs.drift.cli", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m libs.drift.reports.cli", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--reference", type=Path, required=True, help="reference profile JSON")
     parser.add_argument("--production", type=Path, required=True, help=".parquet, .csv or batch folder")
     parser.add_argument("--out", type=Path, required=True, help="report folder")

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from libs.features import Tfidf
-from libs.models.data import labels_of
-from libs.models.estimators import build_estimator
-from libs.models.evaluation import binary_accuracy, classification_metrics, evaluate, sentiment_of
+from libs.models.kinds import sentiment_of
+from libs.models.training.data import labels_of
+from libs.models.training.estimators import build_estimator
+from libs.models.training.evaluation import binary_accuracy, classification_metrics, evaluate
 
 
 def one_hot(stars: list[int]) -> np.ndarray:

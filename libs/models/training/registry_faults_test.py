@@ -11,44 +11,32 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from libs.features import CONTRACT, Tfidf
-from libs.models.bundle import ModelBundle, library_versions, new_version, save_bundle
-from libs.models.data import fingerprint, labels_of
-from libs.models.estimators import build_estimator
-from libs.models.settings import TrainingSettings
-from libs.models.tracking import CHAMPION, RegistrationError, register_champion
+from libs.models.registry import CHAMPION
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.tracking import RegistrationError, promote, register
+from libs.urls import redact_url
+from tests.fixtures.models import logreg_bundle
 from tests.fixtures.ports import refusing_port
 
 NAME = "kindle-sentiment-faults"
 
 
 @pytest.fixture(scope="module")
-def bundle_path(tmp_path_factory: pytest.TempPathFactory, train_df: pd.DataFrame, tfidf: Tfidf) -> Path:
-    estimator = build_estimator("logreg", {"C": 1.0}, tfidf).fit(train_df, labels_of(train_df))
-    bundle = ModelBundle(
-        kind="logreg",
-        version=new_version(fingerprint(train_df), "logreg"),
-        labels=[1, 2, 3, 4, 5],
-        estimator=estimator,
-        tfidf=tfidf,
-        metrics={},
-        data_fingerprint=fingerprint(train_df),
-        contract_hash=CONTRACT.hash,
-        library_versions=library_versions("logreg"),
-    )
-    return save_bundle(bundle, tmp_path_factory.mktemp("bundle") / "bundle")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory, train_df: pd.DataFrame) -> Path:
+    return logreg_bundle(train_df, tmp_path_factory.mktemp("bundle") / "bundle", c=1.0)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, bundle_path: Path) -> Path:
     """A real SQLite registry whose champion is version 1."""
     work = tmp_path_factory.mktemp("registry")
-    register_champion(bundle_path, settings(f"sqlite:///{work / 'mlflow.db'}", work))
+    registered = register(bundle_path, settings(f"sqlite:///{work / 'mlflow.db'}", work))
+    promote(str(registered.version), settings(f"sqlite:///{work / 'mlflow.db'}", work))
     return work
 
 
 def settings(uri: str, work: Path) -> TrainingSettings:
-    return TrainingSettings(mlflow_uri=uri, output_dir=work, registered_model_name=NAME)
+    return TrainingSettings(mlflow_tracking_uri=uri, output_dir=work, model_name=NAME)
 
 
 def registry_state(store: Path) -> tuple[list[str], dict[str, str]]:
@@ -68,7 +56,7 @@ def test_an_unreachable_tracking_server_fails_fast_naming_it(
         uri = f"http://127.0.0.1:{port}"
         started = time.monotonic()
         with pytest.raises(RegistrationError) as failure:
-            register_champion(bundle_path, settings(uri, store))
+            register(bundle_path, settings(uri, store))
     assert time.monotonic() - started < 60
     message = str(failure.value)
     assert f"MLflow store {uri}" in message and "connecting to the store" in message, message
@@ -81,8 +69,8 @@ def test_a_read_only_store_refuses_the_run_and_moves_no_alias(store: Path, bundl
     assert before[1][CHAMPION] == before[0][-1]
     read_only = f"sqlite:///file:{store / 'mlflow.db'}?mode=ro&uri=true"
     with pytest.raises(RegistrationError) as failure:
-        register_champion(bundle_path, settings(read_only, store))
+        register(bundle_path, settings(read_only, store))
     message = str(failure.value)
-    assert f"MLflow store {read_only}" in message and "readonly database" in message, message
+    assert f"MLflow store {redact_url(read_only)}" in message and "readonly database" in message, message
     assert registry_state(store) == before
     assert not list(store.glob("file:*")), "the read-only URI was taken for a folder name"

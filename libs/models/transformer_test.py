@@ -1,4 +1,4 @@
-"""distilbert: a tiny randomly initialised DistilBERT with a WordPiece vocabulary of the training texts."""
+"""The transformer kind: a tiny random DistilBERT with a WordPiece vocabulary of the training texts."""
 
 from pathlib import Path
 
@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from libs.features import CONTRACT
-from libs.models.bundle import ModelBundle, library_versions, load_bundle, save_bundle
-from libs.models.data import fingerprint, labels_of
-from libs.models.estimators import build_estimator
+from libs.models.bundle import ModelBundle, load_bundle, save_bundle
 from libs.models.kinds import ModelKind
+from libs.models.training.data import fingerprint, labels_of
+from libs.models.training.estimators import build_estimator
 from tests.fixtures.tiny_transformer import tiny_distilbert
 
 PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
@@ -45,21 +44,11 @@ def test_it_scores_the_five_stars_from_text(fitted, val_df: pd.DataFrame) -> Non
 def test_a_distilbert_bundle_round_trips_without_pickle(
     fitted, train_df: pd.DataFrame, tmp_path: Path
 ) -> None:
-    bundle = ModelBundle(
-        kind="distilbert",
-        version="20260101T000000-test",
-        labels=[1, 2, 3, 4, 5],
-        estimator=fitted,
-        tfidf=None,
-        metrics={},
-        data_fingerprint=fingerprint(train_df),
-        contract_hash=CONTRACT.hash,
-        library_versions=library_versions("distilbert"),
-        drift_reference=None,
-        mlflow_run_id=None,
-    )
+    bundle = ModelBundle.new("distilbert", fitted, None, fingerprint(train_df))
     path = save_bundle(bundle, tmp_path / "bundle")
     assert (path / "estimator" / "model" / "config.json").is_file()
+    assert (path / "estimator" / "model" / "model.safetensors").is_file()
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
     reviews = ["Great story, loved the characters", "Terrible. Stopped reading."]
     np.testing.assert_allclose(
         load_bundle(path).predict_proba(reviews), bundle.predict_proba(reviews), atol=1e-6

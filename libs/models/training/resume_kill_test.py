@@ -1,5 +1,5 @@
 """A training run SIGKILLed mid-HPO resumes: the re-run keeps every finished trial and runs
-only the ones still owed. The killed run is a real child process running `train_kind` with
+only the ones still owed. The killed run is a real child process running `search_kind` with
 the product's default SQLite Optuna storage in its output folder."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from libs.features import Tfidf
-from libs.models.data import LABEL_COLUMN, fingerprint
 from libs.models.kinds import ModelKind
-from libs.models.settings import TrainingSettings
-from libs.models.training import study_name, train_kind
-from libs.models.tuning import FINISHED
+from libs.models.training.data import LABEL_COLUMN, fingerprint
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import search_kind, study_name
+from libs.models.training.tuning import FINISHED
 from tests.fixtures.processes import sigkill_when
 
 N_TRIALS = 5
@@ -27,16 +27,14 @@ import sys
 from pathlib import Path
 import pandas as pd
 from libs.features import Tfidf
-from libs.models.settings import TrainingSettings
-from libs.models.training import train_kind
-from libs.models.kinds import ModelKind
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import search_kind
 
 work = Path(sys.argv[1])
-settings = TrainingSettings(
-    kinds=(ModelKind.LOGREG,), n_trials=int(sys.argv[2]), timeout_s=None, output_dir=work
-)
-train_kind("logreg", pd.read_parquet(work / "train.parquet"), pd.read_parquet(work / "val.parquet"),
-           settings, Tfidf.load(work / "tfidf.json"))
+settings = TrainingSettings(kinds="logreg", trials=int(sys.argv[2]), timeout_s=0, output_dir=work)
+tfidf = Tfidf.load(work / "tfidf.json")
+search_kind("logreg", pd.read_parquet(work / "train.parquet"), pd.read_parquet(work / "val.parquet"),
+            tfidf, tfidf, settings, work / "candidates")
 """
 
 
@@ -55,10 +53,9 @@ def test_a_killed_hpo_run_resumes_with_only_the_remaining_trials(
     val_df.to_parquet(tmp_path / "val.parquet")
     tfidf.save(tmp_path / "tfidf.json")
     train, val = pd.read_parquet(tmp_path / "train.parquet"), pd.read_parquet(tmp_path / "val.parquet")
-    settings = TrainingSettings(
-        kinds=(ModelKind.LOGREG,), n_trials=N_TRIALS, timeout_s=None, output_dir=tmp_path
-    )
-    storage, name = settings.storage_url(), study_name(ModelKind.LOGREG, settings, fingerprint(train))
+    settings = TrainingSettings(kinds="logreg", trials=N_TRIALS, timeout_s=0, output_dir=tmp_path)
+    name = study_name(ModelKind.LOGREG, settings, fingerprint(train))
+    storage = settings.storage_url(name)
 
     sigkill_when(
         TRAINING,
@@ -69,7 +66,10 @@ def test_a_killed_hpo_run_resumes_with_only_the_remaining_trials(
     before = {t.number: (t.state, t.values, t.params) for t in finished(storage, name)}
     assert KILL_AFTER <= len(before) < N_TRIALS, before
 
-    trained = train_kind(ModelKind.LOGREG, train, val, settings, Tfidf.load(tmp_path / "tfidf.json"))
+    vocabulary = Tfidf.load(tmp_path / "tfidf.json")
+    trained = search_kind(
+        ModelKind.LOGREG, train, val, vocabulary, vocabulary, settings, tmp_path / "candidates"
+    )
 
     study = optuna.load_study(study_name=name, storage=storage)
     after = {t.number: (t.state, t.values, t.params) for t in study.get_trials(states=FINISHED)}

@@ -1,13 +1,14 @@
 """Optuna HPO of one model kind: TPE with a fixed seed, median pruning, a resumable study.
 
-The study lives in SQL storage (SQLite under the output folder by default), is loaded
+The study lives in SQL storage (one SQLite file per study under the output folder by default), is loaded
 with `load_if_exists=True`, and the budget counts trials already finished there, so a
 crashed search resumes and runs only the trials it still owes.
 
-Objective: validation macro-F1. Every trial also records per-sample latency (p50, ms,
-the model part on precomputed features: what differs between trials) and the pickled
-model size as user attributes. Two modes (TrainingSettings.multi_objective):
-- single objective: maximise macro-F1; trials slower than `max_latency_ms` are infeasible
+Objective: validation macro-F1. Every trial also records its validation metrics, its
+per-sample latency (p50, ms, the model part on precomputed features: what differs
+between trials) and the serialised model size as user attributes. Two modes
+(TrainingSettings.multi_objective):
+- single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
   (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible);
 - multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
   trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
@@ -24,11 +25,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from libs.models.estimators import fit_in_stages
-from libs.models.evaluation import latency_ms, macro_f1, model_size_bytes
 from libs.models.kinds import ModelKind
-from libs.models.settings import TrainingSettings
-from libs.models.spaces import suggest
+from libs.models.training.estimators import fit_in_stages
+from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.spaces import suggest
 
 logger = logging.getLogger("kindle.models.tuning")
 
@@ -59,19 +60,17 @@ class StudyOutcome:
 
 
 def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optuna.Study:
-    if settings.optuna_storage is None:  # the default SQLite file's folder must exist
-        settings.output_dir.mkdir(parents=True, exist_ok=True)
     if settings.multi_objective:  # latency is an objective here, not a constraint
         return optuna.create_study(
             study_name=name,
-            storage=settings.storage_url(),
+            storage=settings.storage_url(name),
             sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
             directions=["maximize", "minimize"],
             load_if_exists=True,
         )
     return optuna.create_study(
         study_name=name,
-        storage=settings.storage_url(),
+        storage=settings.storage_url(name),
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
         direction="maximize",
@@ -90,20 +89,22 @@ def objective(
         params = suggest(kind, trial, settings)
         trial.set_user_attr("params", params)
         model = inputs.build(params)
-        score = 0.0
+        score, proba = 0.0, None
         for step in fit_in_stages(model, inputs.X_train, inputs.y_train):
-            score = macro_f1(inputs.y_val, model.predict_proba(inputs.X_val))
+            proba = model.predict_proba(inputs.X_val)
+            score = macro_f1(inputs.y_val, proba)
             if not settings.multi_objective:
                 trial.report(score, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"macro-F1 {score:.4f} below the median at step {step}")
+        trial.set_user_attr("val_metrics", classification_metrics(inputs.y_val, proba))
         latency = latency_ms(lambda i: model.predict_proba(inputs.X_val[i : i + 1]), len(inputs.y_val))
         trial.set_user_attr("latency_ms", latency["p50"])
         trial.set_user_attr("latency_p95_ms", latency["p95"])
         trial.set_user_attr("size_bytes", model_size_bytes(model))
         if settings.multi_objective:
             return score, latency["p50"]
-        trial.set_constraint("latency", latency["p50"] - settings.max_latency_ms)  # > 0: infeasible
+        trial.set_constraint("latency", latency["p50"] - settings.latency_budget_ms)  # > 0: infeasible
         return score
 
     return run
@@ -137,17 +138,17 @@ def run_study(
     name: str,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> StudyOutcome:
-    """Runs what is left of the study's budget (n_trials minus trials already finished, timeout_s)."""
+    """Runs what is left of the study's budget (`trials` minus trials already finished, `timeout_s`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line replaces Optuna's
     study = create_study(kind, settings, name)
-    remaining = settings.n_trials - finished_trials(study)
+    remaining = settings.trials - finished_trials(study)
     if remaining > 0:
-        logger.info("%s: study %s, %d of %d trials to run", kind.value, name, remaining, settings.n_trials)
+        logger.info("%s: study %s, %d of %d trials to run", kind.value, name, remaining, settings.trials)
         study.optimize(
             objective(kind, inputs, settings),
             n_trials=remaining,
-            timeout=settings.timeout_s,
-            callbacks=[progress_logger(kind, settings.n_trials), *callbacks],
+            timeout=settings.timeout_s or None,
+            callbacks=[progress_logger(kind, settings.trials), *callbacks],
             gc_after_trial=True,
         )
     best, feasible = pick_best(study, settings)
@@ -160,11 +161,11 @@ def pick_best(study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTr
     if not complete:
         raise RuntimeError(
             f"study {study.study_name} has no completed trial (all pruned, failed or out of time): "
-            "raise n_trials or timeout_s"
+            "raise trials or timeout_s"
         )
 
     def within(trial: FrozenTrial) -> bool:
-        return trial.user_attrs["latency_ms"] <= settings.max_latency_ms
+        return trial.user_attrs["latency_ms"] <= settings.latency_budget_ms
 
     candidates = study.best_trials if settings.multi_objective else complete
     feasible = [trial for trial in candidates if within(trial)]
@@ -174,7 +175,7 @@ def pick_best(study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTr
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",
         study.study_name,
-        settings.max_latency_ms,
+        settings.latency_budget_ms,
         fastest.user_attrs["latency_ms"],
     )
     return fastest, False

@@ -161,6 +161,9 @@ class DistilBertClassifier(ClassifierMixin, BaseEstimator):
         classifier.loss_history_ = loss_history
         classifier.device_ = pick_device(device)
         classifier.tokenizer_ = AutoTokenizer.from_pretrained(folder / MODEL_FOLDER)
-        classifier.model_ = AutoModelForSequenceClassification.from_pretrained(folder / MODEL_FOLDER)
+        # safetensors only: a pickled `pytorch_model.bin` in a bundle is never unpickled.
+        classifier.model_ = AutoModelForSequenceClassification.from_pretrained(
+            folder / MODEL_FOLDER, use_safetensors=True
+        )
         classifier.model_.to(classifier.device_).eval()
         return classifier

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from libs.drift import DriftReport, ReferenceProfile, compare, log_report_to_mlflow, write_html_report
+from libs.drift import DriftReport, ReferenceProfile, compare
+from libs.drift.reports import log_report_to_mlflow, write_html_report
 from libs.features import CONTRACT, compute_features
 from tests import fixtures
 

@@ -1,8 +1,15 @@
-"""MLflow: where runs go, what every run is tagged with, and the champion's registration.
+"""MLflow: where runs go, what every run is tagged with, registration and promotion.
 
 One parent run per training, a nested run per kind, and under it a nested run per Optuna
 trial. Every run carries the git commit (when there is one), the training data's sha256
 and the feature contract hash, so any number in MLflow traces back to code and data.
+
+Registering and promoting are separate steps: `register` adds a model version (the
+bundle as a pyfunc model, with signature and input example) and moves no alias;
+`promote` then makes it `champion` and the version it replaces `previous`. Aliases only
+move forwards: a version older than the current champion is never made champion.
+Failures raise `RegistrationError` naming the store (credentials redacted) and the step,
+with the aliases as they were.
 """
 
 from __future__ import annotations
@@ -25,23 +32,29 @@ from optuna.trial import FrozenTrial, TrialState
 from libs.features import CONTRACT
 from libs.models.bundle import load_bundle
 from libs.models.pyfunc import BUNDLE_ARTIFACT, BundlePythonModel, predict_frame
-from libs.models.settings import TrainingSettings
+from libs.models.registry import CHAMPION, PREVIOUS
+from libs.models.training.settings import TrainingSettings
+from libs.urls import redact_url
 
 logger = logging.getLogger("kindle.models.tracking")
 
-CHAMPION = "champion"
-PREVIOUS = "previous"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE_VERSION_TAG = "bundle_version"
+MODEL_ARTIFACT = "champion_model"
 
 
 class RegistrationError(RuntimeError):
-    """The champion could not be registered; the registry's aliases were left as they were."""
+    """The model could not be registered or promoted; the registry's aliases were left as they were."""
 
 
 def git_commit() -> str | None:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+            # from this file's folder: git finds the checkout it is in, if any
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -109,29 +122,52 @@ def trial_logger(kind: str, data_fingerprint: str) -> Callable[[optuna.Study, Fr
     return log
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+def client_for(settings: TrainingSettings) -> MlflowClient:
+    uri = settings.tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind `alias`, or None when the model or the alias does not exist yet."""
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
-def register_champion(
-    bundle_path: Path, settings: TrainingSettings, run_id: str | None = None
-) -> ModelVersion:
-    """Logs the bundle as a pyfunc model in `run_id`, registers it, and moves the aliases.
+def download_bundle(settings: TrainingSettings, version: ModelVersion, into: Path) -> Path:
+    """The bundle folder of a registered version (inside its pyfunc model's artifacts)."""
+    client = client_for(settings)
+    local = Path(client.download_artifacts(version.run_id, MODEL_ARTIFACT, str(into)))
+    manifests = sorted(local.rglob("manifest.json"))
+    if not manifests:
+        raise RegistrationError(f"version {version.version} of {settings.model_name!r} holds no bundle")
+    return manifests[0].parent
 
-    The new version gets `champion`; the version that had it gets `previous` (the rollback
-    target). If logging or registering fails, a RegistrationError says why and no alias moves.
+
+def current_champion(settings: TrainingSettings, into: Path) -> tuple[ModelVersion, Path] | None:
+    """(the champion's version, its bundle folder downloaded into `into`), or None if there is none."""
+    version = alias_version(client_for(settings), settings.model_name, CHAMPION)
+    if version is None:
+        return None
+    return version, download_bundle(settings, version, into)
+
+
+def _failure(settings: TrainingSettings, what: str, step: str, error: Exception) -> RegistrationError:
+    return RegistrationError(
+        f"{what} {settings.model_name!r} in MLflow store {redact_url(settings.tracking_uri())} failed "
+        f"while {step} ({type(error).__name__}: {error}); aliases left unchanged"
+    )
+
+
+def register(bundle_path: Path, settings: TrainingSettings, run_id: str | None = None) -> ModelVersion:
+    """Logs the bundle as a pyfunc model in `run_id` (or a new run) and registers a version.
+
+    No alias moves here: that is `promote`'s decision.
     """
-    name = settings.registered_model_name
-    uri = settings.tracking_uri()
     step = "connecting to the store"
     try:
         configure(settings)
-        client = MlflowClient(uri)
-        step = "reading the current champion"
-        previous = _alias_version(client, name, CHAMPION)
         bundle = load_bundle(bundle_path)
         example = pd.DataFrame(
             {"reviewText": ["A gripping story, I could not put it down."], "summary": ["Loved it"]}
@@ -141,11 +177,11 @@ def register_champion(
         active = mlflow.active_run()
         same_run = active is not None and active.info.run_id == run_id
         step = "opening the run"
-        context = nullcontext() if same_run else mlflow.start_run(run_id=run_id, run_name="register-champion")
+        context = nullcontext() if same_run else mlflow.start_run(run_id=run_id, run_name="register")
         with context:
             step = "logging the model"
             info = mlflow.pyfunc.log_model(
-                name="champion_model",
+                name=MODEL_ARTIFACT,
                 python_model=BundlePythonModel(),
                 artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
                 signature=signature,
@@ -153,32 +189,50 @@ def register_champion(
                 pip_requirements=[*requirements, f"mlflow=={mlflow.__version__}"],
             )
             step = "registering the model version"
-            version = mlflow.register_model(info.model_uri, name, tags={"bundle_version": bundle.version})
+            version = mlflow.register_model(
+                info.model_uri, settings.model_name, tags={BUNDLE_VERSION_TAG: bundle.version}
+            )
     except Exception as error:
-        raise RegistrationError(
-            f"registering bundle {bundle_path} as {name!r} in MLflow store {uri} failed while {step} "
-            f"({type(error).__name__}: {error}); aliases left unchanged"
-        ) from error
-    old_previous = _alias_version(client, name, PREVIOUS)
+        raise _failure(settings, f"registering bundle {bundle_path} as", step, error) from error
+    logger.info("registered %s version %s", settings.model_name, version.version)
+    return version
+
+
+def promote(version: str, settings: TrainingSettings) -> ModelVersion | None:
+    """Makes `version` the champion and the old champion `previous`; returns the old champion.
+
+    Refuses to move `champion` backwards (to a version older than the current one). If
+    moving an alias fails, the aliases are put back as they were.
+    """
+    name = settings.model_name
     try:
-        if previous is not None:
-            client.set_registered_model_alias(name, PREVIOUS, previous.version)
-        client.set_registered_model_alias(name, CHAMPION, version.version)
+        client = client_for(settings)
+        current = alias_version(client, name, CHAMPION)
+        old_previous = alias_version(client, name, PREVIOUS)
+    except Exception as error:
+        raise _failure(settings, "promoting a version of", "reading the aliases", error) from error
+    if current is not None and int(current.version) >= int(version):
+        if int(current.version) == int(version):
+            return current
+        raise RegistrationError(
+            f"refusing to move {CHAMPION!r} of {name!r} backwards, "
+            f"from version {current.version} to {version}"
+        )
+    try:
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current.version)
+        client.set_registered_model_alias(name, CHAMPION, version)
     except MlflowException as error:
         _restore_alias(client, name, PREVIOUS, old_previous)
-        raise RegistrationError(
-            f"version {version.version} of {name!r} registered in MLflow store {uri}, but moving aliases "
-            f"failed ({error}); "
-            "aliases left unchanged"
-        ) from error
+        raise _failure(settings, f"promoting version {version} of", "moving the aliases", error) from error
     logger.info(
-        "registered %s version %s as %s (previous: %s)",
+        "%s version %s is now %s (previous: %s)",
         name,
-        version.version,
+        version,
         CHAMPION,
-        previous.version if previous else "none",
+        current.version if current else "none",
     )
-    return version
+    return current
 
 
 def _restore_alias(client: MlflowClient, name: str, alias: str, version: ModelVersion | None) -> None:

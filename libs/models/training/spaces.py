@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from libs.models.kinds import ModelKind
-from libs.models.settings import TrainingSettings
+from libs.models.training.settings import TrainingSettings
 
 
 def suggest(kind: ModelKind, trial: optuna.Trial, settings: TrainingSettings) -> dict[str, Any]:

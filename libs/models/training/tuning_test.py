@@ -10,9 +10,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from libs.features import Tfidf
 from libs.models.kinds import ModelKind
-from libs.models.settings import TrainingSettings
-from libs.models.training import trial_inputs
-from libs.models.tuning import StudyOutcome, TrialInputs, finished_trials, run_study
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import trial_inputs
+from libs.models.training.tuning import StudyOutcome, TrialInputs, finished_trials, run_study
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def inputs(train_df: pd.DataFrame, val_df: pd.DataFrame, tfidf: Tfidf) -> TrialI
 
 
 def settings(tmp_path: Path, **changes: object) -> TrainingSettings:
-    values: dict = {"kinds": (ModelKind.LOGREG,), "n_trials": 4, "timeout_s": 120, "output_dir": tmp_path}
+    values: dict = {"kinds": (ModelKind.LOGREG,), "trials": 4, "timeout_s": 120, "output_dir": tmp_path}
     return TrainingSettings(**{**values, **changes})
 
 
@@ -47,18 +47,18 @@ def test_an_interrupted_study_resumes_and_runs_only_the_remaining_trials(
     )
     assert numbers_seen == [2, 3]
     assert finished_trials(outcome.study) == 4
-    assert (tmp_path / "optuna.db").is_file()
+    assert (tmp_path / "optuna" / "resume.db").is_file()  # one SQLite file per study, in the output folder
 
 
 def test_a_finished_study_runs_no_more_trials(tmp_path: Path, inputs: TrialInputs) -> None:
-    config = settings(tmp_path, n_trials=2)
+    config = settings(tmp_path, trials=2)
     run_study(ModelKind.LOGREG, inputs, config, "done")
     again = run_study(ModelKind.LOGREG, inputs, config, "done")
     assert len(again.study.trials) == 2
 
 
 def test_every_trial_records_latency_and_model_size(tmp_path: Path, inputs: TrialInputs) -> None:
-    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, n_trials=2), "attrs")
+    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=2), "attrs")
     for trial in outcome.study.get_trials(states=(TrialState.COMPLETE,)):
         assert trial.user_attrs["latency_ms"] > 0
         assert trial.user_attrs["size_bytes"] > 1000
@@ -69,7 +69,9 @@ def test_every_trial_records_latency_and_model_size(tmp_path: Path, inputs: Tria
 def test_with_no_trial_within_the_latency_budget_the_fastest_is_taken_and_flagged(
     tmp_path: Path, inputs: TrialInputs
 ) -> None:
-    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, n_trials=3, max_latency_ms=1e-6), "slow")
+    outcome = run_study(
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=3, latency_budget_ms=1e-6), "slow"
+    )
     complete = outcome.study.get_trials(states=(TrialState.COMPLETE,))
     assert not outcome.feasible
     assert outcome.best.user_attrs["latency_ms"] == min(t.user_attrs["latency_ms"] for t in complete)
@@ -79,7 +81,7 @@ def test_multi_objective_picks_the_best_f1_among_pareto_trials_within_budget(
     tmp_path: Path, inputs: TrialInputs
 ) -> None:
     outcome: StudyOutcome = run_study(
-        ModelKind.LOGREG, inputs, settings(tmp_path, n_trials=4, multi_objective=True), "pareto"
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=4, multi_objective=True), "pareto"
     )
     pareto = outcome.study.best_trials
     assert outcome.feasible
@@ -92,7 +94,7 @@ def test_progress_is_logged_once_per_trial_with_the_best_so_far(
     tmp_path: Path, inputs: TrialInputs, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="kindle.models.tuning"):
-        run_study(ModelKind.LOGREG, inputs, settings(tmp_path, n_trials=2), "progress")
+        run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=2), "progress")
     lines = [r.getMessage() for r in caplog.records if " trial " in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["logreg trial 1/2", "logreg trial 2/2"]
     assert all("best so far" in line for line in lines)

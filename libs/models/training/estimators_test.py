@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from libs.features import Tfidf
-from libs.models.data import labels_of
-from libs.models.estimators import build_estimator, fit_in_stages
-from libs.models.evaluation import classification_metrics
 from libs.models.kinds import LABELS, SKLEARN_KINDS, ModelKind
+from libs.models.training.data import labels_of
+from libs.models.training.estimators import build_estimator, fit_in_stages
+from libs.models.training.evaluation import classification_metrics
 
 SMALL = {
     ModelKind.LOGREG: {"C": 5.0},
