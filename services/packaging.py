@@ -21,7 +21,8 @@ from typing import Any
 import bentoml
 import yaml
 
-from services.runtime import BUNDLE_DIR, MODEL_ALIAS, MODEL_NAME, check_bundle
+from libs.models.registry import CHAMPION, MODEL_NAME
+from services.runtime import BUNDLE_DIR, check_bundle
 
 REPO_ROOT = Path(__file__).absolute().parents[1]  # not resolve(): under Bazel, the runfiles tree
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
@@ -137,7 +138,7 @@ def build_in_process(bundle_path: str | Path, version: str | None = None) -> str
     model = import_bundle(bundle_path)
     config = _bentofile_for(getattr(load_bundle(Path(bundle_path)), "library_versions", None))
     # The alias pins the exact model: `latest` could later name a newer import.
-    config["models"] = [{"tag": str(model.tag), "alias": MODEL_ALIAS}]
+    config["models"] = [{"tag": str(model.tag), "alias": CHAMPION}]
     with tempfile.TemporaryDirectory(prefix="kindle-bento-build-") as folder:
         context = _stage_context(config["include"], Path(folder) / "context")
         bentofile = Path(folder) / "bentofile.yaml"

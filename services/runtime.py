@@ -24,6 +24,8 @@ import bentoml
 import numpy as np
 
 from libs.features import CONTRACT
+from libs.models.kinds import LABELS
+from libs.models.registry import CHAMPION, MODEL_NAME
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kindle.runtime")
 
 BUNDLE_DIR = "bundle"  # the bundle's folder inside the BentoML model
-MODEL_NAME = "kindle-sentiment"  # the bundle's name in the BentoML model store
-MODEL_ALIAS = "champion"  # the Bento's alias for the model it packs
-EXPECTED_LABELS = [1, 2, 3, 4, 5]
 
 
 @dataclass
@@ -58,7 +57,7 @@ STATE = ModelState()
 def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     """The bundle's entry in the BentoML model store (inside a Bento: the Bento's own models)."""
     candidates = [settings.bento_model]
-    if settings.bento_model == MODEL_ALIAS:  # not inside a Bento: the newest import
+    if settings.bento_model == CHAMPION:  # not inside a Bento: the newest import
         candidates.append(f"{MODEL_NAME}:latest")
     for tag in candidates:
         try:
@@ -73,7 +72,7 @@ def _download_from_mlflow(settings: ServiceSettings, version: str | None = None)
     import mlflow  # only when configured: the Bento does not need mlflow otherwise
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    name = settings.mlflow_model_name
+    name = settings.model_name
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{settings.mlflow_alias}"
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     # A bundle is the folder holding the manifest; it may sit one level down.
@@ -84,7 +83,7 @@ def _download_from_mlflow(settings: ServiceSettings, version: str | None = None)
 
 
 def _mlflow_configured(settings: ServiceSettings) -> bool:
-    return bool(settings.mlflow_tracking_uri and settings.mlflow_model_name)
+    return bool(settings.mlflow_tracking_uri)
 
 
 def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[Path, str]:
@@ -94,7 +93,7 @@ def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = 
     if _mlflow_configured(settings):
         path = _download_from_mlflow(settings, mlflow_version)
         pinned = f" (version {mlflow_version})" if mlflow_version else ""
-        return path, f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}{pinned}"
+        return path, f"mlflow {settings.model_name}@{settings.mlflow_alias}{pinned}"
     model = bento_model(settings)
     if model is None:
         raise FileNotFoundError(
@@ -107,8 +106,8 @@ def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = 
 def check_bundle(bundle: ModelBundle) -> None:
     """The service's own checks on top of `load_bundle`'s: contract and label set."""
     CONTRACT.require_hash(bundle.contract_hash, f"model bundle {bundle.version}")
-    if list(bundle.labels) != EXPECTED_LABELS:
-        raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {EXPECTED_LABELS}")
+    if list(bundle.labels) != LABELS:
+        raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {LABELS}")
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
@@ -178,7 +177,7 @@ def _alias_version(settings: ServiceSettings) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(settings.mlflow_tracking_uri)
-    return str(client.get_model_version_by_alias(settings.mlflow_model_name, settings.mlflow_alias).version)
+    return str(client.get_model_version_by_alias(settings.model_name, settings.mlflow_alias).version)
 
 
 class Reloader:
@@ -315,56 +314,18 @@ def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:
         name="kindle_model",
         embedded=settings.runner_embedded,
         max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
+        max_latency_ms=settings.runner_max_latency_ms,
     )
 
 
 def explain(bundle: ModelBundle, texts: list[str], summaries: list[str | None] | None, top_k: int) -> Any:
-    """Per review, the TF-IDF terms that pushed the predicted class most (linear champions).
-
-    contribution(term) = tfidf(term) x (coef[predicted] - mean coef over classes): the
-    logit a term adds to the predicted class relative to the others.
-    """
+    """Per review, the terms that pushed its predicted star (the model's own `explain`); a
+    model that cannot explain itself is a client error (400), not a server fault."""
     from bentoml.exceptions import BadInput
 
-    from libs.features import compute_features
+    from libs.models.components import ExplanationUnavailable
 
-    coefficients = _text_coefficients(bundle)
-    if coefficients is None:
-        raise BadInput(f"model kind {bundle.kind!r} has no linear coefficients over TF-IDF terms to explain")
-    frame = compute_features(texts, summaries)
-    matrix = bundle.tfidf.transform(frame["clean_text"].tolist())
-    probabilities = np.asarray(bundle.predict_proba(texts, summaries))
-    relative = coefficients - coefficients.mean(axis=0, keepdims=True)
-    explanations = []
-    for row, probs in enumerate(probabilities):
-        predicted = int(np.argmax(probs))
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        indices, values = matrix.indices[start:end], matrix.data[start:end]
-        scores = values * relative[predicted, indices]
-        order = np.argsort(-scores)[:top_k]
-        explanations.append(
-            {
-                "label": int(bundle.labels[predicted]),
-                "tokens": [
-                    {"token": bundle.tfidf.terms[indices[i]], "weight": float(scores[i])}
-                    for i in order
-                    if scores[i] > 0
-                ],
-            }
-        )
-    return explanations
-
-
-def _text_coefficients(bundle: ModelBundle) -> np.ndarray | None:
-    """(classes, tfidf terms) coefficients when the estimator is linear over TF-IDF first."""
-    estimator = bundle.estimator
-    if hasattr(estimator, "steps"):  # a Pipeline: its final step holds the coefficients
-        estimator = estimator.steps[-1][1]
-    coef = getattr(estimator, "coef_", None)
-    if coef is None or bundle.tfidf is None:
-        return None
-    coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
-    if coef.ndim != 2 or coef.shape[0] != len(bundle.labels) or coef.shape[1] < bundle.tfidf.size:
-        return None
-    return coef[:, : bundle.tfidf.size]
+    try:
+        return bundle.explain(texts, summaries, top_k)
+    except ExplanationUnavailable as error:
+        raise BadInput(str(error)) from None

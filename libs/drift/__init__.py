@@ -12,13 +12,14 @@ Public API:
 - `LiveMonitor(reference, registry=..., window_rows=..., window_seconds=..., min_rows=...,
   state_dir=..., webhook_url=...)` with `.observe(features, predicted_labels)`: the service's
   live check, merged over worker processes, published as kindle_drift_* Prometheus metrics.
-- `BatchWriter(folder)` / `read_batches(folder)`: production batches as Parquet files.
+- `BatchWriter(folder)` / `read_batches(folder)`: scored production batches as Parquet files;
+  `FeedbackWriter(folder)` / `read_feedback(folder)`: labelled feedback; `since(frame, start)`.
 - `load_production(path)`: a production dataset (raw reviews, features or batch folder).
 
 The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`.
 """
 
-from libs.drift.batches import BatchWriter, read_batches
+from libs.drift.batches import BatchWriter, FeedbackWriter, read_batches, read_feedback, since
 from libs.drift.compare import DriftReport, FeatureDrift, LabelDrift, compare
 from libs.drift.live import LiveMonitor
 from libs.drift.production import ProductionData, load_production
@@ -46,6 +47,7 @@ __all__ = [
     "DriftReport",
     "FeatureBins",
     "FeatureDrift",
+    "FeedbackWriter",
     "LabelDrift",
     "LiveMonitor",
     "ProductionData",
@@ -58,4 +60,6 @@ __all__ = [
     "psi",
     "psi_if_enough",
     "read_batches",
+    "read_feedback",
+    "since",
 ]
