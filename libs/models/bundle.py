@@ -336,6 +336,18 @@ def _check_files(path: Path, kind: ModelKind, listed: Mapping[str, str]) -> None
             )
 
 
+def model_digest(path: Path) -> str:
+    """sha256 over the checksums of the files that decide predictions (estimator, vectoriser):
+    two bundles with the same digest score every review the same, whatever their metadata."""
+    files = _read_manifest(Path(path))["files"]
+    deciding = sorted(
+        (name, digest)
+        for name, digest in files.items()
+        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/")
+    )
+    return hashlib.sha256(json.dumps(deciding).encode()).hexdigest()
+
+
 def _check_versions(path: Path, recorded: Mapping[str, str]) -> None:
     for name, version in recorded.items():
         if name == "python":

@@ -37,7 +37,7 @@ from sklearn.pipeline import Pipeline
 
 from libs.drift import ReferenceProfile
 from libs.features import CLEAN_COLUMN, CONTRACT, Tfidf
-from libs.models.bundle import ModelBundle, load_bundle, save_bundle
+from libs.models.bundle import ModelBundle, load_bundle, model_digest, save_bundle
 from libs.models.components import FeatureMatrix
 from libs.models.kinds import LABELS, ModelKind
 from libs.models.training.data import fingerprint, labels_of
@@ -244,18 +244,25 @@ def finish_bundle(
 
 
 def decide(
-    challenger: ModelBundle,
-    champion: ModelBundle | None,
+    challenger: Path,
+    champion: Path | None,
     evaluation: pd.DataFrame,
     margin: float,
     champion_version: str | None = None,
 ) -> Decision:
-    """Scores both models on `evaluation`; the challenger wins unless worse by more than `margin`."""
+    """Scores both bundles on `evaluation`; the challenger wins unless worse by more than `margin`.
+
+    A challenger that is the champion's very model (same estimator and vocabulary) is not
+    registered again: re-running a pipeline on unchanged data changes nothing.
+    """
     truth = labels_of(evaluation)
-    ours = macro_f1(truth, challenger.predict_features(evaluation))
+    ours = macro_f1(truth, load_bundle(challenger).predict_features(evaluation))
     if champion is None:
-        return Decision(True, "no champion yet", ours, None, None, len(evaluation))
-    theirs = macro_f1(truth, champion.predict_features(evaluation))
+        return Decision(True, "promoted: no champion yet", ours, None, None, len(evaluation))
+    theirs = macro_f1(truth, load_bundle(champion).predict_features(evaluation))
+    if model_digest(challenger) == model_digest(champion):
+        reason = f"unchanged: the champion v{champion_version} is this very model"
+        return Decision(False, reason, ours, theirs, champion_version, len(evaluation))
     promote_it = ours >= theirs - margin
     verdict = "promoted" if promote_it else "rejected"
     reason = (
@@ -319,8 +326,8 @@ def train(
         finished = finish_bundle(select_champion(results), test, reference, work, parent.info.run_id)
         champion = current_champion(settings, work / "champion")
         decision = decide(
-            load_bundle(finished.bundle),
-            load_bundle(champion[1]) if champion else None,
+            finished.bundle,
+            champion[1] if champion else None,
             test,
             settings.promotion_margin,
             str(champion[0].version) if champion else None,

@@ -1,6 +1,7 @@
 """The training run's stages on real reviews: the refit on train + validation, the champion
 rule, and the challenger's gate against the serving champion (real MLflow on SQLite)."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,9 +80,7 @@ def test_a_worse_challenger_is_rejected_and_no_alias_moves(
         **{LABEL_COLUMN: np.random.default_rng(0).permutation(train_df[LABEL_COLUMN].to_numpy())}
     )
     challenger_path = logreg_bundle(shuffled, tmp_path / "challenger")
-    decision = decide(
-        load_bundle(challenger_path), load_bundle(champion_path), test_df, margin=0.0, champion_version="1"
-    )
+    decision = decide(challenger_path, champion_path, test_df, margin=0.0, champion_version="1")
     assert not decision.promote and decision.reason.startswith("rejected")
     assert (
         decision.champion_macro_f1 is not None and decision.challenger_macro_f1 < decision.champion_macro_f1
@@ -98,12 +97,21 @@ def test_a_challenger_within_the_margin_is_promoted_and_becomes_champion(
 ) -> None:
     settings, champion_path = registry
     challenger_path = logreg_bundle(val_df, tmp_path / "challenger")  # fewer rows: a bit worse, or not
-    champion, challenger = load_bundle(champion_path), load_bundle(challenger_path)
-    strict = decide(challenger, champion, test_df, margin=0.0, champion_version="1")
-    lenient = decide(challenger, champion, test_df, margin=1.0, champion_version="1")
+    strict = decide(challenger_path, champion_path, test_df, margin=0.0, champion_version="1")
+    lenient = decide(challenger_path, champion_path, test_df, margin=1.0, champion_version="1")
     assert lenient.promote and lenient.reason.startswith("promoted")
     assert strict.promote == (strict.challenger_macro_f1 >= strict.champion_macro_f1)
     version = publish(Finished("logreg", challenger_path, {}, []), lenient, settings, None, {"note": "x"})
     assert version == "2"
     assert str(client_for(settings).get_model_version_by_alias(settings.model_name, CHAMPION).version) == "2"
     assert client_for(settings).get_model_version(settings.model_name, "2").tags["note"] == "x"
+
+
+def test_the_champion_s_own_model_is_not_registered_again(
+    registry: tuple[TrainingSettings, Path], test_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    _, champion_path = registry
+    copy = tmp_path / "same"
+    shutil.copytree(champion_path, copy)
+    decision = decide(copy, champion_path, test_df, margin=0.0, champion_version="1")
+    assert not decision.promote and decision.reason.startswith("unchanged")
