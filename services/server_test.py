@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import requests
 
-from services.packaging import build_bento
 from tests import fixtures
 from tests.fixtures.service import (
     Server,
+    build_test_bento,
     grpc_call,
     http_call,
     metric_sum,
@@ -31,7 +31,6 @@ from tests.fixtures.service import (
     running,
     scrape,
     texts_and_summaries,
-    train_small_bundle,
 )
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
@@ -61,17 +60,20 @@ def probe(sample: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(work: Path, sample: pd.DataFrame) -> Path:
-    return train_small_bundle(sample.head(2500), work / "bundle")
+def built(work: Path, sample: pd.DataFrame) -> tuple[str, Path, Path]:
+    tag, home, bundle_dir = build_test_bento(work, sample.head(2500))
+    assert re.fullmatch(r"kindle_sentiment:\w+", tag), tag
+    return tag, home, bundle_dir
 
 
 @pytest.fixture(scope="module")
-def bento(work: Path, bundle_dir: Path) -> tuple[str, Path]:
-    home = work / "bentoml_home"
-    home.mkdir()
-    tag = build_bento(bundle_dir, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
-    assert re.fullmatch(r"kindle_sentiment:\w+", tag), tag
-    return tag, home
+def bundle_dir(built: tuple[str, Path, Path]) -> Path:
+    return built[2]
+
+
+@pytest.fixture(scope="module")
+def bento(built: tuple[str, Path, Path]) -> tuple[str, Path]:
+    return built[0], built[1]
 
 
 # --------------------------------------------------------------------------- servers

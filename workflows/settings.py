@@ -53,7 +53,9 @@ class PipelineSettings(TrainingSettings):
     """Defaults of the training pipeline and the drift check (env prefix `KINDLE_`)."""
 
     max_per_class: int = Field(
-        0, ge=0, description="Per-star cap on the training split (0: no cap; class weights balance the stars)."
+        0,
+        ge=0,
+        description="Per-star cap on the training split (0: no cap; class weights balance the stars).",
     )
     balance_ratio: float = Field(
         0.0,
@@ -61,7 +63,9 @@ class PipelineSettings(TrainingSettings):
         description="Down-sample each training star to at most ratio x the rarest one (0: off).",
     )
     train_ratio: float = Field(0.7, gt=0, lt=1, description="Share of reviews in the training split.")
-    val_ratio: float = Field(0.15, gt=0, lt=1, description="Share in the validation split; test gets the rest.")
+    val_ratio: float = Field(
+        0.15, gt=0, lt=1, description="Share in the validation split; test gets the rest."
+    )
     split: str = Field(
         "hash",
         pattern="^(hash|time)$",
@@ -69,7 +73,9 @@ class PipelineSettings(TrainingSettings):
         "never moves a review between splits; 'time': oldest train, newest test.",
     )
     drift_threshold: float = Field(
-        DRIFT_THRESHOLD, gt=0, description="Largest feature PSI of a stable window; above it the drift check retrains."
+        DRIFT_THRESHOLD,
+        gt=0,
+        description="Largest feature PSI of a stable window; above it the drift check retrains.",
     )
     drift_window_hours: float = Field(
         0.0,
@@ -83,6 +89,10 @@ class PipelineSettings(TrainingSettings):
         description="Extra Spark configuration (`k=v,k=v` or JSON), baked into the Spark task's config.",
     )
     image: str = Field("", description="Task image to pin ('': the `--image` of pyflyte package/register).")
+    build_image: bool = Field(
+        False, description="Tasks use the ImageSpec, which `pyflyte register` builds (Docker or envd)."
+    )
+    image_registry: str = Field("ghcr.io/kindle-sentiment", description="Registry the ImageSpec goes to.")
     drift_cron: str = Field("0 6 * * *", description="Schedule of the daily drift check LaunchPlan.")
     production: str = Field(
         "/data/kindle/batches", description="The service's production batch folder the drift check reads."
@@ -90,7 +100,9 @@ class PipelineSettings(TrainingSettings):
     feedback: str = Field(
         "", description="The service's labelled feedback folder ('': none); retraining adds it to the input."
     )
-    training_input: str = Field("", description="Training data of drift-triggered retraining (file, folder, URL).")
+    training_input: str = Field(
+        "", description="Training data of drift-triggered retraining (file, folder, URL)."
+    )
     max_review_chars: int = Field(
         1_000_000,
         ge=1,

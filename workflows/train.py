@@ -117,7 +117,7 @@ def train_kind_task(
         Path(current_context().working_directory) / "candidate",
         parent_run_id=parent_run_id,
     )
-    print(f"train[{kind}]: val macro-F1 {result.val_macro_f1:.4f}, {result.trials} trials, {result.seconds:.1f} s")
+    print(f"train[{kind}]: val macro-F1 {result.val_macro_f1:.4f}, {result.trials} trials")
     return KindOutcome(
         kind=result.kind,
         bundle=FlyteDirectory(str(result.bundle)),

@@ -197,11 +197,12 @@ def read_feedback(folder: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=[TIME_COLUMN, *FEEDBACK_COLUMNS, VERSION_COLUMN])
 
 
-def since(frame: pd.DataFrame, start: datetime | None) -> pd.DataFrame:
-    """The rows stamped at or after `start` (all of them when `start` is None)."""
+def since(frame: pd.DataFrame, start: datetime | None, strict: bool = False) -> pd.DataFrame:
+    """The rows stamped at or after `start` (after it, if `strict`; all of them when None)."""
     if start is None or frame.empty:
         return frame
-    return frame[pd.to_datetime(frame[TIME_COLUMN], utc=True) >= pd.Timestamp(start)].reset_index(drop=True)
+    stamps, moment = pd.to_datetime(frame[TIME_COLUMN], utc=True), pd.Timestamp(start)
+    return frame[stamps > moment if strict else stamps >= moment].reset_index(drop=True)
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:

@@ -33,12 +33,14 @@ import pandas as pd
 import psutil
 import yaml
 
-from services.packaging import REPO_ROOT, build_bento
+from services.packaging import REPO_ROOT
 from services.settings import ServiceSettings
 from tests import fixtures
+from tests.fixtures.models import train_small_bundle
 from tests.fixtures.servers import ServerProcess, started
-from tests.fixtures.service import Server, python_path, train_small_bundle
+from tests.fixtures.service import Server, python_path
 from tools.benchmarks.report import PeakRss, Report, Row
+from workflows.bento import build
 
 HERE = Path(__file__).parent
 WRK_SCRIPT = HERE / "serving_wrk.lua"
@@ -253,7 +255,7 @@ def run(report: Report, quick: bool) -> None:
         bundle = train_small_bundle(training, work / "bundle")
         home = work / "bentoml_home"
         home.mkdir()
-        tag = build_bento(bundle, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+        tag = build(bundle, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
         bodies = write_bodies(servable, work, plan.batches)
         print(f"  serving: champion and Bento ready in {time.perf_counter() - began:.0f} s", flush=True)
 
