@@ -34,6 +34,7 @@ class DriftFeed:
         self.settings = settings
         self.monitor: Any = None
         self.writer: Any = None
+        self.version: str | None = None  # of the bundle being served, recorded with each batch
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_REQUESTS)
         self._thread: threading.Thread | None = None
 
@@ -48,6 +49,7 @@ class DriftFeed:
         if not bundle.drift_reference:
             logger.warning("bundle %s has no drift reference: live drift monitoring off", bundle.version)
             return
+        self.version = str(bundle.version)
         try:
             self.monitor, self.writer = self._build(bundle)
         except Exception:
@@ -72,7 +74,15 @@ class DriftFeed:
             state_dir=self.settings.drift_state_dir,
             webhook_url=self.settings.drift_webhook_url,
         )
-        writer = BatchWriter(self.settings.batch_dir) if self.settings.batch_dir else None
+        writer = (
+            BatchWriter(
+                self.settings.batch_dir,
+                rows_per_file=self.settings.batch_rows_per_file,
+                seconds_per_file=self.settings.batch_seconds_per_file,
+            )
+            if self.settings.batch_dir
+            else None
+        )
         return monitor, writer
 
     def switch(self, bundle: ModelBundle) -> None:
@@ -81,6 +91,7 @@ class DriftFeed:
         if not self.running:
             self.start(bundle)
             return
+        self.version = str(bundle.version)
         if not bundle.drift_reference:
             logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
             return
@@ -132,7 +143,7 @@ class DriftFeed:
             frame = compute_features(texts, summaries)
             self.monitor.observe(frame, labels)
             if self.writer is not None:
-                self.writer.write(frame, labels)
+                self.writer.write(frame, labels, self.version)
         except Exception:
             logger.exception("drift observation failed (%d rows skipped)", len(texts))
 

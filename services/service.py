@@ -23,6 +23,7 @@ import numpy as np
 from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from bentoml.io import JSON
 
+from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
 from services import logs, runtime
 from services.batching import Coalescer
@@ -37,7 +38,9 @@ from services.validation import (
     InvalidRequest,
     Reviews,
     explain_schema,
+    feedback_schema,
     parse_explain,
+    parse_feedback,
     parse_predict,
     parse_records,
     predict_schema,
@@ -87,6 +90,11 @@ svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
 
 drift = DriftFeed(settings)
 reloader = runtime.Reloader(settings, on_swap=drift.switch)
+_feedback = (
+    FeedbackWriter(settings.feedback_dir, rows_per_file=1, max_files=settings.feedback_max_files, strict=True)
+    if settings.feedback_dir
+    else None
+)
 
 
 async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
@@ -198,6 +206,29 @@ async def explain(payload: Any) -> dict[str, Any]:
         record_error("explain", "unsupported")
         raise error
     return {"explanations": explanations, "model_version": str(bundle.version)}
+
+
+@svc.api(input=ReviewsJSON("feedback", _body, feedback_schema(*_limits)), output=JSON(), route="/feedback")
+async def feedback(payload: Any) -> dict[str, Any]:
+    """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
+    "request_ids": [...]?}`, stored with the serving model's version for retraining."""
+    labelled = _validated("feedback", parse_feedback, payload)
+    if _feedback is None:
+        record_error("feedback", "not_configured")
+        raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
+    bundle = runtime.STATE.bundle
+    version = str(bundle.version) if bundle is not None else None
+    reviews = labelled.reviews
+    # Written (atomic, fsynced) before the answer: an accepted rating is on disk.
+    try:
+        await anyio.to_thread.run_sync(
+            _feedback.write, reviews.texts, reviews.summaries, labelled.ratings, labelled.request_ids, version
+        )
+    except OSError as error:
+        record_error("feedback", "not_written")
+        raise InternalServerError(f"feedback could not be written: {type(error).__name__}") from None
+    get_metrics().request_items.labels("feedback").observe(len(reviews))
+    return {"accepted": len(reviews), "model_version": version}
 
 
 @svc.api(

@@ -72,6 +72,18 @@ class ServiceSettings(RegistrySettings):
     )
     drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
     batch_dir: Path | None = Field(None, description="Where production batches are written (Parquet).")
+    batch_rows_per_file: int = Field(5_000, ge=1, description="Production batch rows per Parquet file.")
+    batch_seconds_per_file: float = Field(
+        300.0, gt=0, description="Oldest buffered production row's age, in seconds, that cuts a file."
+    )
+    feedback_dir: Path | None = Field(
+        None,
+        description="Where labelled feedback is written (Parquet, one file per request); unset: "
+        "the feedback API answers 503.",
+    )
+    feedback_max_files: int = Field(
+        10_000, ge=1, description="Feedback files kept (the oldest go first): the bound on its disk use."
+    )
     log_level: str = Field("INFO", description="Level of the service's JSON logs.")
     access_log: bool = Field(
         False,

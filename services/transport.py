@@ -25,7 +25,7 @@ from services.metrics import get_metrics, record_error, set_protocol
 from services.runtime import ModelState
 from services.security import Denial, Guard
 
-API_NAMES = ("predict", "predict_batch", "explain", "metadata")
+API_NAMES = ("predict", "predict_batch", "explain", "feedback", "metadata")
 MODEL_APIS = ("predict", "predict_batch", "explain")
 HTTP_ROUTES = {f"/{name}": name for name in API_NAMES}
 REQUEST_ID_HEADER = "x-request-id"

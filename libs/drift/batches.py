@@ -47,7 +47,9 @@ class ParquetLog:
     """Buffers rows and writes `<prefix>-<time>-<pid>-<n>.parquet` files atomically.
 
     Defaults: a file per 5,000 rows or 300 s (checked on each append, and on `close()`),
-    the newest 1,000 files kept (None: all).
+    the newest 1,000 files kept (None: all). A write that fails is logged and its rows
+    counted in `dropped_rows`; with `strict` the error is raised as well (for data the
+    caller must not acknowledge unless it is on disk).
     """
 
     def __init__(
@@ -58,9 +60,11 @@ class ParquetLog:
         seconds_per_file: float = DEFAULT_SECONDS_PER_FILE,
         max_files: int | None = DEFAULT_MAX_FILES,
         clock: Callable[[], float] = time.time,
+        strict: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
+        self.strict = strict
         self.rows_per_file = max(rows_per_file, 1)
         self.seconds_per_file = seconds_per_file
         self.max_files = max_files
@@ -110,6 +114,8 @@ class ParquetLog:
         except (OSError, pa.ArrowException) as error:
             self.dropped_rows += len(frame)
             logger.warning("%d %s rows not written to %s: %s", len(frame), self.prefix, self.folder, error)
+            if self.strict:
+                raise
 
     def _rotate(self) -> None:
         if self.max_files is None:

@@ -122,3 +122,12 @@ def test_feedback_round_trips_texts_ratings_requests_and_versions(tmp_path: Path
 def test_feedback_with_misaligned_ratings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1 ratings for 2 reviews"):
         FeedbackWriter(tmp_path).write(["a", "b"], None, [5], None, "v1")
+
+
+def test_a_strict_log_raises_what_it_could_not_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    writer = FeedbackWriter(blocker / "feedback", rows_per_file=1, strict=True)
+    with pytest.raises(OSError):
+        writer.write(["text"], None, [4], None, "v1")
+    assert writer.dropped_rows == 1

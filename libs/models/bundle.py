@@ -235,8 +235,21 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
-def save_bundle(bundle: ModelBundle, path: Path) -> Path:
-    """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`."""
+def _copy_model_files(source: Path, folder: Path) -> None:
+    """The estimator and vectoriser files of the bundle at `source`, byte for byte."""
+    for name in _read_manifest(source)["files"]:
+        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, folder / name)
+
+
+def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None = None) -> Path:
+    """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`.
+
+    With `model_files_from` (the bundle `bundle` was loaded from), the estimator and the
+    vectoriser are copied from there byte for byte instead of written again: a bundle
+    finished with new metadata keeps the model files, and the `model_digest`, it had.
+    """
     path = Path(path)
     kind = ModelKind.parse(bundle.kind)
     if list(bundle.labels) != LABELS:
@@ -248,9 +261,12 @@ def save_bundle(bundle: ModelBundle, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
     try:
-        _write_estimator(bundle, temporary)
-        if bundle.tfidf is not None:
-            bundle.tfidf.save(temporary / TFIDF_FILE)
+        if model_files_from is not None:
+            _copy_model_files(Path(model_files_from), temporary)
+        else:
+            _write_estimator(bundle, temporary)
+            if bundle.tfidf is not None:
+                bundle.tfidf.save(temporary / TFIDF_FILE)
         if bundle.drift_reference is not None:
             (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference))
         manifest = {

@@ -1,6 +1,7 @@
 """The bundle round-trips exactly and refuses, by name, anything it cannot trust; loading one
 never runs code from its files."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from libs.models.bundle import (
     BundleError,
     ModelBundle,
     load_bundle,
+    model_digest,
     save_bundle,
 )
 from libs.models.components import ExplanationUnavailable
@@ -263,3 +265,14 @@ def test_a_model_without_term_weights_says_it_cannot_explain(
     unexplainable = ModelBundle.new("mlp", mlp.fit(train_df, labels_of(train_df)), tfidf, "x")
     with pytest.raises(ExplanationUnavailable, match="no linear coefficients"):
         unexplainable.explain(["fine"], None, top_k=3)
+
+
+def test_a_finished_bundle_keeps_the_model_files_and_their_digest(saved: Path, tmp_path: Path) -> None:
+    loaded = load_bundle(saved)
+    finished = dataclasses.replace(loaded, metrics={"test_macro_f1": 0.5}, mlflow_run_id="run-2")
+    path = save_bundle(finished, tmp_path / "finished", model_files_from=saved)
+    assert (path / ESTIMATOR_FILE).read_bytes() == (saved / ESTIMATOR_FILE).read_bytes()
+    assert model_digest(path) == model_digest(saved)
+    assert load_bundle(path).metrics == {"test_macro_f1": 0.5}
+    resaved = save_bundle(loaded, tmp_path / "resaved")  # skops records object ids: other bytes
+    assert load_bundle(resaved).predict_proba(REVIEWS).tolist() == loaded.predict_proba(REVIEWS).tolist()

@@ -234,7 +234,7 @@ def finish_bundle(
         drift_reference=drift_reference(candidate, reference, test).to_dict(),
         mlflow_run_id=run_id or candidate.mlflow_run_id,
     )
-    path = save_bundle(final, out_dir / "bundle")
+    path = save_bundle(final, out_dir / "bundle", model_files_from=champion.bundle)
     (out_dir / "reports" / "test_report.json").write_text(
         json.dumps({"report": report.report, "confusion": report.confusion})
     )
