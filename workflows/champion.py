@@ -30,9 +30,6 @@ from workflows.train import KindOutcome, SearchOptions, read_split, training_set
 if TYPE_CHECKING:
     from libs.models.training.stages import KindResult
 
-FEEDBACK_TAG = "feedback_until"
-"""Model version tag: the time of the newest labelled feedback the version was trained on."""
-
 
 @dataclass
 class Champion:
@@ -173,9 +170,7 @@ def publish_champion(
         mlflow.set_tags({"decision": decision.reason, "promoted": str(decision.promote).lower()})
         mlflow.log_artifacts(champion.reports.download(), "reports")
         mlflow.log_text(json.dumps(dataclasses.asdict(etl_stats), indent=1), "data/etl_stats.json")
-        version = publish(
-            finished, decision, settings, parent_run_id, {FEEDBACK_TAG: ingest_stats.feedback_until}
-        )
+        version = publish(finished, decision, settings, parent_run_id, ingest_stats.feedback_until)
     print(f"publish: {decision.reason}")
     now = alias_version(client_for(settings), model_name, CHAMPION)
     return Publication(

@@ -30,7 +30,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from libs.drift import ReferenceProfile, compare, load_production, read_feedback, since
 from libs.features import CLEAN_COLUMN
-from workflows.champion import FEEDBACK_TAG
 from workflows.image import TASK_IMAGE
 from workflows.settings import SETTINGS
 from workflows.training import training_pipeline
@@ -40,7 +39,7 @@ from workflows.training import training_pipeline
 class ChampionInfo:
     version: str
     registered_at: str  # ISO time the version was registered
-    feedback_until: str  # ISO time of the newest feedback it trained on ("" when none)
+    feedback_until: str  # ISO time of the newest feedback a challenger was trained on ("" when none)
     bundle: FlyteDirectory
 
 
@@ -71,7 +70,8 @@ def load_champion(output_dir: str, mlflow_uri: str, model_name: str) -> Champion
     Not cached: the alias moves whenever a new champion is promoted.
     """
     from libs.models.training.settings import TrainingSettings
-    from libs.models.training.tracking import current_champion
+    from libs.models.training.stages import FEEDBACK_TAG
+    from libs.models.training.tracking import client_for, current_champion
 
     settings = TrainingSettings(
         output_dir=Path(output_dir),
@@ -88,7 +88,10 @@ def load_champion(output_dir: str, mlflow_uri: str, model_name: str) -> Champion
     registered = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat()
     print(f"drift: champion {model_name} v{version.version}, registered {registered}")
     return ChampionInfo(
-        str(version.version), registered, version.tags.get(FEEDBACK_TAG, ""), FlyteDirectory(str(bundle))
+        str(version.version),
+        registered,
+        client_for(settings).get_registered_model(model_name).tags.get(FEEDBACK_TAG, ""),
+        FlyteDirectory(str(bundle)),
     )
 
 
@@ -177,8 +180,8 @@ def decide_retraining(
     if new <= 0:
         return RetrainDecision(
             False,
-            f"drift (max PSI {outcome.max_psi:.3f}) but no labelled feedback newer than what champion "
-            f"v{champion.version} trained on: not retraining",
+            f"drift (max PSI {outcome.max_psi:.3f}) but no labelled feedback newer than what the last "
+            f"challenger trained on (champion v{champion.version}): not retraining",
         )
     if not training_input:
         raise ValueError(

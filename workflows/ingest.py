@@ -404,16 +404,18 @@ def fingerprint_feedback(folder: str) -> str:
     return digest.hexdigest() if files else ""
 
 
-def feedback_reviews(folder: str) -> pd.DataFrame:
-    """The service's labelled feedback as ingested reviews (same schema and checks as files)."""
+def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
+    """The service's labelled feedback as ingested reviews (same schema and checks as files),
+    and the ISO time of its newest row ("" when there is none)."""
     feedback = read_feedback(Path(folder))
     if feedback.empty:
-        return pd.DataFrame(columns=list(ReviewsSchema))
+        return pd.DataFrame(columns=list(ReviewsSchema)), ""
+    stamps = pd.to_datetime(feedback["timestamp"], utc=True)
     frame = feedback[["reviewText", "summary", "overall"]].copy()
-    frame["unixReviewTime"] = pd.to_datetime(feedback["timestamp"], utc=True).astype("int64") // 10**9
+    frame["unixReviewTime"] = stamps.astype("int64") // 10**9
     checked = validate_frame(frame, f"feedback in {folder}")
     checked["source_file"] = f"{folder}#feedback"
-    return checked
+    return checked, stamps.max().isoformat()
 
 
 @task(
@@ -434,10 +436,10 @@ def ingest(
     into one Parquet table (cached by the content fingerprints)."""
     del content_fingerprint, feedback_fingerprint  # only the cache key
     frame = read_reviews(uri, encoding)
-    labelled = feedback_reviews(feedback) if feedback else pd.DataFrame(columns=list(ReviewsSchema))
-    until = ""
+    labelled, until = (
+        feedback_reviews(feedback) if feedback else (pd.DataFrame(columns=list(ReviewsSchema)), "")
+    )
     if len(labelled):
-        until = pd.to_datetime(labelled["unixReviewTime"].max(), unit="s", utc=True).isoformat()
         frame = pd.concat([frame, labelled], ignore_index=True)
     counts = frame["overall"].value_counts().sort_index()
     stats = IngestStats(

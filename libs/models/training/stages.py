@@ -272,23 +272,34 @@ def decide(
     return Decision(promote_it, reason, ours, theirs, champion_version, len(evaluation))
 
 
+FEEDBACK_TAG = "feedback_until"
+"""Tag of the registered model (and of each promoted version): the time of the newest
+labelled feedback a challenger was trained on, promoted or not. Feedback up to it has
+been tried; only newer feedback is a reason to train another challenger."""
+
+
 def publish(
     finished: Finished,
     decision: Decision,
     settings: TrainingSettings,
     run_id: str | None,
-    tags: dict[str, str],
+    feedback_until: str = "",
 ) -> str | None:
-    """Registers and promotes a challenger the decision promotes; returns its version (None if rejected)."""
-    if not decision.promote:
-        logger.info("challenger not promoted: %s", decision.reason)
-        return None
-    version = register(finished.bundle, settings, run_id)
+    """Registers and promotes a challenger the decision promotes; returns its version (None if
+    it was not). Either way the registered model records the feedback this challenger saw."""
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri(), registry_uri=settings.tracking_uri())
-    for key, value in tags.items():
-        client.set_model_version_tag(settings.model_name, version.version, key, value)
-    promote(str(version.version), settings)
-    return str(version.version)
+    version = None
+    if decision.promote:
+        registered = register(finished.bundle, settings, run_id)
+        version = str(registered.version)
+        client.set_model_version_tag(settings.model_name, version, FEEDBACK_TAG, feedback_until)
+        promote(version, settings)
+    else:
+        logger.info("challenger not promoted: %s", decision.reason)
+    model_exists = version is not None or decision.champion_version is not None
+    if model_exists and feedback_until:
+        client.set_registered_model_tag(settings.model_name, FEEDBACK_TAG, feedback_until)
+    return version
 
 
 def train(
@@ -334,5 +345,5 @@ def train(
         )
         mlflow.log_metrics({f"test_{k}": v for k, v in finished.test.items()})
         mlflow.set_tag("decision", decision.reason)
-        version = publish(finished, decision, settings, parent.info.run_id, {})
+        version = publish(finished, decision, settings, parent.info.run_id)
     return results, finished, decision, version

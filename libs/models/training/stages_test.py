@@ -15,6 +15,7 @@ from libs.models.registry import CHAMPION
 from libs.models.training.data import LABEL_COLUMN, fingerprint
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import (
+    FEEDBACK_TAG,
     Finished,
     KindResult,
     decide,
@@ -86,10 +87,11 @@ def test_a_worse_challenger_is_rejected_and_no_alias_moves(
         decision.champion_macro_f1 is not None and decision.challenger_macro_f1 < decision.champion_macro_f1
     )
     finished = Finished("logreg", challenger_path, {}, [])
-    assert publish(finished, decision, settings, None, {}) is None
+    assert publish(finished, decision, settings, None, "2026-01-01T00:00:00+00:00") is None
     registered = client_for(settings).get_registered_model(settings.model_name)
     assert dict(registered.aliases) == {CHAMPION: 1}
     assert len(client_for(settings).search_model_versions(f"name='{settings.model_name}'")) == 1
+    assert registered.tags[FEEDBACK_TAG] == "2026-01-01T00:00:00+00:00"  # tried, even though rejected
 
 
 def test_a_challenger_within_the_margin_is_promoted_and_becomes_champion(
@@ -101,10 +103,10 @@ def test_a_challenger_within_the_margin_is_promoted_and_becomes_champion(
     lenient = decide(challenger_path, champion_path, test_df, margin=1.0, champion_version="1")
     assert lenient.promote and lenient.reason.startswith("promoted")
     assert strict.promote == (strict.challenger_macro_f1 >= strict.champion_macro_f1)
-    version = publish(Finished("logreg", challenger_path, {}, []), lenient, settings, None, {"note": "x"})
+    version = publish(Finished("logreg", challenger_path, {}, []), lenient, settings, None, "t1")
     assert version == "2"
     assert str(client_for(settings).get_model_version_by_alias(settings.model_name, CHAMPION).version) == "2"
-    assert client_for(settings).get_model_version(settings.model_name, "2").tags["note"] == "x"
+    assert client_for(settings).get_model_version(settings.model_name, "2").tags[FEEDBACK_TAG] == "t1"
 
 
 def test_the_champion_s_own_model_is_not_registered_again(
