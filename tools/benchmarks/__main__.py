@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tools.benchmarks import etl, serving, training
+from tools.benchmarks import etl, quality, serving, training
 from tools.benchmarks.report import Report
 
-SUITES = {"etl": etl.run, "serving": serving.run, "training": training.run}
+SUITES = {"etl": etl.run, "serving": serving.run, "training": training.run, "quality": quality.run}
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ from libs.models.training.tuning import TrialInputs, finished_trials, run_study
 
 logger = logging.getLogger("kindle.models.stages")
 
+CANDIDATE_ARTIFACT = "candidate"
+"""Where each kind's run keeps its candidate bundle (the chosen configuration, refit)."""
 SEARCH_SPACE_VERSION = "1"
 """Part of every study's name: bump it when a search space changes, so no study resumes
 with trials drawn from another space."""
@@ -178,6 +180,7 @@ def search_kind(
         if tracked:
             mlflow.log_params({f"best_{key}": value for key, value in outcome.params.items()})
             mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
+            mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
     logger.info(
         "%s: val macro-F1 %.4f, %.2f ms per review, params %s",
         kind.value,
