@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from services.settings import ServiceSettings
@@ -76,7 +77,7 @@ class DriftFeed:
         )
         writer = (
             BatchWriter(
-                self.settings.batch_dir,
+                Path(self.settings.batch_dir),
                 rows_per_file=self.settings.batch_rows_per_file,
                 seconds_per_file=self.settings.batch_seconds_per_file,
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -91,7 +92,9 @@ svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
 drift = DriftFeed(settings)
 reloader = runtime.Reloader(settings, on_swap=drift.switch)
 _feedback = (
-    FeedbackWriter(settings.feedback_dir, rows_per_file=1, max_files=settings.feedback_max_files, strict=True)
+    FeedbackWriter(
+        Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
+    )
     if settings.feedback_dir
     else None
 )

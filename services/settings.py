@@ -12,10 +12,11 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from libs.drift.batches import ProductionSettings
 from libs.models.registry import CHAMPION, MODEL_NAME, RegistrySettings
 
 
-class ServiceSettings(RegistrySettings):
+class ServiceSettings(RegistrySettings, ProductionSettings):
     """Runtime configuration of the rating service (env prefix `KINDLE_`).
 
     Where the champion comes from, first match wins: `bundle_path`, the MLflow registry
@@ -71,15 +72,9 @@ class ServiceSettings(RegistrySettings):
         None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
     )
     drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
-    batch_dir: Path | None = Field(None, description="Where production batches are written (Parquet).")
     batch_rows_per_file: int = Field(5_000, ge=1, description="Production batch rows per Parquet file.")
     batch_seconds_per_file: float = Field(
         300.0, gt=0, description="Oldest buffered production row's age, in seconds, that cuts a file."
-    )
-    feedback_dir: Path | None = Field(
-        None,
-        description="Where labelled feedback is written (Parquet, one file per request); unset: "
-        "the feedback API answers 503.",
     )
     feedback_max_files: int = Field(
         10_000, ge=1, description="Feedback files kept (the oldest go first): the bound on its disk use."

@@ -163,8 +163,8 @@ def drift_check(env: dict[str, Path], server: Server) -> str:
     from workflows.drift import drift_check as check
 
     return check(
-        production=str(server.state_dir / "batches"),
-        feedback=str(env["root"] / "feedback"),
+        batch_dir=str(server.state_dir / "batches"),
+        feedback_dir=str(env["root"] / "feedback"),
         training_input=str(env["input"]),
         output_dir=str(env["out"]),
         **PIPELINE,

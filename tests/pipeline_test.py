@@ -144,7 +144,7 @@ def test_drift_same_domain_ends_with_no_drift(env: dict[str, Path], first_run: t
     from workflows.drift import drift_check
 
     result = drift_check(
-        production=str(env["data"] / "same_domain.csv"), output_dir=str(env["out"]), build_bento=False
+        batch_dir=str(env["data"] / "same_domain.csv"), output_dir=str(env["out"]), build_bento=False
     )
     assert result.startswith("no drift"), result
 
@@ -155,7 +155,7 @@ def test_drift_without_new_feedback_does_not_retrain(
     from workflows.drift import drift_check
 
     result = drift_check(
-        production=str(env["data"] / "devices.csv"),
+        batch_dir=str(env["data"] / "devices.csv"),
         training_input=str(env["data"] / "kindle_600.csv"),
         output_dir=str(env["out"]),
         build_bento=False,

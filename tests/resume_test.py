@@ -127,7 +127,9 @@ def test_a_killed_pipeline_resumes_from_the_cache(setup: tuple[dict[str, str], P
         len(after) == TRIALS and {n: after[n] for n in before} == before
     )  # finished trials kept as they were
     rerun_trials = sorted(set(after) - set(before))
-    assert len(rerun_trials) == TRIALS - len(before) and min(rerun_trials) > max(before)  # only the missing ones
+    assert len(rerun_trials) == TRIALS - len(before) and min(rerun_trials) > max(
+        before
+    )  # only the missing ones
     again = _cache_entries(home)
     redone = [key for key, stored in cached.items() if again.get(key) != stored]
     assert not redone, f"finished steps were run again: {redone}"

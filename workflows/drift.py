@@ -1,7 +1,7 @@
 """The drift check: the champion's reference vs a window of production traffic, and retraining
 on labelled feedback when the traffic has drifted.
 
-    pyflyte run workflows/drift.py drift_check --production BATCHES --feedback FEEDBACK \\
+    pyflyte run workflows/drift.py drift_check --batch_dir BATCHES --feedback_dir FEEDBACK \\
         --training_input PATH
 
 1. The champion (MLflow alias `champion`): its version, when it was registered, the
@@ -59,12 +59,12 @@ class RetrainDecision(NamedTuple):
     message: str
 
 
-def _tracking_uri(output_dir: str, mlflow_uri: str) -> str:
-    return mlflow_uri or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
+def _tracking_uri(output_dir: str, mlflow_tracking_uri: str) -> str:
+    return mlflow_tracking_uri or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="500m", mem="1Gi"))
-def load_champion(output_dir: str, mlflow_uri: str, model_name: str) -> ChampionInfo:
+def load_champion(output_dir: str, mlflow_tracking_uri: str, model_name: str) -> ChampionInfo:
     """The serving champion's version, registration time, feedback watermark and bundle.
 
     Not cached: the alias moves whenever a new champion is promoted.
@@ -75,7 +75,7 @@ def load_champion(output_dir: str, mlflow_uri: str, model_name: str) -> Champion
 
     settings = TrainingSettings(
         output_dir=Path(output_dir),
-        mlflow_tracking_uri=_tracking_uri(output_dir, mlflow_uri),
+        mlflow_tracking_uri=_tracking_uri(output_dir, mlflow_tracking_uri),
         model_name=model_name,
     )
     found = current_champion(settings, Path(current_context().working_directory) / "champion")
@@ -114,7 +114,7 @@ def drift_report(
     window_hours: float,
     threshold: float,
     output_dir: str,
-    mlflow_uri: str,
+    mlflow_tracking_uri: str,
     experiment: str,
 ) -> DriftOutcome:
     """libs.drift's batch check of the window + HTML report, logged as an MLflow run."""
@@ -140,7 +140,7 @@ def drift_report(
     report = compare(profile, data.features, data.predicted_labels, coverage, threshold)
     folder = work / "drift_report"
     write_html_report(report, folder)
-    mlflow.set_tracking_uri(_tracking_uri(output_dir, mlflow_uri))
+    mlflow.set_tracking_uri(_tracking_uri(output_dir, mlflow_tracking_uri))
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name="drift-check") as run:
         mlflow.set_tags(
@@ -201,13 +201,13 @@ def no_retraining(message: str) -> str:
 
 @workflow
 def drift_check(
-    production: str = SETTINGS.production,
-    feedback: str = SETTINGS.feedback,
+    batch_dir: str = SETTINGS.batch_dir or "",
+    feedback_dir: str = SETTINGS.feedback_dir or "",
     training_input: str = SETTINGS.training_input,
     window_hours: float = SETTINGS.drift_window_hours,
     threshold: float = SETTINGS.drift_threshold,
     output_dir: str = str(SETTINGS.output_dir),
-    mlflow_uri: str = SETTINGS.mlflow_tracking_uri or "",
+    mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
     model_name: str = SETTINGS.model_name,
     experiment: str = SETTINGS.experiment,
     kinds: str = SETTINGS.kinds_text(),
@@ -218,18 +218,20 @@ def drift_check(
     build_bento: bool = SETTINGS.build_bento,
 ) -> str:
     """Drift report on the production window; retrains on new labelled feedback when it drifted."""
-    champion = load_champion(output_dir=output_dir, mlflow_uri=mlflow_uri, model_name=model_name)
+    champion = load_champion(
+        output_dir=output_dir, mlflow_tracking_uri=mlflow_tracking_uri, model_name=model_name
+    )
     outcome = drift_report(
         champion=champion,
-        production=production,
+        production=batch_dir,
         window_hours=window_hours,
         threshold=threshold,
         output_dir=output_dir,
-        mlflow_uri=mlflow_uri,
+        mlflow_tracking_uri=mlflow_tracking_uri,
         experiment=experiment,
     )
     retrain, message = decide_retraining(
-        outcome=outcome, champion=champion, feedback=feedback, training_input=training_input
+        outcome=outcome, champion=champion, feedback=feedback_dir, training_input=training_input
     )
     return (
         conditional("drift_decision")
@@ -237,9 +239,9 @@ def drift_check(
         .then(
             training_pipeline(
                 input=training_input,
-                feedback=feedback,
+                feedback_dir=feedback_dir,
                 output_dir=output_dir,
-                mlflow_uri=mlflow_uri,
+                mlflow_tracking_uri=mlflow_tracking_uri,
                 model_name=model_name,
                 experiment=experiment,
                 kinds=kinds,

@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.drift import DRIFT_THRESHOLD
+from libs.drift import DRIFT_THRESHOLD, ProductionSettings
 from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
 
@@ -49,7 +49,7 @@ def parse_spark_conf(raw: object) -> dict[str, str]:
     return conf
 
 
-class PipelineSettings(TrainingSettings):
+class PipelineSettings(TrainingSettings, ProductionSettings):
     """Defaults of the training pipeline and the drift check (env prefix `KINDLE_`)."""
 
     max_per_class: int = Field(
@@ -94,12 +94,6 @@ class PipelineSettings(TrainingSettings):
     )
     image_registry: str = Field("ghcr.io/kindle-sentiment", description="Registry the ImageSpec goes to.")
     drift_cron: str = Field("0 6 * * *", description="Schedule of the daily drift check LaunchPlan.")
-    production: str = Field(
-        "/data/kindle/batches", description="The service's production batch folder the drift check reads."
-    )
-    feedback: str = Field(
-        "", description="The service's labelled feedback folder ('': none); retraining adds it to the input."
-    )
     training_input: str = Field(
         "", description="Training data of drift-triggered retraining (file, folder, URL)."
     )

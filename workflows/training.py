@@ -4,7 +4,7 @@ challenger-vs-champion decision -> MLflow registration and promotion -> Bento.
     pyflyte run workflows/training.py training_pipeline --input PATH [--kinds logreg,...]
 
 Without --input it trains on a synthetic, clearly labelled CSV (workflows/synthetic.py),
-so a fresh machine can run it end to end. With --feedback (the service's labelled
+so a fresh machine can run it end to end. With --feedback_dir (the service's labelled
 feedback folder) those reviews are trained on too. Every expensive step is cached
 (`cache_version` = stage + workflow version + feature-contract hash); registration,
 promotion and the Bento build write to stores Flyte cannot see, so they are decided
@@ -50,7 +50,7 @@ def resolve_input(input: str, output_dir: str) -> str:
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
 def make_options(
     output_dir: str,
-    mlflow_uri: str,
+    mlflow_tracking_uri: str,
     experiment: str,
     trials: int,
     timeout_s: float,
@@ -60,7 +60,7 @@ def make_options(
     """The run's search options; the MLflow URI defaults to SQLite in the output folder (created here)."""
     folder = Path(output_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    uri = mlflow_uri or f"sqlite:///{folder / 'mlflow.db'}"
+    uri = mlflow_tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
     return SearchOptions(trials, timeout_s, seed, latency_budget_ms, str(folder), uri, experiment)
 
 
@@ -139,9 +139,9 @@ def summarize(
 @workflow
 def training_pipeline(
     input: str = "",
-    feedback: str = SETTINGS.feedback,
+    feedback_dir: str = SETTINGS.feedback_dir or "",
     output_dir: str = str(SETTINGS.output_dir),
-    mlflow_uri: str = SETTINGS.mlflow_tracking_uri or "",
+    mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
     model_name: str = SETTINGS.model_name,
     experiment: str = SETTINGS.experiment,
     kinds: str = SETTINGS.kinds_text(),
@@ -160,10 +160,10 @@ def training_pipeline(
     build_bento: bool = SETTINGS.build_bento,
 ) -> str:
     """End to end on `input` (CSV/Parquet/JSON lines; file, folder or fsspec URL; "" = synthetic)
-    and the labelled `feedback` folder ("" = none)."""
+    and the labelled feedback folder `feedback_dir` ("" = none)."""
     options = make_options(
         output_dir=output_dir,
-        mlflow_uri=mlflow_uri,
+        mlflow_tracking_uri=mlflow_tracking_uri,
         experiment=experiment,
         trials=trials,
         timeout_s=timeout_s,
@@ -176,8 +176,8 @@ def training_pipeline(
         uri=source,
         content_fingerprint=content,
         encoding=encoding,
-        feedback=feedback,
-        feedback_fingerprint=fingerprint_feedback(folder=feedback),
+        feedback=feedback_dir,
+        feedback_fingerprint=fingerprint_feedback(folder=feedback_dir),
     )
     params = make_etl_params(
         max_per_class=max_per_class,

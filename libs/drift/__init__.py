@@ -19,7 +19,14 @@ Public API:
 The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`.
 """
 
-from libs.drift.batches import BatchWriter, FeedbackWriter, read_batches, read_feedback, since
+from libs.drift.batches import (
+    BatchWriter,
+    FeedbackWriter,
+    ProductionSettings,
+    read_batches,
+    read_feedback,
+    since,
+)
 from libs.drift.compare import DriftReport, FeatureDrift, LabelDrift, compare
 from libs.drift.live import LiveMonitor
 from libs.drift.production import ProductionData, load_production
@@ -51,6 +58,7 @@ __all__ = [
     "LabelDrift",
     "LiveMonitor",
     "ProductionData",
+    "ProductionSettings",
     "ReferenceProfile",
     "band",
     "bin_counts",

@@ -25,6 +25,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
 from libs.features.atomic import atomic_path
@@ -41,6 +43,23 @@ FEEDBACK_COLUMNS = ("reviewText", "summary", "overall", "request_id")
 DEFAULT_ROWS_PER_FILE = 5_000
 DEFAULT_SECONDS_PER_FILE = 300.0
 DEFAULT_MAX_FILES = 1_000
+
+
+class ProductionSettings(BaseSettings):
+    """Where the service writes production data and the drift check reads it (env prefix `KINDLE_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KINDLE_", extra="ignore", frozen=True)
+
+    batch_dir: str | None = Field(
+        None,
+        description="Folder of the scored production batches (Parquet): the service writes, "
+        "the drift check reads.",
+    )
+    feedback_dir: str | None = Field(
+        None,
+        description="Folder of the labelled feedback (Parquet, one file per request): the service writes "
+        "(unset: its feedback API answers 503), retraining reads.",
+    )
 
 
 class ParquetLog:
