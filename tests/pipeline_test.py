@@ -10,14 +10,17 @@ retrain. (Retraining on feedback is `tests/lifecycle_test.py`.)
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow import MlflowClient
 
 from tests import fixtures
+from tests.fixtures.servers import ServerProcess, started
 
 ROWS = 600
 
@@ -166,3 +169,42 @@ def test_drift_without_new_feedback_does_not_retrain(
         filter_string="tags.kind = 'drift_check'",
     )
     assert {run.data.metrics["drift_retrain"] for run in runs} == {0.0, 1.0}
+
+
+class TrackingServer(ServerProcess):
+    """A real MLflow tracking server (SQLite behind it, artifacts proxied) on a reserved port."""
+
+    def __init__(self, work: Path) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--workers", "1"]
+        command += ["--backend-store-uri", f"sqlite:///{work / 'server.db'}"]
+        command += ["--artifacts-destination", (work / "artifacts").as_uri()]
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        super().__init__(
+            "mlflow", lambda ports: ([*command, "--port", str(ports[0])], env), work / "mlflow.log"
+        )
+
+    def _probe(self, need_ready: bool) -> bool:
+        return requests.get(f"{self.url}/health", timeout=2).status_code == 200
+
+
+def test_credentials_in_the_tracking_uri_never_reach_the_pipeline_output(
+    env: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    from workflows.training import training_pipeline
+
+    secret = "s3cret-token-5e1f"
+    work = env["root"] / "remote"
+    work.mkdir()
+    with started(TrackingServer(work)) as server:
+        uri = f"http://kindle:{secret}@127.0.0.1:{server.port}"
+        summary = training_pipeline(
+            **{
+                **_pipeline_kwargs(env),
+                "output_dir": str(work / "runs"),
+                "mlflow_tracking_uri": uri,
+                "build_bento": False,
+            }
+        )
+    output = capfd.readouterr()
+    assert f"registered: kindle-sentiment v1 (alias champion) at http://127.0.0.1:{server.port}" in summary
+    assert secret not in output.out + output.err + summary

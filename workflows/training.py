@@ -18,6 +18,7 @@ from pathlib import Path
 
 from flytekit import Resources, task, workflow
 
+from libs.urls import redact_url
 from workflows import bento, synthetic
 from workflows.champion import Champion, Publication, finish_champion, open_training_run, publish_champion
 from workflows.etl import EtlParams, EtlStats, spark_etl
@@ -104,7 +105,7 @@ def format_summary(
     test = champion.test_metrics
     registered = (
         f"registered: {publication.model_name} v{publication.version} (alias champion) at "
-        f"{publication.tracking_uri}"
+        f"{redact_url(publication.tracking_uri)}"
         if publication.promoted
         else f"registered: nothing new; champion stays v{publication.champion_version or '-'}"
     )

@@ -15,6 +15,7 @@ with the aliases as they were.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -25,6 +26,10 @@ import optuna
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.environment_variables import (
+    MLFLOW_PRINT_MODEL_URLS_ON_CREATION,
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from optuna.trial import FrozenTrial, TrialState
@@ -73,12 +78,17 @@ def configure(settings: TrainingSettings) -> str:
     """Points MLflow at the settings' store and experiment; returns the tracking URI.
 
     An embedded SQLite store keeps its artifacts in `mlartifacts` beside the database,
-    not in whatever the working directory happens to be.
+    not in whatever the working directory happens to be. For a URI that carries more than
+    scheme and host (credentials, a token), MLflow's own "View run at <URI>" lines are
+    switched off: they would print it whole.
     """
     uri = settings.tracking_uri()
     database = sqlite_file(uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
+    if redact_url(uri) != uri.rstrip("/"):  # credentials, a token, a path: MLflow would print them
+        os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
+        os.environ[MLFLOW_PRINT_MODEL_URLS_ON_CREATION.name] = "false"
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(settings.experiment) is None:
         location = None if database is None else (database.parent / "mlartifacts").resolve().as_uri()
