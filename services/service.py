@@ -25,7 +25,7 @@ from bentoml.io import JSON
 
 from libs.features import CONTRACT
 from services import logs, runtime
-from services.batching import Coalescer
+from services.batching import Coalescer, CoalescerClosed
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
@@ -113,6 +113,9 @@ def _startup(_: bentoml.Context) -> None:
 
 @svc.on_shutdown
 def _shutdown(_: bentoml.Context) -> None:
+    """Requests still waiting for the model are answered 503 / UNAVAILABLE, none hangs."""
+    if _coalescer is not None:
+        _coalescer.close()
     reloader.stop()
     drift.stop()
 
@@ -136,6 +139,8 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
             probabilities = await _run_model(reviews.texts, summaries)
     except bentoml.exceptions.BentoMLException:
         raise
+    except CoalescerClosed as error:
+        raise ServiceUnavailable(str(error)) from None
     except Exception as error:
         record_error(api, "internal")
         logger.exception("scoring failed")
