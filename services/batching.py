@@ -5,12 +5,15 @@ all of them (up to `max_batch_size` reviews) go through in one call and the resu
 split back. An idle service therefore adds no latency (a lone request is scored at once,
 no timer), and a loaded one pays the per-call cost (DataFrame, sparse matrix, estimator
 dispatch) once per batch instead of once per request. Rows are scored independently, so
-a review's probabilities do not depend on what it was batched with.
+a review's result does not depend on what it was batched with.
 
 A request larger than `max_batch_size` is cut into parts of at most that many reviews,
 so no model call is ever larger than the limit (one 1,000-review request must not hold
 the model for one long call while small requests queue behind it); its result is the
 parts' results joined back in order.
+
+A model call returns a tuple of row-aligned arrays (probabilities, features, ...): each
+array is split back by rows, so every request gets its own rows of every array.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from services.logs import REQUEST_ID
 
 logger = logging.getLogger("kindle.batching")
 
-Score = Callable[[list[str], list[str | None]], Awaitable[np.ndarray]]
+Rows = tuple[np.ndarray, ...]
+"""Row-aligned arrays of one model call: row i of each belongs to review i."""
+
+Score = Callable[[list[str], list[str | None]], Awaitable[Rows]]
 
 
 class CoalescerClosed(RuntimeError):
@@ -38,7 +44,7 @@ class _Request:
     texts: list[str]
     summaries: list[str | None]
     future: asyncio.Future
-    results: list[np.ndarray | None]
+    results: list[Rows | None]
     request_id: str = field(default_factory=REQUEST_ID.get)
 
 
@@ -67,8 +73,8 @@ class Coalescer:
         self._worker: asyncio.Task | None = None
         self._closed = False
 
-    async def submit(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:
-        """The model's rows for these reviews, scored in calls of at most `max_batch_size`."""
+    async def submit(self, texts: list[str], summaries: list[str | None]) -> Rows:
+        """The model's arrays for these reviews, scored in calls of at most `max_batch_size`."""
         if self._closed:
             raise CoalescerClosed("the server is shutting down")
         if not texts or len(summaries) != len(texts):
@@ -139,22 +145,24 @@ class Coalescer:
             REQUEST_ID.reset(token)
         start = 0
         for part in batch:
-            _deliver(part, result[start : start + part.rows])
+            _deliver(part, tuple(array[start : start + part.rows] for array in result))
             start += part.rows
 
 
-def _deliver(part: _Part, rows: np.ndarray) -> None:
+def _deliver(part: _Part, rows: Rows) -> None:
     """Stores a part's rows; the request is answered once all of its parts are in."""
     request = part.request
     request.results[part.index] = rows
     if any(result is None for result in request.results):
         return
-    _settle(
-        request.future, result=np.concatenate([result for result in request.results if result is not None])
-    )
+    parts = [result for result in request.results if result is not None]
+    if len(parts) == 1:
+        _settle(request.future, result=parts[0])
+    else:
+        _settle(request.future, result=tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
 
 
-def _settle(future: asyncio.Future, result: np.ndarray | None = None, error: Exception | None = None) -> None:
+def _settle(future: asyncio.Future, result: Rows | None = None, error: Exception | None = None) -> None:
     if future.done():  # the client went away, or the request failed or was closed already
         return
     if error is not None:

@@ -12,33 +12,34 @@ from services.batching import Coalescer, CoalescerClosed
 
 
 class FakeModel:
-    """Row i scores [len(text)]; 'boom' fails the call; records call sizes. `gate`, when
-    set, holds every call until it is set."""
+    """Row i scores [len(text)] and features [i-th text's first character code]; 'boom' fails
+    the call; records call sizes. `gate`, when set, holds every call until it is set."""
 
     def __init__(self, gate: asyncio.Event | None = None) -> None:
         self.calls: list[int] = []
         self.gate = gate
 
-    async def __call__(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:
+    async def __call__(self, texts: list[str], summaries: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
         self.calls.append(len(texts))
         await asyncio.sleep(0.01)
         if self.gate is not None:
             await self.gate.wait()
         if "boom" in texts:
             raise ValueError("boom")
-        return np.array([[float(len(t))] for t in texts])
+        return np.array([[float(len(t))] for t in texts]), np.array([[float(ord(t[0]))] for t in texts])
 
 
 def test_merges_while_busy_and_splits_back() -> None:
     model = FakeModel()
 
-    async def scenario() -> list[np.ndarray]:
+    async def scenario() -> list[tuple[np.ndarray, ...]]:
         coalescer = Coalescer(model, max_batch_size=100)
         requests = [["a" * (i + 1)] * (i + 1) for i in range(5)]
         return await asyncio.gather(*(coalescer.submit(r, [None] * len(r)) for r in requests))
 
     results = asyncio.run(scenario())
-    assert [r[:, 0].tolist() for r in results] == [[float(i + 1)] * (i + 1) for i in range(5)]
+    assert [scores[:, 0].tolist() for scores, _ in results] == [[float(i + 1)] * (i + 1) for i in range(5)]
+    assert all(features[:, 0].tolist() == [97.0] * len(features) for _, features in results)
     assert model.calls == [15]  # queued together: one call
 
 
@@ -57,14 +58,15 @@ def test_a_request_over_the_limit_is_scored_in_calls_of_at_most_the_limit() -> N
     model = FakeModel()
     big = [chr(65 + i % 26) * (i + 1) for i in range(10)]
 
-    async def scenario() -> list[np.ndarray]:
+    async def scenario() -> list[tuple[np.ndarray, ...]]:
         coalescer = Coalescer(model, max_batch_size=4)
         return await asyncio.gather(coalescer.submit(big, [None] * 10), coalescer.submit(["q"], [None]))
 
-    scores, small = asyncio.run(scenario())
+    (scores, features), (small, _) = asyncio.run(scenario())
     assert max(model.calls) <= 4 and sum(model.calls) == 11
     assert model.calls == [4, 4, 3]  # the big request's last 2 reviews share a call with the small one
     assert scores[:, 0].tolist() == [float(i + 1) for i in range(10)]  # its parts joined back in order
+    assert features[:, 0].tolist() == [float(65 + i % 26) for i in range(10)]
     assert small[:, 0].tolist() == [1.0]
 
 
@@ -78,7 +80,7 @@ def test_failure_stays_with_its_request() -> None:
 
     first, failed, *rest = asyncio.run(scenario())
     assert isinstance(failed, ValueError) and str(failed) == "boom"
-    assert first[0, 0] == 2.0 and [r[0, 0] for r in rest] == [4.0, 4.0]
+    assert first[0][0, 0] == 2.0 and [r[0][0, 0] for r in rest] == [4.0, 4.0]
 
 
 def test_a_failing_part_fails_its_request_and_no_more_of_it_is_scored() -> None:
@@ -94,7 +96,7 @@ def test_a_failing_part_fails_its_request_and_no_more_of_it_is_scored() -> None:
 
     failed, fine = asyncio.run(scenario())
     assert isinstance(failed, ValueError)
-    assert fine[:, 0].tolist() == [2.0]
+    assert fine[0][:, 0].tolist() == [2.0]
     assert model.calls == [2, 1]  # [boom a] failed; [b c] and [d] were never scored, [ok] was
 
 

@@ -270,6 +270,9 @@ class Reloader:
 class KindleRunnable(bentoml.legacy.Runnable):
     """Scores reviews with the bundle; batchable, so the runner may merge requests.
 
+    A call computes the reviews' features once and returns the probabilities together with
+    the numeric contract features, which the drift feed takes as they are.
+
     One instance per runner worker (embedded: the API process). The bundle is shared with
     the API code through `STATE`, so embedded mode holds one copy of the model.
     """
@@ -288,7 +291,10 @@ class KindleRunnable(bentoml.legacy.Runnable):
             reloader.start()
 
     @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
-    def predict_proba(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:
+    def score(self, texts: list[str], summaries: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 5), numeric features (n, k): `CONTRACT.numeric_names`, float64)."""
+        from libs.features import compute_features
+
         bundle = self.state.bundle
         if bundle is None:
             # Reached only when a runner process could not load the bundle.
@@ -300,13 +306,15 @@ class KindleRunnable(bentoml.legacy.Runnable):
         get_metrics().batch_size.observe(len(texts))
         has_summaries = any(summary is not None for summary in summaries)
         started = time.perf_counter()
-        probabilities = np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
+        frame = compute_features(texts, summaries if has_summaries else None)
+        probabilities = np.asarray(bundle.predict_features(frame))
+        features = frame[CONTRACT.numeric_names].to_numpy(dtype=np.float64)
         # Embedded, this runs in the context of the request that started the model call (for a
         # merged batch: its first request; the coalescer logs the others' ids).
         if logger.isEnabledFor(logging.DEBUG):
             model_ms = round((time.perf_counter() - started) * 1000, 2)
             logger.debug("model call", extra={"rows": len(texts), "model_ms": model_ms})
-        return probabilities
+        return probabilities, features
 
 
 def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:

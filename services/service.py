@@ -25,7 +25,7 @@ from bentoml.io import JSON
 
 from libs.features import CONTRACT
 from services import logs, runtime
-from services.batching import Coalescer, CoalescerClosed
+from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
@@ -89,8 +89,10 @@ drift = DriftFeed(settings)
 reloader = runtime.Reloader(settings, on_swap=drift.switch)
 
 
-async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
-    return np.asarray(await runner.predict_proba.async_run(texts, summaries))
+async def _run_model(texts: list[str], summaries: list[str | None]) -> Rows:
+    """(probabilities, numeric contract features) of the reviews, from one model call."""
+    probabilities, features = await runner.score.async_run(texts, summaries)
+    return np.asarray(probabilities), np.asarray(features)
 
 
 # BentoML batches only non-embedded runners; the embedded one gets the coalescer.
@@ -129,14 +131,15 @@ def _require_model(api: str) -> Any:
 
 
 async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
-    """The one scoring path of every predicting API: runner, labels, metrics, drift feed."""
+    """The one scoring path of every predicting API: runner, labels, metrics, drift feed
+    (which takes the features the model call computed)."""
     bundle = _require_model(api)
     summaries = reviews.summaries or [None] * len(reviews)
     try:
         if _coalescer is not None:
-            probabilities = await _coalescer.submit(reviews.texts, summaries)
+            probabilities, features = await _coalescer.submit(reviews.texts, summaries)
         else:
-            probabilities = await _run_model(reviews.texts, summaries)
+            probabilities, features = await _run_model(reviews.texts, summaries)
     except bentoml.exceptions.BentoMLException:
         raise
     except CoalescerClosed as error:
@@ -151,7 +154,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics = get_metrics()
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
-    drift.submit(reviews.texts, reviews.summaries, labels)
+    drift.submit(features, labels)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
