@@ -7,12 +7,19 @@ reason instead of a crash loop, and the bundle can be fixed without a redeploy.
 `Reloader` follows the source (a bundle folder or an MLflow alias): a new champion is
 loaded and checked off the request path and swapped in only when it passes, so a bad
 release never replaces a good model, and the good one keeps serving while it is fixed.
+
+A champion from MLflow is downloaded into a temporary folder of its own, removed as soon
+as the bundle is loaded (it is served from memory) or refused: a server that follows its
+alias for months must not fill its disk with old downloads, and nothing is left to clean
+up at exit (BentoML's workers exit without running `atexit` handlers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +42,17 @@ BUNDLE_DIR = "bundle"  # the bundle's folder inside the BentoML model
 MODEL_NAME = "kindle-sentiment"  # the bundle's name in the BentoML model store
 MODEL_ALIAS = "champion"  # the Bento's alias for the model it packs
 EXPECTED_LABELS = [1, 2, 3, 4, 5]
+DOWNLOAD_PREFIX = "kindle-mlflow-"  # temporary folders of MLflow downloads, in the system temp dir
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a bundle was found: its folder, a description for logs and metadata, and the
+    temporary download folder holding it (MLflow only), to remove once it is loaded."""
+
+    path: Path
+    description: str
+    download_dir: Path | None = None
 
 
 @dataclass
@@ -68,40 +86,47 @@ def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     return None
 
 
-def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> Path:
-    """The champion's bundle folder from the MLflow registry: `version`, else the alias's."""
+def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> tuple[Path, Path]:
+    """(bundle folder, the temporary folder holding it) of the MLflow registry's `version`,
+    else the alias's; the temporary folder is the caller's to remove."""
     import mlflow  # only when configured: the Bento does not need mlflow otherwise
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     name = settings.mlflow_model_name
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{settings.mlflow_alias}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     # A bundle is the folder holding the manifest; it may sit one level down.
     for candidate in (local, *sorted(p.parent for p in local.rglob("*.json"))):
         if (candidate / "manifest.json").is_file() or (candidate / "bundle.json").is_file():
-            return candidate
-    return local
+            return candidate, folder
+    return local, folder
 
 
 def _mlflow_configured(settings: ServiceSettings) -> bool:
     return bool(settings.mlflow_tracking_uri and settings.mlflow_model_name)
 
 
-def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[Path, str]:
-    """(bundle folder, human-readable source); raises with a reason when there is none."""
+def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> Source:
+    """Where the champion is now; raises with a reason when there is none."""
     if settings.bundle_path is not None:
-        return settings.bundle_path, f"path {settings.bundle_path}"
+        return Source(settings.bundle_path, f"path {settings.bundle_path}")
     if _mlflow_configured(settings):
-        path = _download_from_mlflow(settings, mlflow_version)
+        path, download_dir = _download_from_mlflow(settings, mlflow_version)
         pinned = f" (version {mlflow_version})" if mlflow_version else ""
-        return path, f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}{pinned}"
+        described = f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}{pinned}"
+        return Source(path, described, download_dir)
     model = bento_model(settings)
     if model is None:
         raise FileNotFoundError(
             f"no bundle: KINDLE_BUNDLE_PATH unset, MLflow not configured and BentoML model "
             f"{settings.bento_model!r} not found"
         )
-    return Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}"
+    return Source(Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}")
 
 
 def check_bundle(bundle: ModelBundle) -> None:
@@ -112,13 +137,18 @@ def check_bundle(bundle: ModelBundle) -> None:
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
-    """(bundle, source) that passed every check; raises with the reason otherwise."""
+    """(bundle, source) that passed every check; raises with the reason otherwise. What was
+    downloaded for it is removed either way: `load_bundle` reads every file into memory."""
     from libs.models.bundle import load_bundle
 
-    path, source = resolve_bundle_path(settings, mlflow_version)
-    bundle = load_bundle(path)
-    check_bundle(bundle)
-    return bundle, source
+    source = resolve_bundle_path(settings, mlflow_version)
+    try:
+        bundle = load_bundle(source.path)
+        check_bundle(bundle)
+    finally:
+        if source.download_dir is not None:
+            shutil.rmtree(source.download_dir, ignore_errors=True)
+    return bundle, source.description
 
 
 def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> ModelState:

@@ -61,7 +61,10 @@ def _apply_server_defaults() -> None:
     (it only skips exporting them), which costs each request span objects, attributes and
     ids. With nothing sampled, the OpenTelemetry SDK's own off switch (read when BentoML
     creates its tracer provider, also after this import) skips that work; an operator's
-    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on."""
+    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on.
+
+    MLflow draws a progress bar on stderr for every download of a champion: the only lines of
+    a server's output that would not be JSON."""
     import os
 
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -70,6 +73,7 @@ def _apply_server_defaults() -> None:
     BentoMLContainer.runners_config.logging.access.enabled.set(settings.access_log)
     if not BentoMLContainer.tracing.sample_rate.get():
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 _apply_server_defaults()
