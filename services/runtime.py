@@ -31,6 +31,7 @@ import bentoml
 import numpy as np
 
 from libs.features import CONTRACT
+from services.redaction import redact_urls
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -151,6 +152,12 @@ def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -
     return bundle, source.description
 
 
+def _reason(error: Exception) -> str:
+    """Why a load failed, for logs, /readyz and metadata: URLs cut to scheme and host, since
+    the registry's errors quote its URI, credentials included."""
+    return redact_urls(f"{type(error).__name__}: {error}")
+
+
 def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> ModelState:
     """Loads the champion into `state` once; safe to call from several threads."""
     settings = settings or get_settings()
@@ -161,7 +168,7 @@ def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> 
         try:
             bundle, source = load_checked(settings)
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _reason(error)
             logger.error("champion not loaded: %s", state.error)
             return state
         _install(state, bundle, source, time.perf_counter() - started)
@@ -258,7 +265,7 @@ class Reloader:
         try:
             return source_fingerprint(self.settings)
         except Exception as error:  # e.g. the registry is unreachable: try again next time
-            logger.warning("champion source not checked: %s: %s", type(error).__name__, error)
+            logger.warning("champion source not checked: %s", _reason(error))
             return self.seen
 
     def check(self) -> str | None:
@@ -277,7 +284,7 @@ class Reloader:
             bundle, source = load_checked(self.settings, mlflow_version)
         except Exception as error:
             metrics.model_reloads.labels("failed").inc()
-            reason = f"{type(error).__name__}: {error}"
+            reason = _reason(error)
             logger.error(
                 "champion reload failed; still serving %s",
                 served or "nothing",
