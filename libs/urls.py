@@ -1,29 +1,39 @@
-"""Printable forms of URLs that may carry credentials.
+"""Printable forms of URLs that may carry credentials: cut down to scheme and host before
+they reach a log line, an error message or a client.
 
-Webhook URLs often embed a token in their path or query, and tracking URIs a user and
-password; logs and error messages show where something was sent, never how to get in.
+Webhook URLs carry their token in the path or the query (Slack, Teams and most alert
+receivers work that way), tracking and database URIs carry `user:password@`, and
+libraries quote the URL they were given in their own messages (MLflow's request errors,
+the drift webhook's failure line). So every URL in a line is cut to `scheme://host:port`;
+a URL without a host (`sqlite:////path/db`, `file:///path`) keeps its path, never its
+credentials or query.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
+
+# Stops at whitespace, quotes, angle brackets and backslashes (inside a JSON line a URL
+# ends before the `\"` that closes its string, which must stay intact) and leaves the
+# punctuation of the sentence around it.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>\\]*[^\s\"'<>\\.,;:!?)]")
+_AFTER_PATH = re.compile(r"[?#]")
 
 
-def redact_url(url: object) -> str:
-    """`scheme://host[:port]` of a URL: no user, password, path, query or fragment.
+def redact_url(url: str) -> str:
+    """`scheme://host:port` of `url`; hostless URLs keep their path; no user, password,
+    path (when there is a host), query or fragment survives."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:  # no scheme: "user:secret@host:6379/0" is still a URL to cut
+        rest = url
+    prefix = f"{scheme}://" if separator else ""
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    host = rest[:end].rpartition("@")[2]
+    return prefix + (host or _AFTER_PATH.split(rest[end:], maxsplit=1)[0])
 
-    A value that is not a URL with a host (a file path, `sqlite:///...`) keeps its scheme
-    and path, which name a local file and no secret; its query is dropped.
-    """
-    text = str(url)
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.scheme:
-        return text if "@" not in text else "<redacted>"
-    if not parts.hostname:
-        return f"{parts.scheme}://{parts.path}" if "@" not in parts.path else f"{parts.scheme}:<redacted>"
-    host = parts.hostname + (f":{port}" if port else "")
-    return f"{parts.scheme}://{host}"
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL in it cut by `redact_url`."""
+    if "://" not in text:  # the common case, checked without the regex
+        return text
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)

@@ -13,7 +13,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +23,22 @@ import requests
 
 from tests import fixtures
 from tests.fixtures.service import (
+    SOURCE_SERVICE,
     Server,
+    bundle_version,
     http_call,
     metric_sum,
     offline,
     running,
     scrape,
+    source_home,
+    tamper,
     texts_and_summaries,
+    wait_until,
 )
 from tests.fixtures.service import train_small_bundle as train
 
-SOURCE_SERVICE = "services.service:svc"
 RELOAD_INTERVAL_S = 0.3
-WAIT_S = 45.0
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +63,7 @@ def bundles(work: Path, sample: pd.DataFrame) -> dict[str, Path]:
     b = train(sample.iloc[1500:2700], work / "bundle_b")
     broken = work / "bundle_broken"
     shutil.copytree(a, broken)
-    largest = max((p for p in broken.iterdir() if p.name != "manifest.json"), key=lambda p: p.stat().st_size)
-    largest.write_bytes(b"\x00 tampered \xff" + largest.read_bytes()[64:])
+    tamper(broken)
     return {"a": a, "b": b, "broken": broken}
 
 
@@ -110,12 +112,9 @@ def hanging() -> Iterator[HangingEndpoint]:
 
 @pytest.fixture(scope="module")
 def servers(work: Path, bundles: dict[str, Path], hanging: HangingEndpoint) -> Iterator[dict[str, Server]]:
-    home = work / "empty_home"  # no Bento: the servers serve the source tree's service
-    for store in ("bentos", "models"):
-        (home / store).mkdir(parents=True)
     live = work / "live_bundle"
     live.symlink_to(bundles["a"])
-    specs = {
+    envs = {
         "reload": {"KINDLE_BUNDLE_PATH": str(live), "KINDLE_RELOAD_INTERVAL_S": str(RELOAD_INTERVAL_S)},
         "webhook": {
             "KINDLE_BUNDLE_PATH": str(bundles["a"]),
@@ -123,17 +122,9 @@ def servers(work: Path, bundles: dict[str, Path], hanging: HangingEndpoint) -> I
             "KINDLE_RELOAD_INTERVAL_S": "0",
         },
     }
-    with running({name: ("http", env) for name, env in specs.items()}, SOURCE_SERVICE, home, work) as started:
+    specs = {name: ("http", env) for name, env in envs.items()}
+    with running(specs, SOURCE_SERVICE, source_home(work), work) as started:
         yield started
-
-
-def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {WAIT_S}s:\n{server.tail()}")
 
 
 def predict(server: Server, rows: pd.DataFrame) -> dict:
@@ -151,10 +142,6 @@ def reloads(server: Server, result: str) -> float:
     return metric_sum(scrape(server), "kindle_model_reloads_total", result=result)
 
 
-def bundle_version(path: Path) -> str:
-    return json.loads((path / "manifest.json").read_text())["version"]
-
-
 def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     servers: dict[str, Server], bundles: dict[str, Path], probe: pd.DataFrame, work: Path
 ) -> None:
@@ -165,7 +152,7 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert before["model_version"] == served_version(server) == version_a
 
     swap_link(work / "live_bundle", bundles["broken"])
-    wait_for(lambda: reloads(server, "failed") >= 1, "the failed reload", server)
+    wait_until(lambda: reloads(server, "failed") >= 1, "the failed reload", server)
 
     after = predict(server, probe)
     assert after["model_version"] == served_version(server) == version_a
@@ -184,7 +171,7 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert metric_sum(scrape(server), "kindle_model_info", model_version=version_a) == 1
 
     swap_link(work / "live_bundle", bundles["b"])
-    wait_for(lambda: served_version(server) == version_b, "bundle B served", server)
+    wait_until(lambda: served_version(server) == version_b, "bundle B served", server)
     texts, summaries = texts_and_summaries(probe)
     now = predict(server, probe)
     assert now["model_version"] == version_b
@@ -212,7 +199,7 @@ def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(
     def fingerprints() -> set[str]:
         return {json.loads(p.read_text()).get("fingerprint") for p in state.glob("*.json")}
 
-    wait_for(lambda: expected in fingerprints(), "a drift window on B's reference", server)
+    wait_until(lambda: expected in fingerprints(), "a drift window on B's reference", server)
 
 
 def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
@@ -228,7 +215,7 @@ def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
         reply = predict(server, shouting.iloc[start : start + 10])
         latencies.append(time.perf_counter() - began)
         assert len(reply["labels"]) == len(shouting.iloc[start : start + 10])
-    wait_for(
+    wait_until(
         lambda: metric_sum(scrape(server), "kindle_drift_webhook_failures_total") >= 1,
         "a counted webhook failure",
         server,

@@ -47,8 +47,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory, reviews: pd.DataFrame) -> 
 
 def log_entries(server: Server) -> list[dict[str, Any]]:
     """Every line the server process wrote, each parsed as one JSON object."""
-    server.log.flush()
-    return [json.loads(line) for line in server.log_path.read_text(errors="replace").splitlines() if line]
+    return [json.loads(line) for line in server.output()]
 
 
 def lines_of(server: Server, request_id: str) -> list[dict[str, Any]]:

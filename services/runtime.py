@@ -7,12 +7,19 @@ reason instead of a crash loop, and the bundle can be fixed without a redeploy.
 `Reloader` follows the source (a bundle folder or an MLflow alias): a new champion is
 loaded and checked off the request path and swapped in only when it passes, so a bad
 release never replaces a good model, and the good one keeps serving while it is fixed.
+
+A champion from MLflow is downloaded into a temporary folder of its own, removed as soon
+as the bundle is loaded (it is served from memory) or refused: a server that follows its
+alias for months must not fill its disk with old downloads, and nothing is left to clean
+up at exit (BentoML's workers exit without running `atexit` handlers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +33,7 @@ import numpy as np
 from libs.features import CONTRACT
 from libs.models.kinds import LABELS
 from libs.models.registry import CHAMPION, MODEL_NAME
+from libs.urls import redact_urls
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -34,6 +42,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kindle.runtime")
 
 BUNDLE_DIR = "bundle"  # the bundle's folder inside the BentoML model
+DOWNLOAD_PREFIX = "kindle-mlflow-"  # temporary folders of MLflow downloads, in the system temp dir
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a bundle was found: its folder, a description for logs and metadata, and the
+    temporary download folder holding it (MLflow only), to remove once it is loaded."""
+
+    path: Path
+    description: str
+    download_dir: Path | None = None
 
 
 @dataclass
@@ -67,40 +86,47 @@ def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     return None
 
 
-def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> Path:
-    """The champion's bundle folder from the MLflow registry: `version`, else the alias's."""
+def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> tuple[Path, Path]:
+    """(bundle folder, the temporary folder holding it) of the MLflow registry's `version`,
+    else the alias's; the temporary folder is the caller's to remove."""
     import mlflow  # only when configured: the Bento does not need mlflow otherwise
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     name = settings.model_name
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{settings.mlflow_alias}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     # A bundle is the folder holding the manifest; it may sit one level down.
     for candidate in (local, *sorted(p.parent for p in local.rglob("*.json"))):
         if (candidate / "manifest.json").is_file() or (candidate / "bundle.json").is_file():
-            return candidate
-    return local
+            return candidate, folder
+    return local, folder
 
 
 def _mlflow_configured(settings: ServiceSettings) -> bool:
     return bool(settings.mlflow_tracking_uri)
 
 
-def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[Path, str]:
-    """(bundle folder, human-readable source); raises with a reason when there is none."""
+def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> Source:
+    """Where the champion is now; raises with a reason when there is none."""
     if settings.bundle_path is not None:
-        return settings.bundle_path, f"path {settings.bundle_path}"
+        return Source(settings.bundle_path, f"path {settings.bundle_path}")
     if _mlflow_configured(settings):
-        path = _download_from_mlflow(settings, mlflow_version)
+        path, download_dir = _download_from_mlflow(settings, mlflow_version)
         pinned = f" (version {mlflow_version})" if mlflow_version else ""
-        return path, f"mlflow {settings.model_name}@{settings.mlflow_alias}{pinned}"
+        described = f"mlflow {settings.model_name}@{settings.mlflow_alias}{pinned}"
+        return Source(path, described, download_dir)
     model = bento_model(settings)
     if model is None:
         raise FileNotFoundError(
             f"no bundle: KINDLE_BUNDLE_PATH unset, MLflow not configured and BentoML model "
             f"{settings.bento_model!r} not found"
         )
-    return Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}"
+    return Source(Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}")
 
 
 def check_bundle(bundle: ModelBundle) -> None:
@@ -111,13 +137,24 @@ def check_bundle(bundle: ModelBundle) -> None:
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
-    """(bundle, source) that passed every check; raises with the reason otherwise."""
+    """(bundle, source) that passed every check; raises with the reason otherwise. What was
+    downloaded for it is removed either way: `load_bundle` reads every file into memory."""
     from libs.models.bundle import load_bundle
 
-    path, source = resolve_bundle_path(settings, mlflow_version)
-    bundle = load_bundle(path)
-    check_bundle(bundle)
-    return bundle, source
+    source = resolve_bundle_path(settings, mlflow_version)
+    try:
+        bundle = load_bundle(source.path)
+        check_bundle(bundle)
+    finally:
+        if source.download_dir is not None:
+            shutil.rmtree(source.download_dir, ignore_errors=True)
+    return bundle, source.description
+
+
+def _reason(error: Exception) -> str:
+    """Why a load failed, for logs, /readyz and metadata: URLs cut to scheme and host, since
+    the registry's errors quote its URI, credentials included."""
+    return redact_urls(f"{type(error).__name__}: {error}")
 
 
 def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> ModelState:
@@ -130,7 +167,7 @@ def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> 
         try:
             bundle, source = load_checked(settings)
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _reason(error)
             logger.error("champion not loaded: %s", state.error)
             return state
         _install(state, bundle, source, time.perf_counter() - started)
@@ -227,7 +264,7 @@ class Reloader:
         try:
             return source_fingerprint(self.settings)
         except Exception as error:  # e.g. the registry is unreachable: try again next time
-            logger.warning("champion source not checked: %s: %s", type(error).__name__, error)
+            logger.warning("champion source not checked: %s", _reason(error))
             return self.seen
 
     def check(self) -> str | None:
@@ -246,7 +283,7 @@ class Reloader:
             bundle, source = load_checked(self.settings, mlflow_version)
         except Exception as error:
             metrics.model_reloads.labels("failed").inc()
-            reason = f"{type(error).__name__}: {error}"
+            reason = _reason(error)
             logger.error(
                 "champion reload failed; still serving %s",
                 served or "nothing",
@@ -269,6 +306,9 @@ class Reloader:
 class KindleRunnable(bentoml.legacy.Runnable):
     """Scores reviews with the bundle; batchable, so the runner may merge requests.
 
+    A call computes the reviews' features once and returns the probabilities together with
+    the numeric contract features, which the drift feed takes as they are.
+
     One instance per runner worker (embedded: the API process). The bundle is shared with
     the API code through `STATE`, so embedded mode holds one copy of the model.
     """
@@ -287,7 +327,10 @@ class KindleRunnable(bentoml.legacy.Runnable):
             reloader.start()
 
     @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
-    def predict_proba(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:
+    def score(self, texts: list[str], summaries: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 5), numeric features (n, k): `CONTRACT.numeric_names`, float64)."""
+        from libs.features import compute_features
+
         bundle = self.state.bundle
         if bundle is None:
             # Reached only when a runner process could not load the bundle.
@@ -299,13 +342,15 @@ class KindleRunnable(bentoml.legacy.Runnable):
         get_metrics().batch_size.observe(len(texts))
         has_summaries = any(summary is not None for summary in summaries)
         started = time.perf_counter()
-        probabilities = np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
+        frame = compute_features(texts, summaries if has_summaries else None)
+        probabilities = np.asarray(bundle.predict_features(frame))
+        features = frame[CONTRACT.numeric_names].to_numpy(dtype=np.float64)
         # Embedded, this runs in the context of the request that started the model call (for a
         # merged batch: its first request; the coalescer logs the others' ids).
         if logger.isEnabledFor(logging.DEBUG):
             model_ms = round((time.perf_counter() - started) * 1000, 2)
             logger.debug("model call", extra={"rows": len(texts), "model_ms": model_ms})
-        return probabilities
+        return probabilities, features
 
 
 def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:

@@ -27,7 +27,7 @@ from bentoml.io import JSON
 from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
 from services import logs, runtime
-from services.batching import Coalescer
+from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
@@ -65,7 +65,10 @@ def _apply_server_defaults() -> None:
     (it only skips exporting them), which costs each request span objects, attributes and
     ids. With nothing sampled, the OpenTelemetry SDK's own off switch (read when BentoML
     creates its tracer provider, also after this import) skips that work; an operator's
-    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on."""
+    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on.
+
+    MLflow draws a progress bar on stderr for every download of a champion: the only lines of
+    a server's output that would not be JSON."""
     import os
 
     from bentoml._internal.configuration.containers import BentoMLContainer
@@ -74,6 +77,7 @@ def _apply_server_defaults() -> None:
     BentoMLContainer.runners_config.logging.access.enabled.set(settings.access_log)
     if not BentoMLContainer.tracing.sample_rate.get():
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 _apply_server_defaults()
@@ -100,8 +104,10 @@ _feedback = (
 )
 
 
-async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
-    return np.asarray(await runner.predict_proba.async_run(texts, summaries))
+async def _run_model(texts: list[str], summaries: list[str | None]) -> Rows:
+    """(probabilities, numeric contract features) of the reviews, from one model call."""
+    probabilities, features = await runner.score.async_run(texts, summaries)
+    return np.asarray(probabilities), np.asarray(features)
 
 
 # BentoML batches only non-embedded runners; the embedded one gets the coalescer.
@@ -124,6 +130,9 @@ def _startup(_: bentoml.Context) -> None:
 
 @svc.on_shutdown
 def _shutdown(_: bentoml.Context) -> None:
+    """Requests still waiting for the model are answered 503 / UNAVAILABLE, none hangs."""
+    if _coalescer is not None:
+        _coalescer.close()
     reloader.stop()
     drift.stop()
 
@@ -137,16 +146,19 @@ def _require_model(api: str) -> Any:
 
 
 async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
-    """The one scoring path of every predicting API: runner, labels, metrics, drift feed."""
+    """The one scoring path of every predicting API: runner, labels, metrics, drift feed
+    (which takes the features the model call computed)."""
     bundle = _require_model(api)
     summaries = reviews.summaries or [None] * len(reviews)
     try:
         if _coalescer is not None:
-            probabilities = await _coalescer.submit(reviews.texts, summaries)
+            probabilities, features = await _coalescer.submit(reviews.texts, summaries)
         else:
-            probabilities = await _run_model(reviews.texts, summaries)
+            probabilities, features = await _run_model(reviews.texts, summaries)
     except bentoml.exceptions.BentoMLException:
         raise
+    except CoalescerClosed as error:
+        raise ServiceUnavailable(str(error)) from None
     except Exception as error:
         record_error(api, "internal")
         logger.exception("scoring failed")
@@ -157,7 +169,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics = get_metrics()
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
-    drift.submit(reviews.texts, reviews.summaries, labels)
+    drift.submit(features, labels)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {

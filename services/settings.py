@@ -68,6 +68,14 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     drift_enabled: bool = Field(True, description="Feed live traffic to the drift monitor.")
     drift_window_rows: int = Field(5_000, ge=10, description="Rows in the live drift window (all workers).")
     drift_recompute_rows: int = Field(100, ge=1, description="New rows between PSI recomputations.")
+    drift_queue_rows: int = Field(
+        10_000, ge=1, description="Most feature rows waiting for the drift thread; beyond: dropped, counted."
+    )
+    drift_queue_bytes: int = Field(
+        2**20,
+        ge=1024,
+        description="Most bytes of feature rows waiting for the drift thread; beyond: dropped, counted.",
+    )
     drift_state_dir: Path | None = Field(
         None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
     )
