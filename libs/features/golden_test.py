@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from libs.features import CONTRACT, clean_text
+from libs.features import CONTRACT
+from libs.features.cleaning import cleaned
 from tests.fixtures.feature_golden import FIXTURE, compute, differences
 
 REGENERATE = "bazel run //tests/fixtures:regenerate_feature_golden"
@@ -35,6 +36,9 @@ def test_features_and_tokens_match_the_golden_fixture() -> None:
 
 
 def test_a_changed_cleaning_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("libs.features.numeric.clean_text", lambda text: clean_text(text).replace("!", ""))
+    monkeypatch.setattr(
+        "libs.features.numeric.cleaned",
+        lambda text, classes: cleaned(text, classes).str.replace_all("!", "", literal=True),
+    )
     problems = differences(json.loads(FIXTURE.read_text()), compute())
     assert problems and "rows changed" in problems[0]
