@@ -12,9 +12,9 @@ service does not need pyspark):
   value, and where outside values become safe text.
 """
 
-from libs.features.cleaning import clean_text, combine
+from libs.features.cleaning import clean_text
 from libs.features.contract import CONTRACT, FeatureContract, FeatureContractError, NumericFeature
-from libs.features.numeric import CLEAN_COLUMN, TEXT_COLUMN, compute_features, features_table
+from libs.features.numeric import CLEAN_COLUMN, TEXT_COLUMN, combine, compute_features, features_table
 from libs.features.text import MAX_TEXT_CHARS, as_text, text_array
 from libs.features.tfidf import Tfidf
 from libs.features.tokens import tokenize

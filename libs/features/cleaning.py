@@ -106,12 +106,6 @@ def long_texts(*arrays: pa.Array | None) -> bool:
     return sum(longest) + 2 > MAX_TEXT_CHARS
 
 
-def combine(review: object, summary: object = None) -> str:
-    """One review's text (`combined` on a batch of one)."""
-    frame = pl.DataFrame({"review": text_array([review]), "summary": text_array([summary])})
-    return frame.select(combined(pl.col("review"), pl.col("summary"))).item()
-
-
 def clean_texts(texts: pa.Array) -> pl.Series:
     """A batch of texts cleaned (`normalised`, then `cleaned`)."""
     classes = classes_for(texts)

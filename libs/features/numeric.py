@@ -35,11 +35,10 @@ SCHEMA = pa.schema(
 """The columns `features_table` returns, in this order."""
 
 
-def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.Table:
-    """One row per review: `text`, `clean_text` and the contract's numeric features.
+def combined_texts(reviews: pa.Array, summaries: pa.Array | None = None) -> pl.Series:
+    """The `text` column alone: the summary (a strong signal when present), then the review.
 
-    Null reviews and summaries count as empty. Three Polars queries at most: combining,
-    the rare NFKC/entity rows, and cleaning with every numeric feature.
+    Null reviews and summaries count as empty.
     """
     if summaries is not None and len(summaries) != len(reviews):
         raise ValueError(f"{len(summaries)} summaries for {len(reviews)} reviews")
@@ -47,9 +46,17 @@ def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.T
     if summaries is not None:
         inputs = inputs.with_columns(summary=pl.Series(summaries))
     summary = None if summaries is None else pl.col("summary")
-    texts = inputs.select(
-        combined(pl.col("review"), summary, bound=long_texts(reviews, summaries))
-    ).to_series()
+    bound = long_texts(reviews, summaries)
+    return inputs.select(combined(pl.col("review"), summary, bound).alias(TEXT_COLUMN)).to_series()
+
+
+def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.Table:
+    """One row per review: `text`, `clean_text` and the contract's numeric features.
+
+    Three Polars queries at most: combining, the rare NFKC/entity rows, and cleaning with
+    every numeric feature.
+    """
+    texts = combined_texts(reviews, summaries)
     classes = classes_for(reviews, summaries)
     decoded = normalised(texts, unicode=classes is UNICODE, entities=has_byte(b"&", reviews, summaries))
     text, clean = pl.col(TEXT_COLUMN), pl.col(CLEAN_COLUMN)
@@ -62,6 +69,11 @@ def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.T
         .collect()
     )
     return frame.to_arrow().cast(SCHEMA)
+
+
+def combine(review: object, summary: object = None) -> str:
+    """One review's text (`combined_texts` of a batch of one)."""
+    return combined_texts(text_array([review]), text_array([summary]))[0]
 
 
 def compute_features(reviews: Sequence[object], summaries: Sequence[object] | None = None) -> pd.DataFrame:

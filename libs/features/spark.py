@@ -20,16 +20,17 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from libs.features.contract import CONTRACT
-from libs.features.numeric import CLEAN_COLUMN, SCHEMA, TEXT_COLUMN, features_table
+from libs.features.numeric import CLEAN_COLUMN, SCHEMA, TEXT_COLUMN, combined_texts, features_table
 from libs.features.tfidf import Tfidf, document_frequencies, select_vocabulary
 
 _SPARK_TYPES = {"int64": T.LongType(), "float64": T.DoubleType()}
 TFIDF_INDICES = "tfidf_indices"
 TFIDF_VALUES = "tfidf_values"
 _PACKED = "_features"
-# Spark's Arrow strings are 32-bit-offset `string`s; the kernels return `large_string`s.
+# What the features UDF returns: the kernel's columns but `text` (a UDF of its own), with
+# Spark's 32-bit-offset `string`s where the kernels return `large_string`s.
 _SPARK_FEATURES = pa.schema(
-    [field.with_type(pa.string()) if field.type == pa.large_string() else field for field in SCHEMA]
+    [f.with_type(pa.string()) if f.type == pa.large_string() else f for f in SCHEMA if f.name != TEXT_COLUMN]
 )
 _FREQUENCIES = pa.schema([pa.field("term", pa.string()), pa.field("df", pa.int64())])
 
@@ -69,20 +70,32 @@ def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = N
 def with_features(
     frame: DataFrame, review_col: str = "reviewText", summary_col: str | None = "summary"
 ) -> DataFrame:
-    """Adds `text`, `clean_text` and the numeric features to every row (`features_table`)."""
-    fields = [T.StructField(name, T.StringType(), False) for name in (TEXT_COLUMN, CLEAN_COLUMN)]
+    """Adds `text`, `clean_text` and the numeric features to every row (`features_table`).
+
+    `text` comes from a UDF of its own, so a query that does not keep it (the clean text is
+    what most steps need) never ships it back from Python.
+    """
+    fields = [T.StructField(CLEAN_COLUMN, T.StringType(), False)]
     fields += [T.StructField(f.name, _SPARK_TYPES[f.dtype], False) for f in CONTRACT.numeric]
     inputs = [F.col(review_col)]
     if summary_col is not None and summary_col in frame.columns:
         inputs.append(F.col(summary_col))
 
+    @F.arrow_udf(T.StringType())
+    def text(*columns: pa.Array) -> pa.Array:
+        return combined_texts(*columns).to_arrow().cast(pa.string())
+
     @F.arrow_udf(T.StructType(fields))
     def features(*columns: pa.Array) -> pa.Array:
-        return _struct(features_table(*columns).cast(_SPARK_FEATURES))
+        table = features_table(*columns).drop_columns([TEXT_COLUMN])
+        return pa.StructArray.from_arrays(
+            [c.combine_chunks() for c in table.cast(_SPARK_FEATURES).columns], fields=list(_SPARK_FEATURES)
+        )
 
-    packed = frame.select("*", features(*inputs).alias(_PACKED))
+    packed = frame.select("*", text(*inputs).alias(TEXT_COLUMN), features(*inputs).alias(_PACKED))
     return packed.select(
         *[F.col(c) for c in frame.columns],
+        F.col(TEXT_COLUMN),
         *[F.col(f"{_PACKED}.{field.name}").alias(field.name) for field in fields],
     )
 
@@ -128,11 +141,4 @@ def with_tfidf(frame: DataFrame, tfidf: Tfidf, clean_col: str = CLEAN_COLUMN) ->
     packed = frame.select("*", vectors(F.col(clean_col)).alias(_PACKED))
     return packed.select(
         *[F.col(c) for c in frame.columns], *[F.col(f"{_PACKED}.{f.name}").alias(f.name) for f in fields]
-    )
-
-
-def _struct(table: pa.Table) -> pa.StructArray:
-    """A table's columns as one struct array (what a struct-typed Arrow UDF returns)."""
-    return pa.StructArray.from_arrays(
-        [column.combine_chunks() for column in table.columns], fields=list(table.schema)
     )
