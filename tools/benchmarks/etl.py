@@ -1,7 +1,8 @@
 """ETL: cleaning + features through Spark local[2] vs the same transform in one pandas process.
 
-Both run `libs.features.compute_features`; what differs is the engine around it (Spark's
-Arrow batches to two Python workers vs one process). Outputs are compared row by row.
+Both run the `libs.features` kernels (`features_table`; the pandas process through its
+pandas view `compute_features`); what differs is the engine around them (Spark's Arrow
+batches to two Python workers vs one process). Outputs are compared row by row.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ OUTPUT_COLUMNS = [
 def with_pandas(source: str, target: str) -> tuple[int, float]:
     started = time.perf_counter()
     reviews = pd.read_parquet(source)
-    features = compute_features(reviews["reviewText"].tolist(), reviews["summary"].tolist())
+    features = compute_features(reviews["reviewText"], reviews["summary"])
     features.insert(0, "row_id", reviews["row_id"].to_numpy())
     features[OUTPUT_COLUMNS].to_parquet(target, index=False, compression=CODEC)
     return len(features), time.perf_counter() - started
