@@ -109,9 +109,13 @@ def long_texts(*arrays: pa.Array | None) -> bool:
 def clean_texts(texts: pa.Array) -> pl.Series:
     """A batch of texts cleaned (`normalised`, then `cleaned`)."""
     classes = classes_for(texts)
-    column = pl.DataFrame({"text": texts}).select(_cut(pl.col("text").fill_null(""), True)).to_series()
+    column = pl.DataFrame({"text": texts}).select(_BOUNDED).to_series()
     decoded = normalised(column, unicode=classes is UNICODE, entities=has_byte(b"&", texts))
-    return decoded.to_frame("text").select(cleaned(pl.col("text"), classes)).to_series()
+    return decoded.to_frame("text").select(_CLEANED[classes]).to_series()
+
+
+_BOUNDED = pl.col("text").fill_null("").str.slice(0, MAX_TEXT_CHARS)
+_CLEANED = {classes: cleaned(pl.col("text"), classes) for classes in (ASCII, UNICODE)}
 
 
 def clean_text(text: object) -> str:

@@ -7,6 +7,7 @@ run-length counting on the flat result gives distinct indices and counts per tex
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -31,9 +32,16 @@ def count_terms(parts: list[tuple[np.ndarray, np.ndarray]]) -> Counts:
         kept = seen[offsets]  # known terms before each text's first
         lists[str(n)] = pa.LargeListArray.from_arrays(kept - kept[0], indices[known].astype(np.int32))
         totals = totals + np.diff(kept)
-    joined = pl.DataFrame(lists).select(pl.concat_list(list(lists)).list.sort()).to_series()
+    joined = pl.DataFrame(lists).select(_sorted_lists(len(lists))).to_series()
     ordered = joined.explode(empty_as_null=False, keep_nulls=False).to_numpy()
     return _runs(ordered, np.concatenate([[0], np.cumsum(totals, dtype=np.int64)]))
+
+
+@cache
+def _sorted_lists(parts: int) -> pl.Expr:
+    """Columns "0".."parts-1" joined per row and sorted (built once: building costs as much as
+    a small batch's run)."""
+    return pl.concat_list([str(n) for n in range(parts)]).list.sort()
 
 
 def _runs(ordered: np.ndarray, offsets: np.ndarray) -> Counts:

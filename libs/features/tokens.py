@@ -10,6 +10,7 @@ more tokens of the same text after it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +21,13 @@ from libs.features.contract import CONTRACT, TfidfSpec
 
 _PATTERNS = {CONTRACT.tfidf.token_pattern: lambda c: rf"[{c.word}][{c.word}']+|[!?]"}
 """The Python token patterns the kernel implements, spelt for Polars' regex engine."""
+
+
+@cache
+def _extraction(pattern: str) -> pl.Expr:
+    """The token lists of column `t` (expressions are built once: building costs as much as a
+    small batch's run)."""
+    return pl.col("t").fill_null("").str.extract_all(pattern).alias("tokens")
 
 
 class Tokens(NamedTuple):
@@ -35,7 +43,7 @@ def unigrams(cleaned: pl.Series, spec: TfidfSpec = CONTRACT.tfidf) -> Tokens:
         pattern: Callable[[Classes], str] = _PATTERNS[spec.token_pattern]
     except KeyError:
         raise ValueError(f"no kernel implements the token pattern {spec.token_pattern!r}") from None
-    lists = cleaned.fill_null("").str.extract_all(pattern(classes_for(cleaned.to_arrow())))
+    lists = cleaned.to_frame("t").select(_extraction(pattern(classes_for(cleaned.to_arrow())))).to_series()
     offsets = np.concatenate([[0], np.cumsum(lists.list.len().to_numpy(), dtype=np.int64)])
     return Tokens(lists.explode(empty_as_null=False, keep_nulls=False), offsets)
 
