@@ -106,12 +106,12 @@ def long_texts(*arrays: pa.Array | None) -> bool:
     return sum(longest) + 2 > MAX_TEXT_CHARS
 
 
-def clean_texts(texts: pa.Array) -> pl.Series:
+def clean_texts(texts: pa.Array) -> pa.Array:
     """A batch of texts cleaned (`normalised`, then `cleaned`)."""
     classes = classes_for(texts)
     column = pl.DataFrame({"text": texts}).select(_BOUNDED).to_series()
     decoded = normalised(column, unicode=classes is UNICODE, entities=has_byte(b"&", texts))
-    return decoded.to_frame("text").select(_CLEANED[classes]).to_series()
+    return decoded.to_frame("text").select(_CLEANED[classes]).to_series().to_arrow()
 
 
 _BOUNDED = pl.col("text").fill_null("").str.slice(0, MAX_TEXT_CHARS)
@@ -120,7 +120,7 @@ _CLEANED = {classes: cleaned(pl.col("text"), classes) for classes in (ASCII, UNI
 
 def clean_text(text: object) -> str:
     """One text cleaned (`clean_texts` of a batch of one)."""
-    return clean_texts(text_array([text]))[0]
+    return clean_texts(text_array([text]))[0].as_py()
 
 
 def _cut(text: pl.Expr, bound: bool) -> pl.Expr:

@@ -25,7 +25,7 @@ from scipy import sparse
 from libs.features.atomic import write_json
 from libs.features.contract import CONTRACT, FeatureContractError, TfidfSpec
 from libs.features.counting import Counts, count_terms
-from libs.features.text import MAX_TEXT_CHARS
+from libs.features.text import MAX_TEXT_CHARS, text_array
 from libs.features.tokens import ngrams, unigrams
 from libs.features.vocabulary import TermIndex
 
@@ -40,7 +40,7 @@ CleanTexts = Sequence[str] | pa.Array | pa.ChunkedArray | pl.Series
 
 def document_frequencies(cleaned: CleanTexts, spec: TfidfSpec = CONTRACT.tfidf) -> pl.DataFrame:
     """`term` and `df` (the number of texts holding it) for every term of the batch."""
-    tokens = unigrams(_series(cleaned), spec)
+    tokens = unigrams(_arrow(cleaned), spec)
     frames = []
     for terms in [tokens] + [ngrams(tokens, n) for n in range(2, spec.ngram_max + 1)]:
         rows = np.repeat(np.arange(len(terms.offsets) - 1), np.diff(terms.offsets))
@@ -102,7 +102,7 @@ class Tfidf:
 
     def counts(self, cleaned: CleanTexts) -> Counts:
         """Per-text counts of the vocabulary's terms, as CSR parts."""
-        tokens = unigrams(_series(cleaned), self.spec)
+        tokens = unigrams(_arrow(cleaned), self.spec)
         parts = [self._terms.keys(tokens, n) for n in range(1, self.spec.ngram_max + 1)]
         return count_terms([(self._terms.index(keys), offsets) for keys, offsets in parts])
 
@@ -130,7 +130,7 @@ class Tfidf:
 
     def coverage(self, cleaned: CleanTexts) -> float:
         """Share of unigram tokens that are in the vocabulary (text drift signal)."""
-        keys, _ = self._terms.keys(unigrams(_series(cleaned), self.spec), 1)
+        keys, _ = self._terms.keys(unigrams(_arrow(cleaned), self.spec), 1)
         return float(np.mean(self._terms.index(keys) >= 0)) if len(keys) else 1.0
 
     def to_dict(self) -> dict[str, object]:
@@ -170,10 +170,6 @@ def _sublinear(counts: np.ndarray) -> np.ndarray:
     return 1.0 + np.log(counts.astype(np.float64))
 
 
-def _series(cleaned: CleanTexts) -> pl.Series:
-    """Cleaned texts as a Polars string column (Arrow arrays are taken without copying)."""
-    if isinstance(cleaned, pl.Series):
-        return cleaned
-    if isinstance(cleaned, pa.ChunkedArray | pa.Array):
-        return pl.Series(cleaned)
-    return pl.Series(list(cleaned), dtype=pl.String)
+def _arrow(cleaned: CleanTexts) -> pa.Array:
+    """Cleaned texts as an Arrow string array (Arrow arrays pass as they are)."""
+    return cleaned.to_arrow() if isinstance(cleaned, pl.Series) else text_array(cleaned)

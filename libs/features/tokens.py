@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from libs.features.charclasses import Classes, classes_for
 from libs.features.contract import CONTRACT, TfidfSpec
@@ -37,13 +38,14 @@ class Tokens(NamedTuple):
     offsets: np.ndarray
 
 
-def unigrams(cleaned: pl.Series, spec: TfidfSpec = CONTRACT.tfidf) -> Tokens:
+def unigrams(cleaned: pa.Array, spec: TfidfSpec = CONTRACT.tfidf) -> Tokens:
     """The tokens of every text of the batch."""
     try:
         pattern: Callable[[Classes], str] = _PATTERNS[spec.token_pattern]
     except KeyError:
         raise ValueError(f"no kernel implements the token pattern {spec.token_pattern!r}") from None
-    lists = cleaned.to_frame("t").select(_extraction(pattern(classes_for(cleaned.to_arrow())))).to_series()
+    extraction = _extraction(pattern(classes_for(cleaned)))
+    lists = pl.DataFrame({"t": pl.Series(cleaned)}).select(extraction).to_series()
     offsets = np.concatenate([[0], np.cumsum(lists.list.len().to_numpy(), dtype=np.int64)])
     return Tokens(lists.explode(empty_as_null=False, keep_nulls=False), offsets)
 
@@ -69,7 +71,7 @@ def ngrams(tokens: Tokens, n: int) -> Tokens:
 
 def tokenize(clean: str, spec: TfidfSpec = CONTRACT.tfidf) -> list[str]:
     """Unigrams, then n-grams up to `spec.ngram_max`, of one cleaned text, in order."""
-    tokens = unigrams(pl.Series([clean], dtype=pl.String), spec)
+    tokens = unigrams(pa.array([clean], type=pa.large_string()), spec)
     terms = tokens.values.to_list()
     for n in range(2, spec.ngram_max + 1):
         terms += ngrams(tokens, n).values.to_list()
