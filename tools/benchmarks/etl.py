@@ -70,6 +70,8 @@ def run(report: Report, quick: bool, cores: int = 2) -> None:
                         "rows_per_s": measured["rows"] / measured["seconds"],
                         "transform_s": measured["seconds"],
                         "wall_s": wall,
+                        "cpu_s": measured["cpu_s"],
+                        "rows_per_cpu_s": measured["rows"] / measured["cpu_s"],
                         "peak_rss_mb": peak / 2**20,
                     },
                 )
