@@ -7,8 +7,8 @@ sample dump's leftover entity digits (`8220`...), turns curly apostrophes into `
 replaces everything but word characters, whitespace, `'`, `!` and `?` by a space,
 collapses repeated `!`/`?` and all whitespace, and strips the ends.
 
-Most steps are expressions, so a batch runs them in one Polars query (a query costs about
-10 microseconds per step whatever its size, which is what a single review pays). NFKC
+Most steps are expressions, so a batch runs them in one Polars query (a query costs tens
+of microseconds per step whatever its size, which is what a single review pays). NFKC
 and entities, which most reviews do not need, run only on the rows that do.
 """
 
