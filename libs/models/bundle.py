@@ -69,6 +69,7 @@ TRUSTED_TYPES = [
     "libs.models.components.BalancedEpochMLP",
     "libs.models.components.FeatureMatrix",
     "libs.models.components.StarPipeline",
+    "libs.models.components.TermColumns",
     # scikit-learn internals of fitted estimators that skops does not trust by default
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import skops.io
 
-from libs.features import CONTRACT, Tfidf
+from libs.features import CONTRACT, Tfidf, compute_features
 from libs.models.bundle import (
     ESTIMATOR_FILE,
     MANIFEST,
@@ -276,3 +276,17 @@ def test_a_finished_bundle_keeps_the_model_files_and_their_digest(saved: Path, t
     assert load_bundle(path).metrics == {"test_macro_f1": 0.5}
     resaved = save_bundle(loaded, tmp_path / "resaved")  # skops records object ids: other bytes
     assert load_bundle(resaved).predict_proba(REVIEWS).tolist() == loaded.predict_proba(REVIEWS).tolist()
+
+
+def test_a_terms_only_linear_model_round_trips_and_explains(
+    train_df: pd.DataFrame, tfidf: Tfidf, tmp_path: Path
+) -> None:
+    estimator = build_estimator("logreg", {"C": 2.0, "numeric": False}, tfidf).fit(
+        train_df, labels_of(train_df)
+    )
+    saved = save_bundle(ModelBundle.new("logreg", estimator, tfidf, "x"), tmp_path / "terms")
+    loaded = load_bundle(saved)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(REVIEWS), estimator.predict_proba(compute_features(REVIEWS))
+    )
+    assert loaded.explain(REVIEWS[:1], None, top_k=3)[0]["tokens"]

@@ -65,6 +65,20 @@ class FeatureMatrix(TransformerMixin, BaseEstimator):
         return sparse.hstack([text, sparse.csr_matrix(numeric)], format="csr")
 
 
+class TermColumns(TransformerMixin, BaseEstimator):
+    """Keeps the first `n_terms` columns of a FeatureMatrix output: the TF-IDF block alone,
+    for a learner that does better without the numeric features."""
+
+    def __init__(self, n_terms: int = 0) -> None:
+        self.n_terms = n_terms
+
+    def fit(self, X: Any, y: object = None) -> TermColumns:
+        return self
+
+    def transform(self, X: Any) -> Any:
+        return X[:, : self.n_terms]
+
+
 class StarPipeline(Pipeline):
     """A Pipeline over the features frame whose probability columns are stars 1..5.
 
@@ -91,7 +105,8 @@ class StarPipeline(Pipeline):
         """(stars, terms) coefficients of a learner that is linear over [TF-IDF | numeric]."""
         tfidf = self.feature_matrix.tfidf
         coef = getattr(self.steps[-1][1], "coef_", None)
-        if coef is None or len(self.steps) != 2 or tfidf is None:
+        between = [step for _, step in self.steps[1:-1]]
+        if coef is None or tfidf is None or not all(isinstance(step, TermColumns) for step in between):
             raise ExplanationUnavailable(
                 f"a {type(self.steps[-1][1]).__name__} has no linear coefficients over TF-IDF terms"
             )

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from libs.features import Tfidf
-from libs.models.components import FEATURES_STEP, BalancedEpochMLP, FeatureMatrix, StarPipeline
+from libs.models.components import FEATURES_STEP, BalancedEpochMLP, FeatureMatrix, StarPipeline, TermColumns
 from libs.models.kinds import ModelKind, check_labels
 
 STAGES = 4
@@ -70,7 +70,8 @@ def _svd_view(tfidf: Tfidf, n_components: int, seed: int) -> ColumnTransformer:
 def _learner(kind: ModelKind, p: dict[str, Any], tfidf: Tfidf, seed: int) -> list[tuple[str, Any]]:
     """Pops the hyperparameters it uses from `p`."""
     if kind is ModelKind.LOGREG:
-        return [("classifier", LogisticRegression(C=p.pop("C"), class_weight="balanced", max_iter=3000))]
+        learner = ("classifier", LogisticRegression(C=p.pop("C"), class_weight="balanced", max_iter=3000))
+        return [learner] if p.pop("numeric", True) else [("terms", TermColumns(tfidf.size)), learner]
     if kind is ModelKind.MLP:
         mlp = BalancedEpochMLP(
             hidden=p.pop("hidden"),

@@ -36,6 +36,12 @@ class TrainingSettings(RegistrySettings):
         description="Per-review inference budget: trials slower than this are infeasible, and a kind "
         "outside it is chosen as champion only if no kind is within it.",
     )
+    selection_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Validation macro-F1 differences up to this are a tie between trials; among tied "
+        "trials the most regularised configuration is chosen (logreg: the smallest C).",
+    )
     multi_objective: bool = Field(
         False,
         description="Search the Pareto front of (macro-F1, latency) instead of macro-F1 under the budget.",

@@ -9,7 +9,8 @@ per-sample latency (p50, ms, the model part on precomputed features: what differ
 between trials) and the serialised model size as user attributes. Two modes
 (TrainingSettings.multi_objective):
 - single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
-  (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible);
+  (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible); trials
+  within `selection_tolerance` of the best are a tie, won by the most regularised one;
 - multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
   trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
 Pruning needs intermediate values, which Optuna allows only for single-objective studies.
@@ -29,7 +30,7 @@ from libs.models.kinds import ModelKind
 from libs.models.training.estimators import fit_in_stages
 from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
 from libs.models.training.settings import TrainingSettings
-from libs.models.training.spaces import suggest
+from libs.models.training.spaces import regularisation, suggest
 
 logger = logging.getLogger("kindle.models.tuning")
 
@@ -151,11 +152,11 @@ def run_study(
             callbacks=[progress_logger(kind, settings.trials), *callbacks],
             gc_after_trial=True,
         )
-    best, feasible = pick_best(study, settings)
+    best, feasible = pick_best(kind, study, settings)
     return StudyOutcome(study, best, dict(best.user_attrs["params"]), feasible)
 
 
-def pick_best(study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTrial, bool]:
+def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTrial, bool]:
     """The trial to refit: see the module docstring for the rule of each mode."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -170,7 +171,11 @@ def pick_best(study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTr
     candidates = study.best_trials if settings.multi_objective else complete
     feasible = [trial for trial in candidates if within(trial)]
     if feasible:
-        return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
+        if settings.multi_objective:
+            return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
+        best = max(trial.values[0] for trial in feasible)
+        tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
+        return max(tied, key=lambda t: (regularisation(kind, t.user_attrs["params"]), t.values[0])), True
     fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",

@@ -12,7 +12,7 @@ from libs.features import Tfidf
 from libs.models.kinds import ModelKind
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import trial_inputs
-from libs.models.training.tuning import StudyOutcome, TrialInputs, finished_trials, run_study
+from libs.models.training.tuning import StudyOutcome, TrialInputs, create_study, finished_trials, run_study
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_every_trial_records_latency_and_model_size(tmp_path: Path, inputs: Tria
         assert trial.user_attrs["latency_ms"] > 0
         assert trial.user_attrs["size_bytes"] > 1000
         assert 0.0 <= trial.value <= 1.0
-    assert set(outcome.params) == {"C"}
+    assert set(outcome.params) == {"C", "numeric"}
 
 
 def test_with_no_trial_within_the_latency_budget_the_fastest_is_taken_and_flagged(
@@ -98,3 +98,21 @@ def test_progress_is_logged_once_per_trial_with_the_best_so_far(
     lines = [r.getMessage() for r in caplog.records if " trial " in r.getMessage()]
     assert [line.split(":")[0] for line in lines] == ["logreg trial 1/2", "logreg trial 2/2"]
     assert all("best so far" in line for line in lines)
+
+
+def test_trials_tied_within_the_tolerance_go_to_the_most_regularised(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    config = settings(tmp_path, trials=4, selection_tolerance=0.05)
+    study = create_study(ModelKind.LOGREG, config, "ties")
+    for c in (0.1, 0.5, 2.0, 8.0):
+        study.enqueue_trial({"C": c, "numeric": False})
+    outcome = run_study(ModelKind.LOGREG, inputs, config, "ties")
+    complete = outcome.study.get_trials(states=(TrialState.COMPLETE,))
+    best = max(t.value for t in complete)
+    tied = [t for t in complete if t.value >= best - 0.05]
+    assert outcome.params["C"] == min(t.params["C"] for t in tied)
+    strict = run_study(
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=4, selection_tolerance=0.0), "ties"
+    )
+    assert strict.best.value == best
