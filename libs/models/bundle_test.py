@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import skops.io
 
-from libs.features import CONTRACT, Tfidf, compute_features
+from libs.features import CONTRACT, Tfidf
 from libs.models.bundle import (
     ESTIMATOR_FILE,
     MANIFEST,
