@@ -99,8 +99,9 @@ def run_pipeline(training: pd.DataFrame, work: Path, quick: bool) -> tuple[str, 
     return summary, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def bundles(client: Any, work: Path) -> dict[str, Path]:
-    """{kind: candidate bundle} of the run that made the champion, and {"champion": its bundle}."""
+def bundles(client: Any, work: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """({kind: candidate bundle, "champion": its bundle}, {kind: the configuration chosen})
+    of the run that made the champion."""
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     parent = client.get_run(champion.run_id)
     kinds = client.search_runs(
@@ -137,13 +138,18 @@ def run(report: Report, quick: bool) -> None:
             line.split(": ")[1] for line in summary.splitlines() if line.startswith("champion: ")
         )
         results: dict[str, dict[str, float]] = {}
-        for name, path in sorted(bundles(client, work).items()):
+        found, chosen = bundles(client, work)
+        for name, path in sorted(found.items()):
             predicted = np.asarray(LABELS)[
                 load_bundle(path).predict_proba(evaluation["reviewText"].tolist()).argmax(axis=1)
             ]
             results[name] = scores(truth, predicted)
             system = f"champion ({champion_kind})" if name == "champion" else name
-            settings = {**base, "pipeline_s": round(seconds)} if name == "champion" else base
+            settings = (
+                {**base, "pipeline_s": round(seconds)}
+                if name == "champion"
+                else {**base, "chosen": chosen[name]}
+            )
             report.add(Row("quality", system, settings, results[name]))
     plain = baseline(training).predict(_texts(evaluation))
     results["baseline"] = scores(truth, plain)

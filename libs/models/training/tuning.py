@@ -30,7 +30,7 @@ from libs.models.kinds import ModelKind
 from libs.models.training.estimators import fit_in_stages
 from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
 from libs.models.training.settings import TrainingSettings
-from libs.models.training.spaces import regularisation, suggest
+from libs.models.training.spaces import regularisation, starting_points, suggest
 
 logger = logging.getLogger("kindle.models.tuning")
 
@@ -142,6 +142,9 @@ def run_study(
     """Runs what is left of the study's budget (`trials` minus trials already finished, `timeout_s`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line replaces Optuna's
     study = create_study(kind, settings, name)
+    if not study.get_trials(deepcopy=False):  # a new study: its starting points first
+        for params in starting_points(kind)[: settings.trials]:
+            study.enqueue_trial(params)
     remaining = settings.trials - finished_trials(study)
     if remaining > 0:
         logger.info("%s: study %s, %d of %d trials to run", kind.value, name, remaining, settings.trials)

@@ -116,3 +116,9 @@ def test_trials_tied_within_the_tolerance_go_to_the_most_regularised(
         ModelKind.LOGREG, inputs, settings(tmp_path, trials=4, selection_tolerance=0.0), "ties"
     )
     assert strict.best.value == best
+
+
+def test_a_new_study_tries_the_learner_s_defaults_first(tmp_path: Path, inputs: TrialInputs) -> None:
+    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=3), "defaults")
+    first = [t.params for t in sorted(outcome.study.trials, key=lambda t: t.number)][:2]
+    assert first == [{"C": 1.0, "numeric": False}, {"C": 1.0, "numeric": True}]
