@@ -77,7 +77,7 @@ class Alerter:
                 self._post(event)
             except Exception as error:  # any failure of the receiver must stay here
                 self.webhook_failures.inc()
-                logger.warning("drift webhook %s failed: %s", redact_url(self.webhook_url), error)
+                logger.warning("drift webhook %s failed: %s", redact_url(self.webhook_url or ""), error)
             finally:
                 self._queue.task_done()
 

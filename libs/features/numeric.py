@@ -56,8 +56,8 @@ def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.T
         texts = frame.collect().to_series()
         frame = pl.DataFrame(
             {TEXT_COLUMN: texts, "_decoded": normalised(texts, classes is UNICODE, entities)}
-        )
-        frame, decoded = frame.lazy(), "_decoded"
+        ).lazy()
+        decoded = "_decoded"
     first, then = _feature_expressions(classes, decoded)
     return (
         frame.with_columns(*first).with_columns(*then).select(SCHEMA.names).collect().to_arrow().cast(SCHEMA)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import polars as pl
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 # count never depends on the array it was computed in.
 _SUBLINEAR_TF = 1.0 + np.log(np.arange(1, MAX_TEXT_CHARS + 1, dtype=np.float64))
 
-CleanTexts = Sequence[str] | pa.Array | pa.ChunkedArray | pl.Series
+CleanTexts: TypeAlias = Sequence[str] | pa.Array | pa.ChunkedArray | pl.Series
 
 
 def document_frequencies(cleaned: CleanTexts, spec: TfidfSpec = CONTRACT.tfidf) -> pl.DataFrame:

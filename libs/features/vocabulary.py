@@ -47,7 +47,7 @@ class TermIndex:
         return folded[mask], offsets
 
     def index(self, keys: np.ndarray) -> np.ndarray:
-        return self._index.get_indexer(keys)
+        return self._index.get_indexer(pd.Index(keys))
 
 
 def _term_keys(terms: Sequence[str], seed: int) -> np.ndarray:

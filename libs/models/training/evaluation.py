@@ -21,6 +21,9 @@ from libs.features import TEXT_COLUMN, compute_features
 from libs.models.kinds import LABELS
 from libs.models.training import plots
 
+Labels = Sequence[int] | np.ndarray
+"""Star ratings 1-5, as a list or a numpy array."""
+
 LATENCY_SAMPLES = 30
 """Single-review calls timed per latency measurement: enough for a stable p95, cheap in HPO."""
 
@@ -29,7 +32,7 @@ def predicted_labels(proba: np.ndarray) -> np.ndarray:
     return np.asarray(LABELS)[np.argmax(proba, axis=1)]
 
 
-def binary_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+def binary_accuracy(y_true: Labels, y_pred: Labels) -> float:
     """Accuracy of negative (1-2) vs positive (4-5) on reviews that are not 3 stars.
 
     A non-neutral review predicted as 3 stars counts as wrong: the model failed to take sides.
@@ -42,11 +45,11 @@ def binary_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return float(np.mean(((truth >= 4) == (pred >= 4)) & (pred != 3)))
 
 
-def macro_f1(y_true: Sequence[int], proba: np.ndarray) -> float:
+def macro_f1(y_true: Labels, proba: np.ndarray) -> float:
     return float(f1_score(y_true, predicted_labels(proba), labels=LABELS, average="macro", zero_division=0))
 
 
-def classification_metrics(y_true: Sequence[int], proba: np.ndarray) -> dict[str, float]:
+def classification_metrics(y_true: Labels, proba: np.ndarray) -> dict[str, float]:
     pred = predicted_labels(proba)
     return {
         "macro_f1": float(f1_score(y_true, pred, labels=LABELS, average="macro", zero_division=0)),
@@ -56,7 +59,9 @@ def classification_metrics(y_true: Sequence[int], proba: np.ndarray) -> dict[str
     }
 
 
-def latency_ms(predict_one: Callable[[int], object], n_rows: int, samples: int = LATENCY_SAMPLES) -> dict:
+def latency_ms(
+    predict_one: Callable[[int], object], n_rows: int, samples: int = LATENCY_SAMPLES
+) -> dict[str, float]:
     """p50/p95 milliseconds of `predict_one(i)` (one review each) over up to `samples` rows.
 
     One warm-up call first: the first call pays lazy imports and allocations a server pays once.
@@ -91,7 +96,7 @@ class Evaluation:
 def evaluate(
     estimator: Any,
     frame: pd.DataFrame,
-    y_true: Sequence[int],
+    y_true: Labels,
     out_dir: Path | None = None,
     split: str = "test",
 ) -> Evaluation:
@@ -99,25 +104,25 @@ def evaluate(
 
     Latency is end to end for one raw review (features, TF-IDF and model), as the service pays it.
     """
-    y_true = np.asarray(y_true, dtype=int)
-    if len(y_true) != len(frame):
-        raise ValueError(f"{len(y_true)} labels for {len(frame)} rows")
+    truth = np.asarray(y_true, dtype=int)
+    if len(truth) != len(frame):
+        raise ValueError(f"{len(truth)} labels for {len(frame)} rows")
     proba = np.asarray(estimator.predict_proba(frame))
-    metrics = classification_metrics(y_true, proba)
+    metrics = classification_metrics(truth, proba)
     texts = frame[TEXT_COLUMN].tolist()
     latency = latency_ms(lambda i: estimator.predict_proba(compute_features([texts[i]])), len(texts))
     metrics.update(latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"])
     metrics["model_size_bytes"] = float(model_size_bytes(estimator))
     pred = predicted_labels(proba)
-    report = classification_report(y_true, pred, labels=LABELS, output_dict=True, zero_division=0)
-    confusion = confusion_matrix(y_true, pred, labels=LABELS)
+    report = classification_report(truth, pred, labels=LABELS, output_dict=True, zero_division=0)
+    confusion = confusion_matrix(truth, pred, labels=LABELS)
     result = Evaluation(split, metrics, report, confusion.tolist())
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         result.files = [
             plots.confusion(confusion, out_dir / f"{split}_confusion_matrix.png"),
-            plots.curves(y_true, proba, out_dir / f"{split}_pr_curves.png", kind="pr"),
-            plots.curves(y_true, proba, out_dir / f"{split}_roc_curves.png", kind="roc"),
-            plots.misclassified(texts, y_true, pred, proba, out_dir / f"{split}_misclassified.csv"),
+            plots.curves(truth, proba, out_dir / f"{split}_pr_curves.png", kind="pr"),
+            plots.curves(truth, proba, out_dir / f"{split}_roc_curves.png", kind="roc"),
+            plots.misclassified(texts, truth, pred, proba, out_dir / f"{split}_misclassified.csv"),
         ]
     return result

@@ -166,7 +166,7 @@ def search_kind(
         both = pd.concat([train, validation], ignore_index=True)
         estimator = build_estimator(kind, outcome.params, final_tfidf, seed=settings.seed)
         estimator.fit(both, labels_of(both))
-        run_id = active.info.run_id if tracked else None
+        run_id = active.info.run_id if active is not None else None
         candidate = ModelBundle.new(
             kind,
             estimator,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -90,7 +91,7 @@ def objective(
         params = suggest(kind, trial, settings)
         trial.set_user_attr("params", params)
         model = inputs.build(params)
-        score, proba = 0.0, None
+        score, proba = 0.0, np.empty((0, 0))
         for step in fit_in_stages(model, inputs.X_train, inputs.y_train):
             proba = model.predict_proba(inputs.X_val)
             score = macro_f1(inputs.y_val, proba)
