@@ -175,17 +175,22 @@ class DriftFeed:
         """
         if self._thread is None:
             return
-        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
-        if dropped:
-            from services.metrics import get_metrics
+        from services.metrics import get_metrics
 
-            get_metrics().drift_dropped.inc(dropped)
+        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
+        metrics = get_metrics()
+        metrics.drift_queue_rows.set(self._queue.rows)
+        if dropped:
+            metrics.drift_dropped.inc(dropped)
 
     def _run(self) -> None:
         # Gather up to FLUSH_ROWS rows (or FLUSH_SECONDS) per observation: the fixed cost
         # of a frame and a monitor update is then paid per batch, not per request, which
         # keeps drift monitoring off the latency budget.
+        from services.metrics import get_metrics
+
         while blocks := self._queue.take(FLUSH_ROWS, FLUSH_SECONDS):
+            get_metrics().drift_queue_rows.set(self._queue.rows)
             self._observe(blocks)
 
     def _observe(self, blocks: list[Block]) -> None:

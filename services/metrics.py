@@ -56,6 +56,11 @@ class ServiceMetrics:
         self.drift_dropped = prom.Counter(
             "kindle_drift_dropped_rows", "Reviews not fed to the drift monitor (queue full)."
         )
+        self.drift_queue_rows = prom.Gauge(
+            "kindle_drift_queue_rows",
+            "Reviews waiting for the drift thread (bounded by KINDLE_DRIFT_QUEUE_ROWS per worker).",
+            multiprocess_mode="livesum",
+        )
         self.rate_limiter_errors = prom.Counter(
             "kindle_rate_limiter_errors",
             "Calls let through unlimited because the shared rate limiter (Redis) did not answer.",
