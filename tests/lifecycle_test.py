@@ -2,15 +2,16 @@
 mode, MLflow on SQLite, and a real `bentoml serve` of the pipeline's Bento following the
 registry's `champion` alias.
 
-1. The pipeline trains champion v1 on 600 real Kindle book reviews; the server serves it.
-2. Kindle *device* reviews (another domain) arrive as traffic, and their true ratings as
-   feedback. The drift check sees the drift and the new feedback, trains a challenger on
+1. The pipeline trains champion v1 on 1,500 real Kindle book reviews; the server serves it.
+2. Kindle *device* reviews (another domain) arrive as traffic, and the true ratings of all
+   741 as feedback. The drift check sees the drift and the new feedback, trains a challenger on
    the book reviews plus the feedback, scores it against v1 on the same held-out reviews
    and promotes it: v2 is `champion`, v1 `previous`, and the running server switches to
    v2 while a client keeps sending requests, none of which fails.
-3. More device traffic, and feedback whose star ratings say nothing about the text (2,000
-   other book reviews with their ratings shuffled among them): the challenger is worse and
-   is rejected; `champion`, `previous` and the served model stay as they were.
+3. More device traffic, and feedback whose star ratings say nothing about the text (6,400
+   other book reviews, three times the clean data, each with a rating drawn at random from
+   the training reviews' star mix): the challenger is worse and is rejected; `champion`,
+   `previous` and the served model stay as they were.
 4. The same check again with nothing new: it says so and trains nothing.
 """
 
@@ -32,8 +33,10 @@ from libs.drift import read_batches, read_feedback
 from tests import fixtures
 from tests.fixtures.service import Server, http_call, texts_and_summaries
 
-ROWS = 600
-DEVICES_FIRST = 420  # device reviews of the first round; the rest come in the second
+# Enough reviews that each split holds every star several times: a macro-F1 decision on a
+# test split with one 1-star review would be a coin toss.
+ROWS = 1_500
+DEVICES_FIRST = 420  # device traffic of the first round; the rest comes in the second
 PIPELINE = {"kinds": "logreg", "trials": 2, "timeout_s": 60.0, "seed": 7, "build_bento": False}
 
 
@@ -45,8 +48,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     os.environ["HOME"] = str(root / "home")  # flytekit's local cache lives in ~/.flyte
     os.environ["BENTOML_HOME"] = str(root / "bentoml")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    fixtures.kindle_sample().iloc[:ROWS].to_csv(root / "kindle_600.csv")
-    yield {"root": root, "input": root / "kindle_600.csv", "out": root / "runs"}
+    fixtures.kindle_sample().iloc[:ROWS].to_csv(root / "kindle_books.csv")
+    yield {"root": root, "input": root / "kindle_books.csv", "out": root / "runs"}
     os.environ.clear()
     os.environ.update(saved)
 
@@ -177,7 +180,8 @@ def promotion(env: dict[str, Path], server: Server) -> tuple[str, Clients]:
     send_traffic(server, devices)
     # Batch files are cut every 50 rows: what is still buffered is below that.
     wait_for_rows(read_batches, server.state_dir / "batches", DEVICES_FIRST - 50)
-    send_feedback(server, devices, devices["overall"].astype(int).tolist())
+    labelled = fixtures.kindle_devices()
+    send_feedback(server, labelled, labelled["overall"].astype(int).tolist())
     with Clients(server) as clients:
         result = drift_check(env, server)
         deadline = time.monotonic() + 60
@@ -195,7 +199,7 @@ def test_drift_and_new_feedback_train_a_challenger_that_is_promoted(
 ) -> None:
     result, _ = promotion
     assert "decision: promoted: challenger macro-F1" in result and "vs champion v1" in result, result
-    assert f"{DEVICES_FIRST} labelled feedback" in result
+    assert f"{len(fixtures.kindle_devices())} labelled feedback" in result
     assert aliases(env) == {"champion": "2", "previous": "1"}
 
 
@@ -213,18 +217,24 @@ def test_the_running_service_switches_to_the_new_champion_without_a_failed_reque
 def test_feedback_is_stored_with_the_version_that_served_it(
     env: dict[str, Path], promotion: tuple[str, Clients]
 ) -> None:
-    stored = read_feedback(env["root"] / "feedback")
-    assert len(stored) >= DEVICES_FIRST
-    assert set(stored["model_version"].iloc[:DEVICES_FIRST]) == {registered_bundle_version(env, "previous")}
+    stored, labelled = read_feedback(env["root"] / "feedback"), len(fixtures.kindle_devices())
+    assert len(stored) >= labelled
+    assert set(stored["model_version"].iloc[:labelled]) == {registered_bundle_version(env, "previous")}
 
 
 @pytest.fixture(scope="module")
 def rejection(env: dict[str, Path], server: Server, promotion: tuple[str, Clients]) -> tuple[str, str]:
     send_traffic(server, fixtures.kindle_devices().iloc[DEVICES_FIRST:])
-    noise = fixtures.kindle_reviews().iloc[ROWS : ROWS + 2000]
-    shuffled = np.random.default_rng(3).permutation(noise["overall"].astype(int).to_numpy()).tolist()
-    send_feedback(server, noise, shuffled)
-    wait_for_rows(read_feedback, env["root"] / "feedback", DEVICES_FIRST + len(noise))
+    noise = pd.concat(
+        [fixtures.kindle_reviews().iloc[ROWS:], fixtures.kindle_2018().assign(summary=None)],
+        ignore_index=True,
+    )
+    noise = noise[noise["reviewText"].notna()]
+    # Random ratings with the training data's star mix: wrong labels, not a shifted prior.
+    mix = pd.read_csv(env["input"])["overall"].astype(int).to_numpy()
+    random_ratings = np.random.default_rng(3).choice(mix, size=len(noise)).tolist()
+    send_feedback(server, noise, random_ratings)
+    wait_for_rows(read_feedback, env["root"] / "feedback", len(fixtures.kindle_devices()) + len(noise))
     served = served_version(server)
     return drift_check(env, server), served
 
