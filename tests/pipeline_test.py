@@ -126,6 +126,28 @@ def test_bento_is_built_with_the_champion(first_run: tuple[str, float]) -> None:
     assert [model.alias for model in bentoml.get(tag).info.models] == ["champion"]
 
 
+def test_the_bento_holds_no_test_training_or_development_code(first_run: tuple[str, float]) -> None:
+    import bentoml
+
+    summary, _ = first_run
+    tag = next(line.split("Bento tag: ")[1] for line in summary.splitlines() if "Bento tag: " in line)
+    src = Path(bentoml.get(tag).path) / "src"
+    files = sorted(str(path.relative_to(src)) for path in src.rglob("*.py"))
+    size = sum(path.stat().st_size for path in src.parent.rglob("*") if path.is_file())
+    print(f"\nBento {tag}: {len(files)} Python files, {size / 1024:.0f} KiB")
+    assert "services/service.py" in files and "libs/models/bundle.py" in files
+    leaked = [
+        name
+        for name in files
+        if name.endswith("_test.py")
+        or Path(name).name == "conftest.py"
+        or name.split("/")[0] in ("tests", "tools", "workflows")
+        or name.startswith(("libs/models/training/", "libs/drift/reports/"))
+        or name in ("libs/models/pyfunc.py", "libs/features/spark.py")
+    ]
+    assert not leaked, leaked
+
+
 def test_second_run_comes_from_the_cache_and_registers_nothing(
     env: dict[str, Path], first_run: tuple[str, float]
 ) -> None:
