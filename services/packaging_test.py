@@ -34,6 +34,17 @@ def test_closure_is_pinned_and_light() -> None:
     assert "torch" in dict(p.split("==") for p in _bentofile_for({"torch": "2"})["python"]["packages"])
 
 
+def test_closure_holds_bentomls_grpc_extra() -> None:
+    """serve-grpc needs what `bentoml[grpc]` adds, though the service imports none of it:
+    BentoML asks for the gRPC instrumentation's version when the server starts."""
+    from packaging.requirements import Requirement
+
+    packages = {p.split("==")[0] for p in _bentofile_for(None)["python"]["packages"]}
+    extra = [Requirement(line) for line in metadata.requires("bentoml") or []]
+    grpc = {_normalise(r.name) for r in extra if r.marker and r.marker.evaluate({"extra": "grpc"})}
+    assert "opentelemetry-instrumentation-grpc" in grpc and grpc <= packages, grpc - packages
+
+
 def _module_file(module: str) -> Path | None:
     base = REPO_ROOT.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
