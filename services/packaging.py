@@ -93,6 +93,7 @@ def dependency_closure(roots: list[str], pins: dict[str, str] | None = None) -> 
     from packaging.requirements import Requirement
 
     pins = lock_pins() if pins is None else pins
+    environments = _target_environments()
     closure: dict[str, str] = {}
     pending = [_normalise(root) for root in roots]
     while pending:
@@ -113,9 +114,17 @@ def dependency_closure(roots: list[str], pins: dict[str, str] | None = None) -> 
         closure[name] = pins.get(name, distribution.version)
         for line in distribution.requires or []:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            if requirement.marker is None or any(requirement.marker.evaluate(e) for e in environments):
                 pending.append(_normalise(requirement.name))
     return closure
+
+
+def _target_environments() -> list[dict[str, str]]:
+    """Marker environments the Bento installs in: this interpreter's, and the first release
+    of its minor version, so that an older patch release (Debian 12's CPython is 3.11.2)
+    gets its extra requirements pinned too (redis wants async-timeout below 3.11.3)."""
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [{"extra": ""}, {"extra": "", "python_full_version": f"{minor}.0"}]
 
 
 def _bentofile_for(bundle_libraries: dict[str, str] | None) -> dict[str, Any]:
@@ -134,6 +143,9 @@ def build_in_process(bundle_path: str | Path, version: str | None = None) -> str
     """Import + build in this process (its BentoML home, its environment); returns the tag."""
     from libs.models.bundle import load_bundle
 
+    # A BentoML installed from a wheel file (as .venv's is) would otherwise be required by
+    # that file's URL, which no container has: the Bento names it by version instead.
+    os.environ["BENTOML_NO_LOCAL_URL"] = "true"
     model = import_bundle(bundle_path)
     config = _bentofile_for(getattr(load_bundle(Path(bundle_path)), "library_versions", None))
     # The alias pins the exact model: `latest` could later name a newer import.
