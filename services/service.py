@@ -13,7 +13,10 @@ to learn the runners, and a bad bundle must leave a server that says why it is n
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import time
 from typing import Any
 
@@ -109,12 +112,30 @@ def _startup(_: bentoml.Context) -> None:
         metrics.set_served(state.bundle.version, state.bundle.kind)
         drift.start(state.bundle)
     reloader.start()
+    _shut_down_on_sigterm()
 
 
 @svc.on_shutdown
-def _shutdown(_: bentoml.Context) -> None:
+def _shutdown(_: bentoml.Context | None) -> None:
     reloader.stop()
     drift.stop()
+
+
+def _shut_down_on_sigterm() -> None:
+    """BentoML's gRPC workers leave SIGTERM at its default action, which ends the process at
+    once: no shutdown hook runs, and the production rows the drift feed still holds are
+    lost. Where the worker has no handler of its own (uvicorn has one for HTTP), SIGTERM
+    runs the shutdown hook on the event loop, then ends the process as it would have."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    loop = asyncio.get_running_loop()
+
+    def shut_down() -> None:
+        _shutdown(None)
+        loop.remove_signal_handler(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    loop.add_signal_handler(signal.SIGTERM, shut_down)
 
 
 def _require_model(api: str) -> Any:
