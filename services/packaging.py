@@ -127,10 +127,16 @@ def _target_environments() -> list[dict[str, str]]:
     return [{"extra": ""}, {"extra": "", "python_full_version": f"{minor}.0"}]
 
 
-def _bentofile_for(bundle_libraries: dict[str, str] | None) -> dict[str, Any]:
+def _bentofile_for(bundle_libraries: dict[str, str] | None, bentoml_base: bool = False) -> dict[str, Any]:
     """services/bentofile.yaml with its packages (plus any library the champion records
-    that the lock knows) expanded to their full, lock-pinned dependency closure."""
+    that the lock knows) expanded to their full, lock-pinned dependency closure.
+
+    `bentoml_base`: on BentoML's default base image (python:<this Python>-slim from Docker
+    Hub) instead of the bentofile's, for machines that reach a registry.
+    """
     config = yaml.safe_load(BENTOFILE.read_text())
+    if bentoml_base:
+        del config["docker"]["base_image"]
     pins = lock_pins()
     roots = [package.split("==")[0] for package in config["python"]["packages"]]
     roots += [library for library in bundle_libraries or {} if _normalise(library) in pins]
@@ -139,7 +145,7 @@ def _bentofile_for(bundle_libraries: dict[str, str] | None) -> dict[str, Any]:
     return config
 
 
-def build_in_process(bundle_path: str | Path, version: str | None = None) -> str:
+def build_in_process(bundle_path: str | Path, version: str | None = None, bentoml_base: bool = False) -> str:
     """Import + build in this process (its BentoML home, its environment); returns the tag."""
     from libs.models.bundle import load_bundle
 
@@ -147,7 +153,8 @@ def build_in_process(bundle_path: str | Path, version: str | None = None) -> str
     # that file's URL, which no container has: the Bento names it by version instead.
     os.environ["BENTOML_NO_LOCAL_URL"] = "true"
     model = import_bundle(bundle_path)
-    config = _bentofile_for(getattr(load_bundle(Path(bundle_path)), "library_versions", None))
+    libraries = getattr(load_bundle(Path(bundle_path)), "library_versions", None)
+    config = _bentofile_for(libraries, bentoml_base)
     # The alias pins the exact model: `latest` could later name a newer import.
     config["models"] = [{"tag": str(model.tag), "alias": MODEL_ALIAS}]
     with tempfile.TemporaryDirectory(prefix="kindle-bento-build-") as folder:
@@ -204,8 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Import a model bundle and build the service's Bento.")
     parser.add_argument("bundle_path", type=Path)
     parser.add_argument("--version", default=None)
+    parser.add_argument(
+        "--bentoml-base",
+        action="store_true",
+        help="build on BentoML's default base image (python:3.11-slim, from Docker Hub) "
+        "instead of the bentofile's localhost/kindle-base:bookworm (tools/image_base.sh)",
+    )
     args = parser.parse_args(argv)
-    print(f"__tag__:{build_in_process(args.bundle_path, args.version)}")
+    print(f"__tag__:{build_in_process(args.bundle_path, args.version, args.bentoml_base)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
 # bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, wrk (benchmarks),
-# and .venv built from the same hash-checked lock file Bazel uses (it gives the pyflyte,
-# bentoml and mlflow CLIs, with the repository importable). A second run only checks and returns.
+# Podman and its tools (the service's images), and .venv built from the same hash-checked
+# lock file Bazel uses (it gives the pyflyte, bentoml and mlflow CLIs, with the repository
+# importable). A second run only checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -15,6 +16,12 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
 command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load generator of tools/bench's serving suite
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
+# The service's images (tools/image_base.sh, bentoml containerize --backend podman,
+# deploy/monitoring/compose.yaml): mmdebstrap and buildah build the bases from Debian
+# packages, Podman builds and runs the images with runc (crun refuses hybrid cgroups).
+for package in podman buildah runc mmdebstrap podman-compose; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || need_apt+=("$package")
+done
 # promtool (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert
 # rules. Installed without recommends (no node exporter), and the Prometheus server the
 # package would start on :9090 under systemd is stopped and disabled: only the tool is wanted.
