@@ -55,23 +55,30 @@ trap '[ -z "$container" ] || buildah rm "$container" >/dev/null 2>&1; rm -rf "$w
 
 # Merged /usr by symlinks (debootstrap's way) instead of the usrmerge package and its Perl.
 # Documentation, manuals and translations are left out (copyright files stay), and
-# dpkg keeps leaving them out of anything installed later.
-mmdebstrap --variant=apt --include="$packages" \
-  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-  --aptopt='APT::Install-Recommends "false"' \
-  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
-  --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --customize-hook='rm "$1/etc/resolv.conf" "$1/etc/hostname"' \
-  "${options[@]}" \
-  bookworm "$work/rootfs.tar" \
-  "deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main" \
+# dpkg keeps leaving them out of anything installed later. The maintainer scripts run in
+# a fixed environment (proxy settings passed on), so the caller's own (its locale,
+# PYTHONDONTWRITEBYTECODE: which .pyc files Debian's py3compile writes) changes no byte.
+fixed_env=(PATH=/usr/sbin:/usr/bin:/sbin:/bin SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH" PYTHONDONTWRITEBYTECODE=1)
+for proxy in http_proxy https_proxy no_proxy; do
+  [ -z "${!proxy:-}" ] || fixed_env+=("$proxy=${!proxy}")
+done
+env -i "${fixed_env[@]}" \
+  mmdebstrap --variant=apt --include="$packages" \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+    --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --customize-hook='rm "$1/etc/resolv.conf" "$1/etc/hostname"' \
+    "${options[@]}" \
+    bookworm "$work/rootfs.tar" \
+    "deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main" \
   >"$work/mmdebstrap.log" 2>&1 || { cat "$work/mmdebstrap.log" >&2; exit 1; }
 
 previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 container=$(buildah from scratch)
 buildah add --quiet "$container" "$work/rootfs.tar" / >/dev/null
-version=$(buildah run "$container" "${version_command[@]}")
+version=$(buildah run --network none "$container" "${version_command[@]}")
 config=(--env LANG=C.UTF-8 --label org.opencontainers.image.base.name=debian:bookworm)
 case "$kind" in
   python)
@@ -101,5 +108,9 @@ id=$(buildah commit --quiet --rm --timestamp "$SOURCE_DATE_EPOCH" --identity-lab
 container=""
 size=$(podman image inspect --format '{{.Size}}' "$image")
 state=built
-[ "$id" = "$previous" ] && state=unchanged
+if [ "$id" = "$previous" ]; then
+  state=unchanged
+elif [ -n "$previous" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true  # the base it replaces, unless images still use it
+fi
 echo "image_base: $image $state (id ${id:0:12}, $kind $version, $((size / 1000000)) MB)"
