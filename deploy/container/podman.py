@@ -19,6 +19,7 @@ from pathlib import Path
 
 from services.packaging import REPO_ROOT
 from tests.fixtures.servers import ServerProcess, listening_ports
+from tests.fixtures.service import python_path
 
 HERE = Path(__file__).absolute().parent  # not resolve(): under Bazel, the runfiles tree
 CONTAINERS_CONF = HERE / "containers.conf"
@@ -76,13 +77,12 @@ def containerize(bento_tag: str, home: Path, image: str) -> float:
     started = time.monotonic()
     command = [sys.executable, "-m", "bentoml", "containerize", bento_tag, "--backend", "podman"]
     command += ["--image-tag", image, "--opt", f"volume={HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
-    pythonpath = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     run(
         ["nice", "-n", "10", *command],
         timeout=BUILD_TIMEOUT_S,
         BENTOML_HOME=str(home),
         BENTOML_DO_NOT_TRACK="true",
-        PYTHONPATH=pythonpath,
+        PYTHONPATH=python_path(),
     )
     return time.monotonic() - started
 
