@@ -319,6 +319,17 @@ def test_the_stack_refuses_to_start_without_a_grafana_password(monitoring: Path)
         compose_down(compose_file, project, {"GRAFANA_ADMIN_PASSWORD": "chosen"})
 
 
+def scraped(stack: MonitoringStack, expr: str) -> None:
+    """Waits until `expr` holds on the stack's Prometheus (every 15 s a scrape, slower on a
+    loaded machine); if it never does, says what each target's last scrape reported."""
+    try:
+        prometheus_api.wait_for(stack.url, expr, timeout_s=START_TIMEOUT_S)
+    except TimeoutError as error:
+        targets = requests.get(f"{stack.url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        last = [(t["labels"]["job"], t["health"], t["lastError"], t["lastScrapeDuration"]) for t in targets]
+        raise AssertionError(f"{error}; targets: {last}\n{stack.tail()}") from None
+
+
 def test_compose_runs_the_service_and_prometheus_scrapes_it(image: Image, monitoring: Path) -> None:
     """podman-compose up: the HTTP server answers on its published loopback port (with the
     compose file's settings: no API key unless one is set), and the Debian-built Prometheus
@@ -328,9 +339,8 @@ def test_compose_runs_the_service_and_prometheus_scrapes_it(image: Image, monito
         http = f"http://127.0.0.1:{stack.ports[1]}"
         reply = requests.post(f"{http}/predict", json={"texts": ["Could not put it down."]}, timeout=30)
         assert reply.status_code == 200, reply.text
-        both_ready = 'count(kindle_model_ready{job=~"kindle-http|kindle-grpc"} == 1) == 2'
-        prometheus_api.wait_for(stack.url, both_ready, timeout_s=START_TIMEOUT_S)
-        prometheus_api.wait_for(stack.url, 'sum(kindle_predictions_total{job="kindle-http"}) == 1')
+        scraped(stack, 'count(kindle_model_ready{job=~"kindle-http|kindle-grpc"} == 1) == 2')
+        scraped(stack, 'sum(kindle_predictions_total{job="kindle-http"}) == 1')
         rules = requests.get(f"{stack.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         names = {rule["name"] for group in rules for rule in group["rules"]}
         assert {"KindleFeatureDrift", "KindleHighErrorRate", "KindleHighLatencyP95"} <= names
