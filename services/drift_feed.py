@@ -1,21 +1,31 @@
 """Live drift monitoring fed from production traffic, off the request path.
 
-Requests hand their reviews and predicted labels to a bounded queue and return at
-once; one background thread computes the contract features (the same `libs/features`
-code the model uses), feeds `libs.drift.LiveMonitor` (which publishes the
-`kindle_drift_*` gauges and persists its window) and writes the production batches.
-When the thread falls behind, rows are dropped and counted instead of slowing requests:
-drift is a statistical signal, latency is a promise.
+Requests hand the numeric contract features that scoring computed (one row per review)
+and the predicted labels to a bounded queue and return at once; one background thread
+feeds `libs.drift.LiveMonitor` (which publishes the `kindle_drift_*` gauges and persists
+its window) and writes the production batches. Features are computed once per request,
+by the model call: the feed never sees the texts.
+
+The queue is bounded by rows and by bytes (`KINDLE_DRIFT_QUEUE_ROWS`,
+`KINDLE_DRIFT_QUEUE_BYTES`), not by requests, so its memory does not depend on how large
+requests are. When the thread falls behind (a hung shared state folder, say), rows that
+do not fit are dropped and counted instead of slowing requests or growing memory: drift
+is a statistical signal, latency is a promise.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pandas as pd
+
+from libs.features import CONTRACT
 from services.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -23,10 +33,66 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kindle.drift")
 
-QUEUE_REQUESTS = 1024
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 0.5
-_STOP = object()
+
+Block = tuple[np.ndarray, np.ndarray]
+"""(features (n, k) float64 in `CONTRACT.numeric_names` order, predicted labels (n,))."""
+
+
+class RowQueue:
+    """First in, first out blocks of rows, bounded by rows and by bytes; `put` never waits.
+
+    A block that does not fit whole is cut: its first rows are kept while there is room
+    and the rest is dropped, so one request larger than the whole queue still feeds it.
+    """
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        if max_rows < 1 or max_bytes < 1:
+            raise ValueError(f"a row queue needs room: max_rows={max_rows}, max_bytes={max_bytes}")
+        self.max_rows, self.max_bytes = max_rows, max_bytes
+        self.rows = self.bytes = 0
+        self._blocks: deque[Block] = deque()
+        self._closed = False
+        self._ready = threading.Condition()
+
+    def put(self, features: np.ndarray, labels: np.ndarray) -> int:
+        """Queues what fits of the block (copied); returns the number of rows dropped."""
+        if features.ndim != 2 or len(features) != len(labels):
+            raise ValueError(f"features of shape {features.shape} for {len(labels)} labels")
+        row_bytes = features.itemsize * features.shape[1] + labels.itemsize
+        with self._ready:
+            if self._closed:
+                return len(labels)
+            fits = min(len(labels), self.max_rows - self.rows, (self.max_bytes - self.bytes) // row_bytes)
+            if fits > 0:
+                self._blocks.append((features[:fits].copy(), labels[:fits].copy()))
+                self.rows += fits
+                self.bytes += fits * row_bytes
+                self._ready.notify()
+            return len(labels) - fits
+
+    def take(self, min_rows: int, wait_s: float) -> list[Block]:
+        """Every queued block, once there is one and then `min_rows` rows or `wait_s` seconds
+        have passed; waits for the first block; [] only once closed and empty."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._blocks or self._closed)
+            deadline = time.monotonic() + wait_s
+            while self.rows < min_rows and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            blocks = list(self._blocks)
+            self._blocks.clear()
+            self.rows = self.bytes = 0
+            return blocks
+
+    def close(self) -> None:
+        """`take` returns what is left without waiting, then []; `put` drops everything."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
 
 class DriftFeed:
@@ -34,7 +100,8 @@ class DriftFeed:
         self.settings = settings
         self.monitor: Any = None
         self.writer: Any = None
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_REQUESTS)
+        self.version: str | None = None  # of the bundle being served, recorded with each batch
+        self._queue = RowQueue(settings.drift_queue_rows, settings.drift_queue_bytes)
         self._thread: threading.Thread | None = None
 
     @property
@@ -48,6 +115,7 @@ class DriftFeed:
         if not bundle.drift_reference:
             logger.warning("bundle %s has no drift reference: live drift monitoring off", bundle.version)
             return
+        self.version = str(bundle.version)
         try:
             self.monitor, self.writer = self._build(bundle)
         except Exception:
@@ -72,7 +140,15 @@ class DriftFeed:
             state_dir=self.settings.drift_state_dir,
             webhook_url=self.settings.drift_webhook_url,
         )
-        writer = BatchWriter(self.settings.batch_dir) if self.settings.batch_dir else None
+        writer = (
+            BatchWriter(
+                Path(self.settings.batch_dir),
+                rows_per_file=self.settings.batch_rows_per_file,
+                seconds_per_file=self.settings.batch_seconds_per_file,
+            )
+            if self.settings.batch_dir
+            else None
+        )
         return monitor, writer
 
     def switch(self, bundle: ModelBundle) -> None:
@@ -81,6 +157,7 @@ class DriftFeed:
         if not self.running:
             self.start(bundle)
             return
+        self.version = str(bundle.version)
         if not bundle.drift_reference:
             logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
             return
@@ -90,55 +167,43 @@ class DriftFeed:
             ReferenceProfile.from_dict(bundle.drift_reference, what=f"drift reference of {bundle.version}")
         )
 
-    def submit(self, texts: list[str], summaries: list[str | None] | None, labels: list[int]) -> None:
-        """Never blocks: a full queue drops the rows (counted in kindle_drift_dropped_rows)."""
+    def submit(self, features: np.ndarray, labels: list[int]) -> None:
+        """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows).
+
+        `features`: the scoring call's numeric features, one row per review, columns in
+        `CONTRACT.numeric_names` order.
+        """
         if self._thread is None:
             return
-        try:
-            self._queue.put_nowait((texts, summaries, labels))
-        except queue.Full:
+        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
+        if dropped:
             from services.metrics import get_metrics
 
-            get_metrics().drift_dropped.inc(len(texts))
+            get_metrics().drift_dropped.inc(dropped)
 
     def _run(self) -> None:
-        from libs.features import compute_features
+        # Gather up to FLUSH_ROWS rows (or FLUSH_SECONDS) per observation: the fixed cost
+        # of a frame and a monitor update is then paid per batch, not per request, which
+        # keeps drift monitoring off the latency budget.
+        while blocks := self._queue.take(FLUSH_ROWS, FLUSH_SECONDS):
+            self._observe(blocks)
 
-        stop = False
-        while not stop:
-            items = [self._queue.get()]
-            rows = len(items[0][0]) if items[0] is not _STOP else 0
-            deadline = time.monotonic() + FLUSH_SECONDS
-            # Gather up to FLUSH_ROWS rows (or FLUSH_SECONDS) per observation: the fixed
-            # cost of a features frame and a monitor update is then paid per batch, not
-            # per request, which keeps drift monitoring off the latency budget.
-            while rows < FLUSH_ROWS and items[-1] is not _STOP:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                items.append(item)
-                rows += len(item[0]) if item is not _STOP else 0
-            stop = any(item is _STOP for item in items)
-            items = [item for item in items if item is not _STOP]
-            if items:
-                self._observe(items, compute_features)
-
-    def _observe(self, items: list[Any], compute_features: Any) -> None:
-        texts = [text for item in items for text in item[0]]
-        summaries = [s for t, ss, _ in items for s in (ss if ss is not None else [None] * len(t))]
-        labels = [label for item in items for label in item[2]]
+    def _observe(self, blocks: list[Block]) -> None:
+        features = np.concatenate([block[0] for block in blocks])
+        labels = np.concatenate([block[1] for block in blocks]).tolist()
+        frame = pd.DataFrame(
+            {feature.name: features[:, i].astype(feature.dtype) for i, feature in enumerate(CONTRACT.numeric)}
+        )
         try:
-            frame = compute_features(texts, summaries)
             self.monitor.observe(frame, labels)
             if self.writer is not None:
-                self.writer.write(frame, labels)
+                self.writer.write(frame, labels, self.version)
         except Exception:
-            logger.exception("drift observation failed (%d rows skipped)", len(texts))
+            logger.exception("drift observation failed (%d rows skipped)", len(frame))
 
     def stop(self) -> None:
+        self._queue.close()
         if self._thread is not None:
-            self._queue.put(_STOP)
             self._thread.join(timeout=5)
             self._thread = None
         for closable in (self.writer, self.monitor):

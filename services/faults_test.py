@@ -14,7 +14,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -25,20 +25,23 @@ import requests
 
 from tests import fixtures
 from tests.fixtures.service import (
+    SOURCE_SERVICE,
     Server,
+    bundle_version,
     grpc_call,
     http_call,
     metric_sum,
     offline,
     running,
     scrape,
+    source_home,
+    tamper,
     texts_and_summaries,
+    wait_until,
 )
 from tests.fixtures.service import train_small_bundle as train
 
-SOURCE_SERVICE = "services.service:svc"
 RELOAD_INTERVAL_S = 0.3
-WAIT_S = 45.0
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +66,7 @@ def bundles(work: Path, sample: pd.DataFrame) -> dict[str, Path]:
     b = train(sample.iloc[1500:2700], work / "bundle_b")
     broken = work / "bundle_broken"
     shutil.copytree(a, broken)
-    largest = max((p for p in broken.iterdir() if p.name != "manifest.json"), key=lambda p: p.stat().st_size)
-    largest.write_bytes(b"\x00 tampered \xff" + largest.read_bytes()[64:])
+    tamper(broken)
     return {"a": a, "b": b, "broken": broken}
 
 
@@ -112,21 +114,10 @@ def hanging() -> Iterator[HangingEndpoint]:
 
 
 @pytest.fixture(scope="module")
-def home(work: Path) -> Path:
-    """A BentoML home without a Bento: the servers serve the source tree's service."""
-    folder = work / "empty_home"
-    for store in ("bentos", "models"):
-        (folder / store).mkdir(parents=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def servers(
-    work: Path, home: Path, bundles: dict[str, Path], hanging: HangingEndpoint
-) -> Iterator[dict[str, Server]]:
+def servers(work: Path, bundles: dict[str, Path], hanging: HangingEndpoint) -> Iterator[dict[str, Server]]:
     live = work / "live_bundle"
     live.symlink_to(bundles["a"])
-    specs = {
+    envs = {
         "reload": {"KINDLE_BUNDLE_PATH": str(live), "KINDLE_RELOAD_INTERVAL_S": str(RELOAD_INTERVAL_S)},
         "webhook": {
             "KINDLE_BUNDLE_PATH": str(bundles["a"]),
@@ -134,17 +125,9 @@ def servers(
             "KINDLE_RELOAD_INTERVAL_S": "0",
         },
     }
-    with running({name: ("http", env) for name, env in specs.items()}, SOURCE_SERVICE, home, work) as started:
+    specs = {name: ("http", env) for name, env in envs.items()}
+    with running(specs, SOURCE_SERVICE, source_home(work), work) as started:
         yield started
-
-
-def wait_for(condition: Callable[[], bool], what: str, server: Server) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not seen within {WAIT_S}s:\n{server.tail()}")
 
 
 def predict(server: Server, rows: pd.DataFrame) -> dict:
@@ -162,10 +145,6 @@ def reloads(server: Server, result: str) -> float:
     return metric_sum(scrape(server), "kindle_model_reloads_total", result=result)
 
 
-def bundle_version(path: Path) -> str:
-    return json.loads((path / "manifest.json").read_text())["version"]
-
-
 def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     servers: dict[str, Server], bundles: dict[str, Path], probe: pd.DataFrame, work: Path
 ) -> None:
@@ -176,7 +155,7 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert before["model_version"] == served_version(server) == version_a
 
     swap_link(work / "live_bundle", bundles["broken"])
-    wait_for(lambda: reloads(server, "failed") >= 1, "the failed reload", server)
+    wait_until(lambda: reloads(server, "failed") >= 1, "the failed reload", server)
 
     after = predict(server, probe)
     assert after["model_version"] == served_version(server) == version_a
@@ -195,7 +174,7 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert metric_sum(scrape(server), "kindle_model_info", model_version=version_a) == 1
 
     swap_link(work / "live_bundle", bundles["b"])
-    wait_for(lambda: served_version(server) == version_b, "bundle B served", server)
+    wait_until(lambda: served_version(server) == version_b, "bundle B served", server)
     texts, summaries = texts_and_summaries(probe)
     now = predict(server, probe)
     assert now["model_version"] == version_b
@@ -223,7 +202,7 @@ def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(
     def fingerprints() -> set[str]:
         return {json.loads(p.read_text()).get("fingerprint") for p in state.glob("*.json")}
 
-    wait_for(lambda: expected in fingerprints(), "a drift window on B's reference", server)
+    wait_until(lambda: expected in fingerprints(), "a drift window on B's reference", server)
 
 
 def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
@@ -239,7 +218,7 @@ def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
         reply = predict(server, shouting.iloc[start : start + 10])
         latencies.append(time.perf_counter() - began)
         assert len(reply["labels"]) == len(shouting.iloc[start : start + 10])
-    wait_for(
+    wait_until(
         lambda: metric_sum(scrape(server), "kindle_drift_webhook_failures_total") >= 1,
         "a counted webhook failure",
         server,
@@ -253,7 +232,7 @@ def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
 
 
 def test_a_stopped_server_writes_the_batch_it_holds(
-    work: Path, home: Path, bundles: dict[str, Path], probe: pd.DataFrame
+    work: Path, bundles: dict[str, Path], probe: pd.DataFrame
 ) -> None:
     """SIGTERM, over HTTP and over gRPC: the production rows the drift feed holds (fewer
     than a file's worth) are written before the workers exit. BentoML's gRPC workers run
@@ -261,7 +240,7 @@ def test_a_stopped_server_writes_the_batch_it_holds(
     env = {"KINDLE_BUNDLE_PATH": str(bundles["a"]), "KINDLE_RELOAD_INTERVAL_S": "0"}
     specs = {f"stop_{protocol}": (protocol, env) for protocol in ("http", "grpc")}
     texts, summaries = texts_and_summaries(probe)
-    with running(specs, SOURCE_SERVICE, home, work) as started:
+    with running(specs, SOURCE_SERVICE, source_home(work), work) as started:
         for server in started.values():
             body = {"texts": texts, "summaries": summaries}
             if server.protocol == "http":

@@ -38,7 +38,7 @@ pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format
 
 API_KEY = f"kindle-secret-{uuid.uuid4().hex}"
 BODY_LIMIT = 64 * 1024  # the guarded server's KINDLE_MAX_BODY_BYTES: small, so overflowing it is cheap
-APIS = ("predict", "predict_batch", "explain", "metadata")
+APIS = ("predict", "predict_batch", "explain", "feedback", "metadata")
 CASES_PER_MODE = 500  # positive + negative: 1,000 generated requests per API
 GRPC_CASES = 600
 FUZZ_SETTINGS = settings(
@@ -97,6 +97,9 @@ def test_openapi_documents_the_real_input_contract(servers: dict[str, Server]) -
     assert _request_schema(spec, "explain")["properties"]["top_k"]["maximum"] == 50
     records = _request_schema(spec, "predict_batch")["oneOf"][0]
     assert records["type"] == "array" and records["items"]["required"] == ["reviewText"]
+    feedback = _request_schema(spec, "feedback")
+    assert feedback["required"] == ["texts", "ratings"]
+    assert feedback["properties"]["ratings"]["items"] == {"type": "integer", "minimum": 1, "maximum": 5}
 
 
 def _refusal_names_the_problem(status: int, text: str) -> bool:
@@ -158,6 +161,8 @@ SHAPED = st.fixed_dictionaries(
         "texts": FIELD_VALUES,
         "summaries": FIELD_VALUES,
         "top_k": st.one_of(NUMBERS, JSON_VALUES),
+        "ratings": st.one_of(st.lists(NUMBERS, max_size=6), FIELD_VALUES),
+        "request_ids": FIELD_VALUES,
         "records": FIELD_VALUES,
         "reviewText": FIELD_VALUES,
     },

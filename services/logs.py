@@ -3,6 +3,10 @@
 Log collectors index JSON fields directly, and the request id (the client's
 `x-request-id` or one made up at admission) ties every line of a call together and is
 echoed to the client, so a failing request can be found from either side.
+
+Every URL in a line is cut to its scheme and host (`libs.urls`): the webhook
+URL's token and the tracking URI's password must not reach the logs, whichever library
+quotes them.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+
+from libs.urls import redact_urls
 
 REQUEST_ID: ContextVar[str] = ContextVar("kindle_request_id", default="-")
 
@@ -37,7 +43,7 @@ class JsonFormatter(logging.Formatter):
                 entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return redact_urls(json.dumps(entry, default=str, ensure_ascii=False))
 
 
 # The service's own code logs under `kindle.*`; the libraries it runs (drift monitor and its

@@ -56,6 +56,10 @@ class ServiceMetrics:
         self.drift_dropped = prom.Counter(
             "kindle_drift_dropped_rows", "Reviews not fed to the drift monitor (queue full)."
         )
+        self.rate_limiter_errors = prom.Counter(
+            "kindle_rate_limiter_errors",
+            "Calls let through unlimited because the shared rate limiter (Redis) did not answer.",
+        )
         self.model_reloads = prom.Counter(
             "kindle_model_reloads",
             "Champion reloads after the source changed: loaded, or failed (the old one kept serving).",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,12 +20,12 @@ from typing import Any
 import bentoml
 import yaml
 
-from services.runtime import BUNDLE_DIR, MODEL_ALIAS, MODEL_NAME, check_bundle
+from libs.models.registry import CHAMPION, MODEL_NAME
+from services.runtime import BUNDLE_DIR, check_bundle
 
 REPO_ROOT = Path(__file__).absolute().parents[1]  # not resolve(): under Bazel, the runfiles tree
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
 LOCK_FILE = REPO_ROOT / "third_party" / "python" / "requirements_lock.txt"
-_TAG_LINE = re.compile(r"__tag__:(\S+)")
 
 
 def lock_pins(lock_file: Path = LOCK_FILE) -> dict[str, str]:
@@ -156,7 +155,7 @@ def build_in_process(bundle_path: str | Path, version: str | None = None, bentom
     libraries = getattr(load_bundle(Path(bundle_path)), "library_versions", None)
     config = _bentofile_for(libraries, bentoml_base)
     # The alias pins the exact model: `latest` could later name a newer import.
-    config["models"] = [{"tag": str(model.tag), "alias": MODEL_ALIAS}]
+    config["models"] = [{"tag": str(model.tag), "alias": CHAMPION}]
     with tempfile.TemporaryDirectory(prefix="kindle-bento-build-") as folder:
         context = _stage_context(config["include"], Path(folder) / "context")
         bentofile = Path(folder) / "bentofile.yaml"
@@ -179,30 +178,6 @@ def _stage_context(include: list[str], context: Path) -> Path:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
     return context
-
-
-def build_bento(
-    bundle_path: str | Path, *, version: str | None = None, env: dict[str, str] | None = None
-) -> str:
-    """Imports the bundle as a BentoML model and builds the Bento; returns the Bento tag.
-
-    Runs in a fresh interpreter: the service module is imported by the build, and it must
-    see neither the caller's KINDLE_* settings nor its already-initialised BentoML state;
-    BENTOML_HOME (from `env` or the caller's environment) picks the stores. The Bento
-    names the model just imported under the alias `champion`, which the service resolves.
-    """
-    child_env = {
-        key: value for key, value in {**os.environ, **(env or {})}.items() if not key.startswith("KINDLE_")
-    }
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "services.packaging", str(Path(bundle_path).resolve())]
-    if version:
-        command += ["--version", version]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=child_env, capture_output=True, text=True)
-    match = _TAG_LINE.search(result.stdout)
-    if result.returncode != 0 or match is None:
-        raise RuntimeError(f"Bento build failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return match.group(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ def test_closure_is_pinned_and_light() -> None:
     pins = lock_pins()
     packages = dict(p.split("==") for p in _bentofile_for({"scikit-learn": "1.9.1"})["python"]["packages"])
     assert {"scikit-learn", "numpy", "bentoml", "grpcio-health-checking"} <= set(packages)
-    for heavy in ("torch", "pyspark", "mlflow", "flytekit", "optuna"):
+    for heavy in ("torch", "pyspark", "mlflow", "flytekit", "optuna", "matplotlib"):
         assert heavy not in packages
     assert all(pins.get(name, version) == version for name, version in packages.items())
     # Pinned though this interpreter skips it: redis needs it below 3.11.3 (Debian 12 has 3.11.2).
@@ -125,4 +125,4 @@ def test_every_import_of_the_service_is_packaged() -> None:
         if not {_normalise(d) for d in owners.get(module, [module])} & packaged
     }
     assert not missing, f"imported when serving but not in the Bento: {missing}"
-    assert not {"mlflow", "optuna", "torch", "pyspark", "flytekit"} & set(imports)
+    assert not {"mlflow", "optuna", "torch", "pyspark", "flytekit", "matplotlib"} & set(imports)

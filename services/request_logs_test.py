@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from tests import fixtures
-from tests.fixtures.servers import ATTEMPT_LINE
 from tests.fixtures.service import (
     Server,
     build_test_bento,
@@ -47,11 +46,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory, reviews: pd.DataFrame) -> 
 
 
 def log_entries(server: Server) -> list[dict[str, Any]]:
-    """Every line the server process wrote, each parsed as one JSON object (the test
-    harness's own line before each start of the server aside)."""
-    server.log.flush()
-    lines = server.log_path.read_text(errors="replace").splitlines()
-    return [json.loads(line) for line in lines if line and not line.startswith(ATTEMPT_LINE)]
+    """Every line the server process wrote, each parsed as one JSON object."""
+    return [json.loads(line) for line in server.output()]
 
 
 def lines_of(server: Server, request_id: str) -> list[dict[str, Any]]:

@@ -7,12 +7,19 @@ reason instead of a crash loop, and the bundle can be fixed without a redeploy.
 `Reloader` follows the source (a bundle folder or an MLflow alias): a new champion is
 loaded and checked off the request path and swapped in only when it passes, so a bad
 release never replaces a good model, and the good one keeps serving while it is fixed.
+
+A champion from MLflow is downloaded into a temporary folder of its own, removed as soon
+as the bundle is loaded (it is served from memory) or refused: a server that follows its
+alias for months must not fill its disk with old downloads, and nothing is left to clean
+up at exit (BentoML's workers exit without running `atexit` handlers).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +31,9 @@ import bentoml
 import numpy as np
 
 from libs.features import CONTRACT
+from libs.models.kinds import LABELS
+from libs.models.registry import CHAMPION, MODEL_NAME
+from libs.urls import redact_urls
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -32,9 +42,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kindle.runtime")
 
 BUNDLE_DIR = "bundle"  # the bundle's folder inside the BentoML model
-MODEL_NAME = "kindle-sentiment"  # the bundle's name in the BentoML model store
-MODEL_ALIAS = "champion"  # the Bento's alias for the model it packs
-EXPECTED_LABELS = [1, 2, 3, 4, 5]
+DOWNLOAD_PREFIX = "kindle-mlflow-"  # temporary folders of MLflow downloads, in the system temp dir
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a bundle was found: its folder, a description for logs and metadata, and the
+    temporary download folder holding it (MLflow only), to remove once it is loaded."""
+
+    path: Path
+    description: str
+    download_dir: Path | None = None
 
 
 @dataclass
@@ -58,7 +76,7 @@ STATE = ModelState()
 def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     """The bundle's entry in the BentoML model store (inside a Bento: the Bento's own models)."""
     candidates = [settings.bento_model]
-    if settings.bento_model == MODEL_ALIAS:  # not inside a Bento: the newest import
+    if settings.bento_model == CHAMPION:  # not inside a Bento: the newest import
         candidates.append(f"{MODEL_NAME}:latest")
     for tag in candidates:
         try:
@@ -68,57 +86,75 @@ def bento_model(settings: ServiceSettings) -> bentoml.Model | None:
     return None
 
 
-def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> Path:
-    """The champion's bundle folder from the MLflow registry: `version`, else the alias's."""
+def _download_from_mlflow(settings: ServiceSettings, version: str | None = None) -> tuple[Path, Path]:
+    """(bundle folder, the temporary folder holding it) of the MLflow registry's `version`,
+    else the alias's; the temporary folder is the caller's to remove."""
     import mlflow  # only when configured: the Bento does not need mlflow otherwise
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    name = settings.mlflow_model_name
+    name = settings.model_name
     uri = f"models:/{name}/{version}" if version else f"models:/{name}@{settings.mlflow_alias}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     # A bundle is the folder holding the manifest; it may sit one level down.
     for candidate in (local, *sorted(p.parent for p in local.rglob("*.json"))):
         if (candidate / "manifest.json").is_file() or (candidate / "bundle.json").is_file():
-            return candidate
-    return local
+            return candidate, folder
+    return local, folder
 
 
 def _mlflow_configured(settings: ServiceSettings) -> bool:
-    return bool(settings.mlflow_tracking_uri and settings.mlflow_model_name)
+    return bool(settings.mlflow_tracking_uri)
 
 
-def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[Path, str]:
-    """(bundle folder, human-readable source); raises with a reason when there is none."""
+def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = None) -> Source:
+    """Where the champion is now; raises with a reason when there is none."""
     if settings.bundle_path is not None:
-        return settings.bundle_path, f"path {settings.bundle_path}"
+        return Source(settings.bundle_path, f"path {settings.bundle_path}")
     if _mlflow_configured(settings):
-        path = _download_from_mlflow(settings, mlflow_version)
+        path, download_dir = _download_from_mlflow(settings, mlflow_version)
         pinned = f" (version {mlflow_version})" if mlflow_version else ""
-        return path, f"mlflow {settings.mlflow_model_name}@{settings.mlflow_alias}{pinned}"
+        described = f"mlflow {settings.model_name}@{settings.mlflow_alias}{pinned}"
+        return Source(path, described, download_dir)
     model = bento_model(settings)
     if model is None:
         raise FileNotFoundError(
             f"no bundle: KINDLE_BUNDLE_PATH unset, MLflow not configured and BentoML model "
             f"{settings.bento_model!r} not found"
         )
-    return Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}"
+    return Source(Path(model.path_of(BUNDLE_DIR)), f"bentoml model {model.tag}")
 
 
 def check_bundle(bundle: ModelBundle) -> None:
     """The service's own checks on top of `load_bundle`'s: contract and label set."""
     CONTRACT.require_hash(bundle.contract_hash, f"model bundle {bundle.version}")
-    if list(bundle.labels) != EXPECTED_LABELS:
-        raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {EXPECTED_LABELS}")
+    if list(bundle.labels) != LABELS:
+        raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {LABELS}")
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
-    """(bundle, source) that passed every check; raises with the reason otherwise."""
+    """(bundle, source) that passed every check; raises with the reason otherwise. What was
+    downloaded for it is removed either way: `load_bundle` reads every file into memory."""
     from libs.models.bundle import load_bundle
 
-    path, source = resolve_bundle_path(settings, mlflow_version)
-    bundle = load_bundle(path)
-    check_bundle(bundle)
-    return bundle, source
+    source = resolve_bundle_path(settings, mlflow_version)
+    try:
+        bundle = load_bundle(source.path)
+        check_bundle(bundle)
+    finally:
+        if source.download_dir is not None:
+            shutil.rmtree(source.download_dir, ignore_errors=True)
+    return bundle, source.description
+
+
+def _reason(error: Exception) -> str:
+    """Why a load failed, for logs, /readyz and metadata: URLs cut to scheme and host, since
+    the registry's errors quote its URI, credentials included."""
+    return redact_urls(f"{type(error).__name__}: {error}")
 
 
 def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> ModelState:
@@ -131,7 +167,7 @@ def load(settings: ServiceSettings | None = None, state: ModelState = STATE) -> 
         try:
             bundle, source = load_checked(settings)
         except Exception as error:
-            state.error = f"{type(error).__name__}: {error}"
+            state.error = _reason(error)
             logger.error("champion not loaded: %s", state.error)
             return state
         _install(state, bundle, source, time.perf_counter() - started)
@@ -178,7 +214,7 @@ def _alias_version(settings: ServiceSettings) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(settings.mlflow_tracking_uri)
-    return str(client.get_model_version_by_alias(settings.mlflow_model_name, settings.mlflow_alias).version)
+    return str(client.get_model_version_by_alias(settings.model_name, settings.mlflow_alias).version)
 
 
 class Reloader:
@@ -228,7 +264,7 @@ class Reloader:
         try:
             return source_fingerprint(self.settings)
         except Exception as error:  # e.g. the registry is unreachable: try again next time
-            logger.warning("champion source not checked: %s: %s", type(error).__name__, error)
+            logger.warning("champion source not checked: %s", _reason(error))
             return self.seen
 
     def check(self) -> str | None:
@@ -247,7 +283,7 @@ class Reloader:
             bundle, source = load_checked(self.settings, mlflow_version)
         except Exception as error:
             metrics.model_reloads.labels("failed").inc()
-            reason = f"{type(error).__name__}: {error}"
+            reason = _reason(error)
             logger.error(
                 "champion reload failed; still serving %s",
                 served or "nothing",
@@ -270,6 +306,9 @@ class Reloader:
 class KindleRunnable(bentoml.legacy.Runnable):
     """Scores reviews with the bundle; batchable, so the runner may merge requests.
 
+    A call computes the reviews' features once and returns the probabilities together with
+    the numeric contract features, which the drift feed takes as they are.
+
     One instance per runner worker (embedded: the API process). The bundle is shared with
     the API code through `STATE`, so embedded mode holds one copy of the model.
     """
@@ -288,7 +327,10 @@ class KindleRunnable(bentoml.legacy.Runnable):
             reloader.start()
 
     @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
-    def predict_proba(self, texts: list[str], summaries: list[str | None]) -> np.ndarray:
+    def score(self, texts: list[str], summaries: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 5), numeric features (n, k): `CONTRACT.numeric_names`, float64)."""
+        from libs.features import compute_features
+
         bundle = self.state.bundle
         if bundle is None:
             # Reached only when a runner process could not load the bundle.
@@ -300,13 +342,15 @@ class KindleRunnable(bentoml.legacy.Runnable):
         get_metrics().batch_size.observe(len(texts))
         has_summaries = any(summary is not None for summary in summaries)
         started = time.perf_counter()
-        probabilities = np.asarray(bundle.predict_proba(texts, summaries if has_summaries else None))
+        frame = compute_features(texts, summaries if has_summaries else None)
+        probabilities = np.asarray(bundle.predict_features(frame))
+        features = frame[CONTRACT.numeric_names].to_numpy(dtype=np.float64)
         # Embedded, this runs in the context of the request that started the model call (for a
         # merged batch: its first request; the coalescer logs the others' ids).
         if logger.isEnabledFor(logging.DEBUG):
             model_ms = round((time.perf_counter() - started) * 1000, 2)
             logger.debug("model call", extra={"rows": len(texts), "model_ms": model_ms})
-        return probabilities
+        return probabilities, features
 
 
 def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:
@@ -315,56 +359,18 @@ def make_runner(settings: ServiceSettings) -> bentoml.legacy.Runner:
         name="kindle_model",
         embedded=settings.runner_embedded,
         max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
+        max_latency_ms=settings.runner_max_latency_ms,
     )
 
 
 def explain(bundle: ModelBundle, texts: list[str], summaries: list[str | None] | None, top_k: int) -> Any:
-    """Per review, the TF-IDF terms that pushed the predicted class most (linear champions).
-
-    contribution(term) = tfidf(term) x (coef[predicted] - mean coef over classes): the
-    logit a term adds to the predicted class relative to the others.
-    """
+    """Per review, the terms that pushed its predicted star (the model's own `explain`); a
+    model that cannot explain itself is a client error (400), not a server fault."""
     from bentoml.exceptions import BadInput
 
-    from libs.features import compute_features
+    from libs.models.components import ExplanationUnavailable
 
-    coefficients = _text_coefficients(bundle)
-    if coefficients is None:
-        raise BadInput(f"model kind {bundle.kind!r} has no linear coefficients over TF-IDF terms to explain")
-    frame = compute_features(texts, summaries)
-    matrix = bundle.tfidf.transform(frame["clean_text"].tolist())
-    probabilities = np.asarray(bundle.predict_proba(texts, summaries))
-    relative = coefficients - coefficients.mean(axis=0, keepdims=True)
-    explanations = []
-    for row, probs in enumerate(probabilities):
-        predicted = int(np.argmax(probs))
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        indices, values = matrix.indices[start:end], matrix.data[start:end]
-        scores = values * relative[predicted, indices]
-        order = np.argsort(-scores)[:top_k]
-        explanations.append(
-            {
-                "label": int(bundle.labels[predicted]),
-                "tokens": [
-                    {"token": bundle.tfidf.terms[indices[i]], "weight": float(scores[i])}
-                    for i in order
-                    if scores[i] > 0
-                ],
-            }
-        )
-    return explanations
-
-
-def _text_coefficients(bundle: ModelBundle) -> np.ndarray | None:
-    """(classes, tfidf terms) coefficients when the estimator is linear over TF-IDF first."""
-    estimator = bundle.estimator
-    if hasattr(estimator, "steps"):  # a Pipeline: its final step holds the coefficients
-        estimator = estimator.steps[-1][1]
-    coef = getattr(estimator, "coef_", None)
-    if coef is None or bundle.tfidf is None:
-        return None
-    coef = np.asarray(coef.toarray() if hasattr(coef, "toarray") else coef, dtype=np.float64)
-    if coef.ndim != 2 or coef.shape[0] != len(bundle.labels) or coef.shape[1] < bundle.tfidf.size:
-        return None
-    return coef[:, : bundle.tfidf.size]
+    try:
+        return bundle.explain(texts, summaries, top_k)
+    except ExplanationUnavailable as error:
+        raise BadInput(str(error)) from None

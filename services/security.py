@@ -9,11 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import socket
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
+
+from libs.urls import redact_url
 
 logger = logging.getLogger("kindle.security")
 
@@ -106,24 +110,70 @@ return tostring(wait)
 class RedisTokenBucket:
     """The same bucket shared by every worker and replica through Redis.
 
-    If Redis is unreachable the call is let through and a warning logged: losing the
-    limiter must not take the service down with it.
+    Fail-open: if Redis does not answer, the call is let through, since losing the limiter
+    must not take the service down with it. What that costs a request is bounded: one
+    attempt (no retries, pinned: redis-py's `Redis()` constructor would retry 10 times
+    with backoff), `timeout_s` to answer and as long again to close the broken connection;
+    after a failure Redis is left alone for `retry_after_s`, and calls meanwhile pass at
+    once, so while Redis hangs most calls pay nothing instead of every call paying the
+    timeout. Every call let through without a decision is counted in
+    kindle_rate_limiter_errors_total; the outage is logged once when it starts and once
+    when Redis answers again, not once per call. Each worker names its connection
+    (`CLIENT LIST` shows kindle-<host>-<pid>).
     """
 
-    def __init__(self, url: str, rate_per_s: float, burst: int, prefix: str = "kindle:ratelimit:") -> None:
+    def __init__(
+        self,
+        url: str,
+        rate_per_s: float,
+        burst: int,
+        prefix: str = "kindle:ratelimit:",
+        timeout_s: float = 0.25,
+        retry_after_s: float = 1.0,
+    ) -> None:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._client = redis.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._client = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"kindle-{socket.gethostname()}-{os.getpid()}",
+        )
         self._script = self._client.register_script(_REDIS_BUCKET)
         self.rate, self.burst, self.prefix = rate_per_s, burst, prefix
+        self.where = redact_url(url)
+        self.retry_after_s = retry_after_s
+        self._down_until: float | None = None  # set while Redis is considered unavailable
 
     async def acquire(self, client: str) -> float:
+        if self._down_until is not None and time.monotonic() < self._down_until:
+            return self._let_through()
         try:
             wait = await self._script(keys=[self.prefix + client], args=[self.rate, self.burst])
         except Exception as error:
-            logger.warning("rate limiter unavailable, letting the call through: %s", error)
-            return 0.0
+            if self._down_until is None:
+                logger.warning(
+                    "rate limiter unavailable (Redis at %s), letting calls through: %s: %s",
+                    self.where,
+                    type(error).__name__,
+                    error,
+                )
+            self._down_until = time.monotonic() + self.retry_after_s
+            return self._let_through()
+        if self._down_until is not None:
+            logger.info("rate limiter available again (Redis at %s)", self.where)
+            self._down_until = None
         return float(wait)
+
+    @staticmethod
+    def _let_through() -> float:
+        from services.metrics import get_metrics  # in the worker, after BentoML's metrics setup
+
+        get_metrics().rate_limiter_errors.inc()
+        return 0.0
 
 
 def make_rate_limiter(rate_per_s: float, burst: int, redis_url: str | None) -> RateLimiter | None:

@@ -1,4 +1,4 @@
-"""API key comparison and token buckets (the Redis bucket needs a server: not tested here)."""
+"""API key comparison and token buckets (the Redis bucket, against a real server: redis_limiter_test.py)."""
 
 from __future__ import annotations
 

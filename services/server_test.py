@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import requests
 
-from services.packaging import build_bento
 from tests import fixtures
 from tests.fixtures.service import (
     Server,
+    build_test_bento,
     grpc_call,
     http_call,
     metric_sum,
@@ -31,7 +31,6 @@ from tests.fixtures.service import (
     running,
     scrape,
     texts_and_summaries,
-    train_small_bundle,
 )
 
 pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
@@ -61,17 +60,20 @@ def probe(sample: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(work: Path, sample: pd.DataFrame) -> Path:
-    return train_small_bundle(sample.head(2500), work / "bundle")
+def built(work: Path, sample: pd.DataFrame) -> tuple[str, Path, Path]:
+    tag, home, bundle_dir = build_test_bento(work, sample.head(2500))
+    assert re.fullmatch(r"kindle_sentiment:\w+", tag), tag
+    return tag, home, bundle_dir
 
 
 @pytest.fixture(scope="module")
-def bento(work: Path, bundle_dir: Path) -> tuple[str, Path]:
-    home = work / "bentoml_home"
-    home.mkdir()
-    tag = build_bento(bundle_dir, env={"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
-    assert re.fullmatch(r"kindle_sentiment:\w+", tag), tag
-    return tag, home
+def bundle_dir(built: tuple[str, Path, Path]) -> Path:
+    return built[2]
+
+
+@pytest.fixture(scope="module")
+def bento(built: tuple[str, Path, Path]) -> tuple[str, Path]:
+    return built[0], built[1]
 
 
 # --------------------------------------------------------------------------- servers
@@ -165,8 +167,36 @@ def test_metadata_and_explain(servers: dict[str, Server], probe: pd.DataFrame) -
     assert code == grpc.StatusCode.OK and over_grpc["explanations"] == explanations
 
 
+def test_feedback_is_stored_over_both_protocols_with_the_serving_version(
+    servers: dict[str, Server], probe: pd.DataFrame
+) -> None:
+    from libs.drift import read_feedback
+
+    texts, summaries = texts_and_summaries(probe.head(4))
+    ratings = [int(star) for star in probe["overall"].head(4)]
+    body = {
+        "texts": texts[:2],
+        "summaries": summaries[:2],
+        "ratings": ratings[:2],
+        "request_ids": ["r-1", None],
+    }
+    reply = http_call(servers["http"], "feedback", body)
+    assert reply.status_code == 200, reply.text
+    code, over_grpc = grpc_call(servers["grpc"], "feedback", {"texts": texts[2:], "ratings": ratings[2:]})
+    assert code == grpc.StatusCode.OK, over_grpc
+    version = reply.json()["model_version"]
+    assert reply.json()["accepted"] == 2 and over_grpc == {"accepted": 2.0, "model_version": version}
+    for name, rows in (("http", slice(0, 2)), ("grpc", slice(2, 4))):
+        stored = read_feedback(servers[name].state_dir / "feedback")  # on disk before the answer
+        assert stored["reviewText"].tolist() == texts[rows] and stored["overall"].tolist() == ratings[rows]
+        assert set(stored["model_version"]) == {version}
+    assert read_feedback(servers["http"].state_dir / "feedback")["request_id"].tolist() == ["r-1", None]
+
+
 BAD_INPUTS = [
     ("empty_list", "predict", {"texts": []}, None, "is empty"),
+    ("feedback_rating", "feedback", {"texts": ["ok"], "ratings": [7]}, None, "ratings[0] is 7"),
+    ("feedback_no_rating", "feedback", {"texts": ["ok"]}, None, "missing field 'ratings'"),
     ("too_many", "predict", {"texts": ["fine"] * 1001}, None, "at most 1000"),
     ("too_long", "predict", {"texts": ["x" * 20_001]}, None, "at most 20000"),
     ("wrong_item_type", "predict", {"texts": ["ok", 3]}, None, "texts[1]"),

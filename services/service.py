@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,9 +27,10 @@ import numpy as np
 from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from bentoml.io import JSON
 
+from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
 from services import logs, runtime
-from services.batching import Coalescer
+from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
@@ -40,7 +42,9 @@ from services.validation import (
     InvalidRequest,
     Reviews,
     explain_schema,
+    feedback_schema,
     parse_explain,
+    parse_feedback,
     parse_predict,
     parse_records,
     predict_schema,
@@ -64,15 +68,17 @@ def _apply_server_defaults() -> None:
     (it only skips exporting them), which costs each request span objects, attributes and
     ids. With nothing sampled, the OpenTelemetry SDK's own off switch (read when BentoML
     creates its tracer provider, also after this import) skips that work; an operator's
-    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on."""
-    import os
+    explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on.
 
+    MLflow draws a progress bar on stderr for every download of a champion: the only lines of
+    a server's output that would not be JSON."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     BentoMLContainer.api_server_config.logging.access.enabled.set(settings.access_log)
     BentoMLContainer.runners_config.logging.access.enabled.set(settings.access_log)
     if not BentoMLContainer.tracing.sample_rate.get():
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 _apply_server_defaults()
@@ -90,10 +96,19 @@ svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
 
 drift = DriftFeed(settings)
 reloader = runtime.Reloader(settings, on_swap=drift.switch)
+_feedback = (
+    FeedbackWriter(
+        Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
+    )
+    if settings.feedback_dir
+    else None
+)
 
 
-async def _run_model(texts: list[str], summaries: list[str | None]) -> np.ndarray:
-    return np.asarray(await runner.predict_proba.async_run(texts, summaries))
+async def _run_model(texts: list[str], summaries: list[str | None]) -> Rows:
+    """(probabilities, numeric contract features) of the reviews, from one model call."""
+    probabilities, features = await runner.score.async_run(texts, summaries)
+    return np.asarray(probabilities), np.asarray(features)
 
 
 # BentoML batches only non-embedded runners; the embedded one gets the coalescer.
@@ -117,6 +132,9 @@ def _startup(_: bentoml.Context) -> None:
 
 @svc.on_shutdown
 def _shutdown(_: bentoml.Context | None) -> None:
+    """Requests still waiting for the model are answered 503 / UNAVAILABLE, none hangs."""
+    if _coalescer is not None:
+        _coalescer.close()
     reloader.stop()
     drift.stop()
 
@@ -147,16 +165,19 @@ def _require_model(api: str) -> Any:
 
 
 async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
-    """The one scoring path of every predicting API: runner, labels, metrics, drift feed."""
+    """The one scoring path of every predicting API: runner, labels, metrics, drift feed
+    (which takes the features the model call computed)."""
     bundle = _require_model(api)
     summaries = reviews.summaries or [None] * len(reviews)
     try:
         if _coalescer is not None:
-            probabilities = await _coalescer.submit(reviews.texts, summaries)
+            probabilities, features = await _coalescer.submit(reviews.texts, summaries)
         else:
-            probabilities = await _run_model(reviews.texts, summaries)
+            probabilities, features = await _run_model(reviews.texts, summaries)
     except bentoml.exceptions.BentoMLException:
         raise
+    except CoalescerClosed as error:
+        raise ServiceUnavailable(str(error)) from None
     except Exception as error:
         record_error(api, "internal")
         logger.exception("scoring failed")
@@ -167,7 +188,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics = get_metrics()
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
-    drift.submit(reviews.texts, reviews.summaries, labels)
+    drift.submit(features, labels)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
@@ -219,6 +240,29 @@ async def explain(payload: Any) -> dict[str, Any]:
         record_error("explain", "unsupported")
         raise error
     return {"explanations": explanations, "model_version": str(bundle.version)}
+
+
+@svc.api(input=ReviewsJSON("feedback", _body, feedback_schema(*_limits)), output=JSON(), route="/feedback")
+async def feedback(payload: Any) -> dict[str, Any]:
+    """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
+    "request_ids": [...]?}`, stored with the serving model's version for retraining."""
+    labelled = _validated("feedback", parse_feedback, payload)
+    if _feedback is None:
+        record_error("feedback", "not_configured")
+        raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
+    bundle = runtime.STATE.bundle
+    version = str(bundle.version) if bundle is not None else None
+    reviews = labelled.reviews
+    # Written (atomic, fsynced) before the answer: an accepted rating is on disk.
+    try:
+        await anyio.to_thread.run_sync(
+            _feedback.write, reviews.texts, reviews.summaries, labelled.ratings, labelled.request_ids, version
+        )
+    except OSError as error:
+        record_error("feedback", "not_written")
+        raise InternalServerError(f"feedback could not be written: {type(error).__name__}") from None
+    get_metrics().request_items.labels("feedback").observe(len(reviews))
+    return {"accepted": len(reviews), "model_version": version}
 
 
 @svc.api(

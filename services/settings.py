@@ -11,28 +11,27 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from libs.drift.batches import ProductionSettings
+from libs.models.registry import CHAMPION, MODEL_NAME, RegistrySettings
 
 
-class ServiceSettings(BaseSettings):
-    """Runtime configuration of the rating service (env prefix `KINDLE_`)."""
+class ServiceSettings(RegistrySettings, ProductionSettings):
+    """Runtime configuration of the rating service (env prefix `KINDLE_`).
 
-    model_config = SettingsConfigDict(env_prefix="KINDLE_", extra="ignore", frozen=True)
+    Where the champion comes from, first match wins: `bundle_path`, the MLflow registry
+    (`mlflow_tracking_uri` set: `model_name` at `mlflow_alias`), the Bento's model store.
+    """
 
-    # --- where the champion comes from (first match wins: path, MLflow, Bento model store)
     bundle_path: Path | None = Field(
         None, description="A bundle folder to serve instead of the one packed in the Bento (dev, tests)."
     )
     bento_model: str = Field(
-        "champion",
-        description="Model alias declared by the Bento, or a model-store tag; outside a Bento, "
-        "'champion' falls back to kindle-sentiment:latest.",
+        CHAMPION,
+        description=f"Model alias declared by the Bento, or a model-store tag; outside a Bento, "
+        f"'{CHAMPION}' falls back to {MODEL_NAME}:latest.",
     )
-    mlflow_tracking_uri: str | None = Field(
-        None, description="When set with `mlflow_model_name`, load the champion from the MLflow registry."
-    )
-    mlflow_model_name: str | None = Field(None, description="Registered model name in MLflow.")
-    mlflow_alias: str = Field("champion", description="Registry alias to serve.")
+    mlflow_alias: str = Field(CHAMPION, description="Registry alias to serve (with `mlflow_tracking_uri`).")
     reload_interval_s: float = Field(
         30.0,
         ge=0,
@@ -52,7 +51,7 @@ class ServiceSettings(BaseSettings):
         True, description="Run the model in the API process (no IPC hop); false: a separate runner."
     )
     max_batch_size: int = Field(256, ge=1, description="Most reviews the runner scores in one call.")
-    max_latency_ms: int = Field(
+    runner_max_latency_ms: int = Field(
         1_000,
         ge=1,
         description="Non-embedded runner: latency budget of BentoML's batching; requests it predicts "
@@ -69,11 +68,25 @@ class ServiceSettings(BaseSettings):
     drift_enabled: bool = Field(True, description="Feed live traffic to the drift monitor.")
     drift_window_rows: int = Field(5_000, ge=10, description="Rows in the live drift window (all workers).")
     drift_recompute_rows: int = Field(100, ge=1, description="New rows between PSI recomputations.")
+    drift_queue_rows: int = Field(
+        10_000, ge=1, description="Most feature rows waiting for the drift thread; beyond: dropped, counted."
+    )
+    drift_queue_bytes: int = Field(
+        2**20,
+        ge=1024,
+        description="Most bytes of feature rows waiting for the drift thread; beyond: dropped, counted.",
+    )
     drift_state_dir: Path | None = Field(
         None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
     )
     drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
-    batch_dir: Path | None = Field(None, description="Where production batches are written (Parquet).")
+    batch_rows_per_file: int = Field(5_000, ge=1, description="Production batch rows per Parquet file.")
+    batch_seconds_per_file: float = Field(
+        300.0, gt=0, description="Oldest buffered production row's age, in seconds, that cuts a file."
+    )
+    feedback_max_files: int = Field(
+        10_000, ge=1, description="Feedback files kept (the oldest go first): the bound on its disk use."
+    )
     log_level: str = Field("INFO", description="Level of the service's JSON logs.")
     access_log: bool = Field(
         False,

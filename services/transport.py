@@ -16,6 +16,7 @@ import math
 import time
 import uuid
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -25,7 +26,7 @@ from services.metrics import get_metrics, record_error, set_protocol
 from services.runtime import ModelState
 from services.security import Denial, Guard
 
-API_NAMES = ("predict", "predict_batch", "explain", "metadata")
+API_NAMES = ("predict", "predict_batch", "explain", "feedback", "metadata")
 MODEL_APIS = ("predict", "predict_batch", "explain")
 HTTP_ROUTES = {f"/{name}": name for name in API_NAMES}
 REQUEST_ID_HEADER = "x-request-id"
@@ -48,8 +49,13 @@ def _request_id(presented: str | None) -> str:
 
 
 def _peer_host(peer: str) -> str:
-    """'ipv4:127.0.0.1:5000' / 'ipv6:[::1]:5000' -> the host (ports change per connection)."""
-    return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+    """'ipv4:127.0.0.1:5000' / 'ipv6:[::1]:5000' (or '%5B::1%5D') -> '127.0.0.1' / '::1': the
+    client's address as HTTP names it, so one client has one rate-limit bucket whichever
+    protocol it uses (ports change per connection)."""
+    kind, _, address = unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer  # e.g. 'unix:/path': no port to strip
+    return address.rpartition(":")[0].strip("[]") or address
 
 
 def _observe(api: str, protocol: str, status: str, started: float) -> None:

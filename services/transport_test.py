@@ -8,7 +8,7 @@ from typing import Any
 
 from services.runtime import ModelState
 from services.security import Guard, MemoryTokenBucket
-from services.transport import HttpGate
+from services.transport import HttpGate, _peer_host
 
 
 class StubApp:
@@ -81,3 +81,10 @@ def test_rate_limit_and_body_limit() -> None:
     gate, _ = make_gate()
     assert request(gate, "/predict", {"content-length": "5000"})[0] == 413
     assert request(gate, "/predict", {"content-length": "abc"})[0] == 400
+
+
+def test_a_grpc_peer_is_named_as_http_names_the_client() -> None:
+    """One client, one rate-limit bucket, whichever protocol it calls over."""
+    assert _peer_host("ipv4:127.0.0.1:50412") == "127.0.0.1"
+    assert _peer_host("ipv6:[::1]:50412") == _peer_host("ipv6:%5B::1%5D:50412") == "::1"
+    assert _peer_host("unix:/run/kindle.sock") == "unix:/run/kindle.sock"

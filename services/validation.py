@@ -19,7 +19,10 @@ from bentoml.exceptions import BadInput
 
 PREDICT_FIELDS = ("texts", "summaries")
 EXPLAIN_FIELDS = (*PREDICT_FIELDS, "top_k")
+FEEDBACK_FIELDS = (*PREDICT_FIELDS, "ratings", "request_ids")
 MAX_TOP_K = 50
+MAX_REQUEST_ID_CHARS = 128
+STARS = (1, 2, 3, 4, 5)
 
 
 class InvalidRequest(BadInput):
@@ -38,6 +41,15 @@ class BodyTooLarge(InvalidRequest):
 
     def __init__(self, message: str) -> None:
         super().__init__("too_large", message)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Validated labelled reviews: the reviews, their true stars, the requests they answer."""
+
+    reviews: Reviews
+    ratings: list[int]
+    request_ids: list[str | None] | None
 
 
 @dataclass(frozen=True)
@@ -169,6 +181,51 @@ def parse_explain(payload: object, *, max_items: int, max_chars: int) -> tuple[R
     return reviews, top_k
 
 
+def _aligned_list(body: dict[str, Any], field: str, count: int, what: str) -> list[Any]:
+    value = body[field]
+    if not isinstance(value, list):
+        raise InvalidRequest("wrong_type", f"'{field}' is {_type_name(value)}; expected a list of {what}")
+    if len(value) != count:
+        raise InvalidRequest("length_mismatch", f"{len(value)} {field} for {count} texts; send one per text")
+    return value
+
+
+def _star(value: object, where: str) -> int:
+    # gRPC's Struct carries every number as a double: 5.0 is a valid rating.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in STARS:
+        raise InvalidRequest("wrong_value", f"{where} is {value!r:.40}; expected a star rating 1..5")
+    return value
+
+
+def _request_id(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.isprintable() or len(value) > MAX_REQUEST_ID_CHARS:
+        raise InvalidRequest(
+            "wrong_value", f"{where} must be a printable string of at most {MAX_REQUEST_ID_CHARS} characters"
+        )
+    return value
+
+
+def parse_feedback(payload: object, *, max_items: int, max_chars: int) -> Feedback:
+    """Like `predict`, plus `ratings` (one true star rating 1..5 per text, required) and
+    `request_ids` (optional: the `x-request-id` of the prediction each one answers)."""
+    reviews = parse_predict(payload, max_items=max_items, max_chars=max_chars, fields=FEEDBACK_FIELDS)
+    body: dict[str, Any] = payload  # type: ignore[assignment]  (parse_predict checked it)
+    if "ratings" not in body:
+        raise InvalidRequest("missing_field", "missing field 'ratings' (the true star rating of each text)")
+    ratings = [
+        _star(v, f"ratings[{i}]") for i, v in enumerate(_aligned_list(body, "ratings", len(reviews), "stars"))
+    ]
+    request_ids = None
+    if body.get("request_ids") is not None:
+        given = _aligned_list(body, "request_ids", len(reviews), "request ids")
+        request_ids = [_request_id(v, f"request_ids[{i}]") for i, v in enumerate(given)]
+    return Feedback(reviews, ratings, request_ids)
+
+
 # ----------------------------------------------------------------------------- OpenAPI schemas
 # The same rules as the parsers above, as JSON schemas (OpenAPI 3.0 dialect: `nullable`): the
 # service publishes them in its OpenAPI document, so clients and fuzzers see the real contract.
@@ -197,6 +254,22 @@ def predict_schema(max_items: int, max_chars: int) -> dict[str, Any]:
 def explain_schema(max_items: int, max_chars: int) -> dict[str, Any]:
     schema = predict_schema(max_items, max_chars)
     schema["properties"]["top_k"] = {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10}
+    return schema
+
+
+def feedback_schema(max_items: int, max_chars: int) -> dict[str, Any]:
+    schema = predict_schema(max_items, max_chars)
+    schema["required"] = ["texts", "ratings"]
+    stars = {"type": "integer", "minimum": 1, "maximum": 5}
+    schema["properties"]["ratings"] = {"type": "array", "minItems": 1, "maxItems": max_items, "items": stars}
+    ids = {"type": "string", "maxLength": MAX_REQUEST_ID_CHARS, "nullable": True}
+    schema["properties"]["request_ids"] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": max_items,
+        "items": ids,
+        "nullable": True,
+    }
     return schema
 
 

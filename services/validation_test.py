@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from services.validation import InvalidRequest, decode_json, parse_explain, parse_predict, parse_records
+from services.validation import (
+    InvalidRequest,
+    decode_json,
+    parse_explain,
+    parse_feedback,
+    parse_predict,
+    parse_records,
+)
 
 LIMITS = {"max_items": 3, "max_chars": 10}
 
@@ -115,3 +122,35 @@ def test_published_schemas_accept_what_the_parsers_accept() -> None:
     assert predict["properties"]["texts"]["items"]["maxLength"] == 10
     assert set(explain_schema(3, 10)["properties"]) == {"texts", "summaries", "top_k"}
     assert records_schema(3, 10)["oneOf"][0]["items"]["required"] == ["reviewText"]
+
+
+def test_valid_feedback_payload() -> None:
+    labelled = parse_feedback(
+        {"texts": ["good", "bad"], "ratings": [5, 1.0], "request_ids": ["abc", None]}, **LIMITS
+    )
+    assert labelled.reviews.texts == ["good", "bad"]
+    assert labelled.ratings == [5, 1]  # gRPC's Struct sends numbers as doubles
+    assert labelled.request_ids == ["abc", None]
+    assert parse_feedback({"texts": ["ok"], "ratings": [3]}, **LIMITS).request_ids is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ({"texts": ["a"]}, "missing_field"),
+        ({"texts": ["a"], "ratings": 5}, "wrong_type"),
+        ({"texts": ["a"], "ratings": [6]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": [0]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": [4.5]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": [True]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": ["5"]}, "wrong_value"),
+        ({"texts": ["a", "b"], "ratings": [5]}, "length_mismatch"),
+        ({"texts": ["a"], "ratings": [5], "request_ids": ["x", "y"]}, "length_mismatch"),
+        ({"texts": ["a"], "ratings": [5], "request_ids": ["\n"]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": [5], "request_ids": ["x" * 129]}, "wrong_value"),
+        ({"texts": ["a"], "ratings": [5], "stars": [5]}, "unknown_field"),
+        ({"texts": [], "ratings": []}, "empty"),
+    ],
+)
+def test_invalid_feedback_payloads_name_the_problem(payload: object, kind: str) -> None:
+    assert kind_of(parse_feedback, payload, **LIMITS) == kind

@@ -1,10 +1,11 @@
-"""A training pipeline killed mid-way: the re-run takes every finished step from Flyte's cache.
+"""A training pipeline killed during its model search: the re-run takes every finished step
+from Flyte's cache and finishes only the search trials still owed.
 
-The pipeline runs in a child process (Flyte local execution, as `pyflyte run` does) on
-600 real reviews and is SIGKILLed as soon as Flyte's local cache holds the Spark ETL's
-outputs, i.e. while the model search runs. The re-run must reuse the cached steps, not
-redo them: their cache entries keep the time they were stored, and the steps that had
-not finished add theirs.
+`pyflyte run workflows/training.py training_pipeline` runs in a child process on 600 real
+reviews and is SIGKILLed once the kind's Optuna study (in the output folder) holds
+finished trials, i.e. while the search runs. The re-run must reuse the cached steps (their
+cache entries keep the time they were stored), keep the finished trials as they were, and
+run only the missing ones.
 """
 
 from __future__ import annotations
@@ -22,22 +23,49 @@ import pytest
 from tests import fixtures
 
 ROWS = 600
+TRIALS = 8
+KILL_AFTER = 2
 ETL_TASK = "workflows.etl.spark_etl"
 KILL_DEADLINE_S = 300.0
+PYFLYTE = "from flytekit.clis.sdk_in_container.pyflyte import main; main()"
 
 
-def _run_pipeline_code(data: Path, out: Path) -> str:
-    kwargs = {
-        "input": str(data),
-        "output_dir": str(out),
+def _pyflyte_run(data: Path, out: Path) -> list[str]:
+    options = {
+        "input": data,
+        "output_dir": out,
         "kinds": "logreg",
-        "trials": 2,
-        "timeout_s": 60.0,
-        "max_per_class": 300,
+        "trials": TRIALS,
+        "timeout_s": 0,
         "seed": 7,
-        "build_bento": False,
     }
-    return f"from workflows.training import training_pipeline\nprint(training_pipeline(**{kwargs!r}))\n"
+    arguments = [item for key, value in options.items() for item in (f"--{key}", str(value))]
+    return [
+        sys.executable,
+        "-c",
+        PYFLYTE,
+        "run",
+        "workflows/training.py",
+        "training_pipeline",
+        *arguments,
+        "--no_build_bento",
+    ]
+
+
+def _finished_trials(out: Path) -> dict[int, tuple[str, float | None]]:
+    """Trial number -> (state, value) of the finished trials of the logreg study, if it exists yet."""
+    studies = list((out / "optuna").glob("logreg-*.db"))
+    if not studies:
+        return {}
+    try:
+        with sqlite3.connect(f"file:{studies[0]}?mode=ro", uri=True, timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT t.number, t.state, v.value FROM trials t LEFT JOIN trial_values v "
+                "ON v.trial_id = t.trial_id WHERE t.state IN ('COMPLETE', 'PRUNED')"
+            ).fetchall()
+    except sqlite3.OperationalError:  # created but its tables not written yet
+        return {}
+    return {number: (state, value) for number, state, value in rows}
 
 
 def _cache_entries(home: Path) -> dict[str, float]:
@@ -72,31 +100,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Pat
 def test_a_killed_pipeline_resumes_from_the_cache(setup: tuple[dict[str, str], Path, Path]) -> None:
     env, data, root = setup
     home = Path(env["HOME"])
-    code = _run_pipeline_code(data, root / "runs")
+    out = root / "runs"
+    command = _pyflyte_run(data, out)
     log = (root / "killed.log").open("w")
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + KILL_DEADLINE_S
     try:
-        while not any(key.startswith(ETL_TASK) for key in _cache_entries(home)):
+        while len(_finished_trials(out)) < KILL_AFTER:
             assert child.poll() is None, (root / "killed.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the ETL step was never cached"
-            time.sleep(0.2)
+            assert time.monotonic() < deadline, "the search never finished a trial"
+            time.sleep(0.05)
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
         log.close()
     assert child.returncode == -signal.SIGKILL
-    before = _cache_entries(home)
-    assert not any(".train." in key for key in before), "killed too late: the model search had finished"
+    before, cached = _finished_trials(out), _cache_entries(home)
+    assert KILL_AFTER <= len(before) < TRIALS, "killed too late: the search had finished"
+    assert any(key.startswith(ETL_TASK) for key in cached) and not any(".train." in key for key in cached)
 
-    rerun = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=KILL_DEADLINE_S
-    )
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=KILL_DEADLINE_S)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "champion: logreg" in rerun.stdout
-    after = _cache_entries(home)
-    redone = [key for key, stored in before.items() if after.get(key) != stored]
+    after = _finished_trials(out)
+    assert (
+        len(after) == TRIALS and {n: after[n] for n in before} == before
+    )  # finished trials kept as they were
+    rerun_trials = sorted(set(after) - set(before))
+    assert len(rerun_trials) == TRIALS - len(before) and min(rerun_trials) > max(
+        before
+    )  # only the missing ones
+    again = _cache_entries(home)
+    redone = [key for key, stored in cached.items() if again.get(key) != stored]
     assert not redone, f"finished steps were run again: {redone}"
-    assert any(".train." in key for key in set(after) - set(before)), sorted(after)
+    assert any(".train." in key for key in set(again) - set(cached)), sorted(again)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
-# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, wrk (benchmarks),
-# Podman and its tools (the service's images), and .venv built from the same hash-checked
-# lock file Bazel uses (it gives the pyflyte, bentoml and mlflow CLIs, with the repository
-# importable). A second run only checks and returns.
+# bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, redis-server
+# (tests of the Redis rate limiter), wrk (benchmarks), Podman and its tools (the service's
+# images), and .venv built from the same hash-checked lock file Bazel uses (it gives the
+# pyflyte, bentoml and mlflow CLIs, with the repository importable). A second run only
+# checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -22,25 +23,32 @@ python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv
 for package in podman buildah runc mmdebstrap podman-compose; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || need_apt+=("$package")
 done
-# promtool (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert
-# rules. Installed without recommends (no node exporter), and the Prometheus server the
-# package would start on :9090 under systemd is stopped and disabled: only the tool is wanted.
-need_prometheus=false
-command -v promtool >/dev/null || need_prometheus=true
-if [ ${#need_apt[@]} -gt 0 ] || $need_prometheus; then
+# Packages wanted for their programs only, never as running system services: promtool
+# (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert rules;
+# redis-server (Debian's, 7.0) is started by the rate limiter's tests themselves, on
+# reserved loopback ports. Installed without recommends (no node exporter), and the
+# service each package would start (Prometheus on :9090, Redis on :6379) is stopped and
+# disabled.
+need_services=()
+command -v promtool >/dev/null || need_services+=(prometheus)
+command -v redis-server >/dev/null || need_services+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_services[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd=sudo
   $sudo_cmd apt-get update -qq
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} with apt-get"
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
   fi
-  if $need_prometheus; then
-    echo "setup: installing prometheus (for promtool) with apt-get"
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  for package in "${need_services[@]}"; do
+    echo "setup: installing $package (its programs, not its service) with apt-get"
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "$package" >/dev/null
     if [ -d /run/systemd/system ]; then
-      $sudo_cmd systemctl disable --now prometheus >/dev/null 2>&1 || true
+      $sudo_cmd systemctl disable --now "$package" >/dev/null 2>&1 || true
+    else
+      $sudo_cmd service "$package" stop >/dev/null 2>&1 || true
+      $sudo_cmd update-rc.d "$package" disable >/dev/null 2>&1 || true
     fi
-  fi
+  done
 fi
 
 stamp=.venv/.lock-sha256

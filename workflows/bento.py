@@ -32,14 +32,22 @@ class BentoBuildError(RuntimeError):
     """The Bento build failed; the message carries its output."""
 
 
-def build(bundle_dir: Path, repo_root: Path = REPO_ROOT) -> str:
-    """Runs the service's packaging command on a bundle folder; returns the Bento tag."""
-    if not (repo_root / "services" / "packaging.py").is_file():
-        raise BentoBuildError(f"services/ not found under {repo_root}: the Bento is built from a checkout")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("KINDLE_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root), env.get("PYTHONPATH")]))
+def build(bundle_dir: Path, env: dict[str, str] | None = None, version: str | None = None) -> str:
+    """Runs the service's packaging command on a bundle folder; returns the Bento tag.
+
+    `env` adds to this process's environment (e.g. BENTOML_HOME, which picks the stores);
+    KINDLE_* variables never reach the build.
+    """
+    if not (REPO_ROOT / "services" / "packaging.py").is_file():
+        raise BentoBuildError(f"services/ not found under {REPO_ROOT}: the Bento is built from a checkout")
+    child_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if not k.startswith("KINDLE_")}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "services.packaging", str(bundle_dir.resolve())]
-    result = subprocess.run(command, cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    if version:
+        command += ["--version", version]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=child_env, capture_output=True, text=True, timeout=900
+    )
     match = _TAG_LINE.search(result.stdout)
     if result.returncode != 0 or match is None:
         raise BentoBuildError(
@@ -54,15 +62,15 @@ def build(bundle_dir: Path, repo_root: Path = REPO_ROOT) -> str:
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )
-def build_bento(bundle: FlyteDirectory, model_version: str, run_id: str, enabled: bool) -> str:
-    """Builds the Bento for the champion bundle; returns its tag ("" when disabled).
+def build_bento(bundle: FlyteDirectory, promoted: bool, model_version: str, enabled: bool) -> str:
+    """Builds the Bento for a promoted champion's bundle; returns its tag ("" when none is built).
 
     Not cached: the BentoML store is outside Flyte's view, and a cache hit would
     return the tag of a Bento that may have been deleted since.
     """
-    if not enabled:
-        print("bento: build skipped (build_bento=false)")
+    if not enabled or not promoted:
+        print(f"bento: not built ({'build_bento=false' if not enabled else 'no new champion'})")
         return ""
     tag = build(Path(bundle.download()))
-    print(f"bento: built {tag} for registry version {model_version} (MLflow run {run_id})")
+    print(f"bento: built {tag} for registry version {model_version}")
     return tag

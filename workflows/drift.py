@@ -1,76 +1,98 @@
-"""The drift check: champion's reference (MLflow alias `champion`) vs production data.
+"""The drift check: the champion's reference vs a window of production traffic, and retraining
+on labelled feedback when the traffic has drifted.
 
-`pyflyte run workflows/drift.py drift_check --production PATH` computes the libs/drift
-PSI report on PATH (a .csv/.parquet of raw reviews or features, or the folder of
-batches the service persisted), logs it to MLflow, and, through a Flyte `conditional`,
-either launches the training pipeline (decision `retrain`: max feature PSI above the
-threshold) or ends with "no drift". `drift_check_daily` runs it on a CronSchedule.
+    pyflyte run workflows/drift.py drift_check --batch_dir BATCHES --feedback_dir FEEDBACK \\
+        --training_input PATH
 
-Why the reference comes from the registry and not from a file path: the service serves
-the `champion` alias, so "has production drifted?" only means something against the
-profile of that exact model version.
+1. The champion (MLflow alias `champion`): its version, when it was registered, the
+   newest feedback it was trained on, and its bundle (drift reference, vocabulary).
+2. The window: production rows since the champion was registered (or the last
+   `window_hours`), compared with the reference (libs/drift PSI report, logged to MLflow).
+3. The decision: no drift -> "no drift"; drift but no labelled feedback newer than what
+   the champion trained on -> says so and does not retrain; drift and new feedback ->
+   the training pipeline on the training input plus the feedback, whose challenger is
+   promoted only if it is not worse than the champion (`training_pipeline`'s decision).
+A `LaunchPlan` runs it daily on a `CronSchedule`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 import fsspec
 from flytekit import CronSchedule, LaunchPlan, Resources, conditional, current_context, task, workflow
 from flytekit.types.directory import FlyteDirectory
-from flytekit.types.file import FlyteFile
 from fsspec.implementations.local import LocalFileSystem
 
-from libs.drift import ReferenceProfile, compare, load_production, log_report_to_mlflow, write_html_report
-from libs.features import CLEAN_COLUMN, Tfidf
+from libs.drift import ReferenceProfile, compare, load_production, read_feedback, since
+from libs.features import CLEAN_COLUMN
 from workflows.image import TASK_IMAGE
-from workflows.register import REFERENCE_ARTIFACT, TFIDF_ARTIFACT, champion_version
 from workflows.settings import SETTINGS
-from workflows.training import tracking_uri_of, training_pipeline
+from workflows.training import training_pipeline
 
 
 @dataclass
-class ChampionReference:
-    reference: FlyteFile
-    tfidf: FlyteFile
-    model_version: str
-    run_id: str
+class ChampionInfo:
+    version: str
+    registered_at: str  # ISO time the version was registered
+    feedback_until: str  # ISO time of the newest feedback a challenger was trained on ("" when none)
+    bundle: FlyteDirectory
 
 
 @dataclass
 class DriftOutcome:
-    retrain: bool
+    drift: bool
     max_psi: float
     state: str
     rows: int
+    window_start: str
     report: FlyteDirectory
     mlflow_run_id: str
 
 
-class DriftOutputs(NamedTuple):
+class RetrainDecision(NamedTuple):
     retrain: bool
-    outcome: DriftOutcome
+    message: str
+
+
+def _tracking_uri(output_dir: str, mlflow_tracking_uri: str) -> str:
+    return mlflow_tracking_uri or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="500m", mem="1Gi"))
-def load_champion_reference(tracking_uri: str, model_name: str) -> ChampionReference:
-    """Downloads the drift reference and TF-IDF the champion was registered with.
+def load_champion(output_dir: str, mlflow_tracking_uri: str, model_name: str) -> ChampionInfo:
+    """The serving champion's version, registration time, feedback watermark and bundle.
 
-    Not cached: the alias moves whenever a new champion is registered.
+    Not cached: the alias moves whenever a new champion is promoted.
     """
-    import mlflow
+    from libs.models.training.settings import TrainingSettings
+    from libs.models.training.stages import FEEDBACK_TAG
+    from libs.models.training.tracking import client_for, current_champion
 
-    version = champion_version(tracking_uri, model_name)
-    folder = Path(current_context().working_directory) / "champion"
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    reference = client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, str(folder))
-    tfidf = client.download_artifacts(version.run_id, TFIDF_ARTIFACT, str(folder))
-    ReferenceProfile.load(Path(reference))  # fail here, naming the file, if it is unreadable
-    print(f"drift: champion {model_name} v{version.version} (run {version.run_id})")
-    return ChampionReference(FlyteFile(reference), FlyteFile(tfidf), str(version.version), version.run_id)
+    settings = TrainingSettings(
+        output_dir=Path(output_dir),
+        mlflow_tracking_uri=_tracking_uri(output_dir, mlflow_tracking_uri),
+        model_name=model_name,
+    )
+    found = current_champion(settings, Path(current_context().working_directory) / "champion")
+    if found is None:
+        raise RuntimeError(
+            f"no champion of model {model_name!r} in the MLflow store of {output_dir}: "
+            "run the training pipeline first"
+        )
+    version, bundle = found
+    registered = datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).isoformat()
+    print(f"drift: champion {model_name} v{version.version}, registered {registered}")
+    return ChampionInfo(
+        str(version.version),
+        registered,
+        client_for(settings).get_registered_model(model_name).tags.get(FEEDBACK_TAG, ""),
+        FlyteDirectory(str(bundle)),
+    )
 
 
 def _local_copy(uri: str, folder: Path) -> Path:
@@ -87,122 +109,151 @@ def _local_copy(uri: str, folder: Path) -> Path:
     container_image=TASK_IMAGE, requests=Resources(cpu="1", mem="2Gi"), limits=Resources(cpu="2", mem="4Gi")
 )
 def drift_report(
-    champion: ChampionReference,
+    champion: ChampionInfo,
     production: str,
+    window_hours: float,
     threshold: float,
-    tracking_uri: str,
+    output_dir: str,
+    mlflow_tracking_uri: str,
     experiment: str,
-) -> DriftOutputs:
-    """libs.drift's batch check + HTML report, logged as an MLflow run tagged with the champion."""
+) -> DriftOutcome:
+    """libs.drift's batch check of the window + HTML report, logged as an MLflow run."""
     import mlflow
 
+    from libs.drift.reports import log_report_to_mlflow, write_html_report
+    from libs.models.bundle import load_bundle
+
     work = Path(current_context().working_directory)
-    profile = ReferenceProfile.load(Path(champion.reference.download()))
-    data = load_production(_local_copy(production, work))
+    bundle = load_bundle(Path(champion.bundle.download()))
+    if bundle.drift_reference is None:
+        raise RuntimeError(f"champion v{champion.version} has no drift reference in its bundle")
+    profile = ReferenceProfile.from_dict(bundle.drift_reference, f"drift reference of v{champion.version}")
+    start = (
+        datetime.now(UTC) - timedelta(hours=window_hours)
+        if window_hours
+        else datetime.fromisoformat(champion.registered_at)
+    )
+    data = load_production(_local_copy(production, work), start)
     coverage = None
-    if CLEAN_COLUMN in data.features.columns:
-        coverage = Tfidf.load(Path(champion.tfidf.download())).coverage(data.features[CLEAN_COLUMN].tolist())
+    if CLEAN_COLUMN in data.features.columns and bundle.tfidf is not None:
+        coverage = bundle.tfidf.coverage(data.features[CLEAN_COLUMN].tolist())
     report = compare(profile, data.features, data.predicted_labels, coverage, threshold)
     folder = work / "drift_report"
     write_html_report(report, folder)
-    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(_tracking_uri(output_dir, mlflow_tracking_uri))
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name="drift-check") as run:
         mlflow.set_tags(
-            {
-                "kind": "drift_check",
-                "champion_version": champion.model_version,
-                "champion_run_id": champion.run_id,
-                "production": production,
-            }
+            {"kind": "drift_check", "champion_version": champion.version, "window_start": start.isoformat()}
         )
         log_report_to_mlflow(report, folder)
     max_psi = float(report.max_psi) if report.max_psi is not None else float("nan")
-    summary = {f.name: f.psi for f in report.features}
     print(
-        f"drift: rows={report.rows} max_psi={max_psi:.4f} state={report.state.label} "
-        f"retrain={report.retrain} psi={json.dumps(summary)}"
+        f"drift: {report.rows} rows since {start.isoformat()}, max PSI {max_psi:.4f} ({report.state.label}); "
+        f"psi {json.dumps({f.name: f.psi for f in report.features})}"
     )
-    outcome = DriftOutcome(
-        retrain=bool(report.retrain),
-        max_psi=max_psi,
-        state=str(report.state.label),
-        rows=int(report.rows),
-        report=FlyteDirectory(str(folder)),
-        mlflow_run_id=run.info.run_id,
+    return DriftOutcome(
+        bool(report.retrain),
+        max_psi,
+        str(report.state.label),
+        int(report.rows),
+        start.isoformat(),
+        FlyteDirectory(str(folder)),
+        run.info.run_id,
     )
-    return DriftOutputs(outcome.retrain, outcome)
+
+
+@task(container_image=TASK_IMAGE, requests=Resources(cpu="500m", mem="1Gi"))
+def decide_retraining(
+    outcome: DriftOutcome, champion: ChampionInfo, feedback: str, training_input: str
+) -> RetrainDecision:
+    """Retrain only on drift and only with labelled feedback the champion has not trained on."""
+    if not outcome.drift:
+        return RetrainDecision(
+            False,
+            f"no drift: max PSI {outcome.max_psi:.3f} ({outcome.state}) over {outcome.rows} rows since "
+            f"{outcome.window_start} (report run {outcome.mlflow_run_id})",
+        )
+    watermark = datetime.fromisoformat(champion.feedback_until) if champion.feedback_until else None
+    labelled = read_feedback(Path(feedback)) if feedback else None
+    new = 0 if labelled is None else len(since(labelled, watermark, strict=True))
+    if new <= 0:
+        return RetrainDecision(
+            False,
+            f"drift (max PSI {outcome.max_psi:.3f}) but no labelled feedback newer than what the last "
+            f"challenger trained on (champion v{champion.version}): not retraining",
+        )
+    if not training_input:
+        raise ValueError(
+            "drift and new feedback, but no training input: set --training_input (KINDLE_TRAINING_INPUT)"
+        )
+    return RetrainDecision(
+        True, f"drift (max PSI {outcome.max_psi:.3f}) and {new} new labelled reviews: training a challenger"
+    )
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
-def no_drift(outcome: DriftOutcome) -> str:
+def no_retraining(message: str) -> str:
     """The else branch: nothing to do, said plainly."""
-    message = (
-        f"no drift (max PSI {outcome.max_psi:.3f}, {outcome.rows} rows, report run {outcome.mlflow_run_id})"
-    )
     print(message)
     return message
 
 
-@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
-def retraining_input(training_input: str, production: str) -> str:
-    """What to retrain on: the configured training data, else the production data itself.
-
-    Production batches carry no star ratings, so without a training input the retrain
-    fails fast in ingest, naming the missing `overall` column, rather than guessing.
-    """
-    chosen = training_input or production
-    print(f"drift: training input should the report say retrain: {chosen}")
-    return chosen
-
-
 @workflow
 def drift_check(
-    production: str,
+    batch_dir: str = SETTINGS.batch_dir or "",
+    feedback_dir: str = SETTINGS.feedback_dir or "",
     training_input: str = SETTINGS.training_input,
+    window_hours: float = SETTINGS.drift_window_hours,
     threshold: float = SETTINGS.drift_threshold,
-    output_dir: str = SETTINGS.output_dir,
-    mlflow_uri: str = SETTINGS.mlflow_uri,
+    output_dir: str = str(SETTINGS.output_dir),
+    mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
     model_name: str = SETTINGS.model_name,
     experiment: str = SETTINGS.experiment,
-    kinds: str = SETTINGS.kinds,
+    kinds: str = SETTINGS.kinds_text(),
     trials: int = SETTINGS.trials,
     timeout_s: float = SETTINGS.timeout_s,
-    max_per_class: int = SETTINGS.max_per_class,
+    promotion_margin: float = SETTINGS.promotion_margin,
     seed: int = SETTINGS.seed,
     build_bento: bool = SETTINGS.build_bento,
 ) -> str:
-    """Drift report on `production`; retrains (the training pipeline) only when it says so."""
-    tracking = tracking_uri_of(output_dir=output_dir, mlflow_uri=mlflow_uri)
-    champion = load_champion_reference(tracking_uri=tracking, model_name=model_name)
-    retrain, outcome = drift_report(
+    """Drift report on the production window; retrains on new labelled feedback when it drifted."""
+    champion = load_champion(
+        output_dir=output_dir, mlflow_tracking_uri=mlflow_tracking_uri, model_name=model_name
+    )
+    outcome = drift_report(
         champion=champion,
-        production=production,
+        production=batch_dir,
+        window_hours=window_hours,
         threshold=threshold,
-        tracking_uri=tracking,
+        output_dir=output_dir,
+        mlflow_tracking_uri=mlflow_tracking_uri,
         experiment=experiment,
     )
-    data = retraining_input(training_input=training_input, production=production)
+    retrain, message = decide_retraining(
+        outcome=outcome, champion=champion, feedback=feedback_dir, training_input=training_input
+    )
     return (
         conditional("drift_decision")
         .if_(retrain.is_true())
         .then(
             training_pipeline(
-                input=data,
+                input=training_input,
+                feedback_dir=feedback_dir,
                 output_dir=output_dir,
-                mlflow_uri=mlflow_uri,
+                mlflow_tracking_uri=mlflow_tracking_uri,
                 model_name=model_name,
                 experiment=experiment,
                 kinds=kinds,
                 trials=trials,
                 timeout_s=timeout_s,
-                max_per_class=max_per_class,
+                promotion_margin=promotion_margin,
                 seed=seed,
                 build_bento=build_bento,
             )
         )
         .else_()
-        .then(no_drift(outcome=outcome))
+        .then(no_retraining(message=message))
     )
 
 
@@ -210,6 +261,5 @@ drift_check_daily = LaunchPlan.get_or_create(
     workflow=drift_check,
     name="kindle_drift_check_daily",
     schedule=CronSchedule(schedule=SETTINGS.drift_cron),
-    default_inputs={"production": SETTINGS.production},
 )
-"""The scheduled drift check (KINDLE_WF_DRIFT_CRON, default 06:00 UTC daily) on the service's batches."""
+"""The scheduled drift check (KINDLE_DRIFT_CRON, default 06:00 UTC daily) on the service's batches."""

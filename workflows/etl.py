@@ -10,12 +10,16 @@ Order matters and is deliberate:
 2. rows with no text at all are dropped (counted, not an ingest error: real data has them);
 3. exact duplicates (same cleaned text) are dropped, keeping the earliest review, so the
    same text cannot land in train and test;
-4. the split (stratified by rating with a seeded hash, or by time) comes before balancing,
-   so validation and test keep the natural star mix the service will see;
-5. balancing (per-class cap and/or down-sampling towards the smallest class) touches
-   the training split only;
-6. TF-IDF is fitted on the (balanced) training split only (`fit_tfidf`), then applied to
-   all three splits (`with_tfidf`).
+4. the split comes before balancing, so validation and test keep the natural star mix
+   the service will see. By default (`hash`) a review's split is a function of its cleaned
+   text and the seed alone, so adding data (new feedback) never moves a review from test
+   to train: the champion's test split stays held out from every later challenger;
+5. balancing (per-class cap and/or down-sampling towards the smallest class) is off by
+   default (the models weight the stars instead) and touches the training split only;
+6. the drift reference rows are the numeric features of every kept review before
+   balancing, i.e. the natural star mix;
+7. TF-IDF is fitted twice by Spark (`fit_tfidf`): on the training split, for the search,
+   and on train + validation, for the final models.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
-from libs.features.spark import TFIDF_INDICES, TFIDF_VALUES, fit_tfidf, with_features, with_tfidf
+from libs.features.spark import fit_tfidf, with_features
 from workflows.image import TASK_IMAGE
 from workflows.ingest import Reviews
 from workflows.settings import SETTINGS, base_spark_conf, cache_version
@@ -47,19 +51,15 @@ FeatureSchema = kwtypes(
     text=str,
     clean_text=str,
     **{f.name: (int if f.dtype == "int64" else float) for f in CONTRACT.numeric},
-    tfidf_indices=list[int],
-    tfidf_values=list[float],
 )
 Features = Annotated[StructuredDataset, FeatureSchema]
-"""One split: the label, the texts, the contract's numeric features and the TF-IDF vector."""
+"""One split: the label, the texts and the contract's numeric features."""
 
 OUTPUT_COLUMNS = [
     "overall",
     TEXT_COLUMN,
     CLEAN_COLUMN,
     *CONTRACT.numeric_names,
-    TFIDF_INDICES,
-    TFIDF_VALUES,
     "reviewText",
     "summary",
     "unixReviewTime",
@@ -87,11 +87,11 @@ _local_spark_defaults()
 class EtlParams:
     """The ETL's knobs (see settings.PipelineSettings for their defaults and env vars)."""
 
-    max_per_class: int = 1000
+    max_per_class: int = 0
     balance_ratio: float = 0.0
     train_ratio: float = 0.7
     val_ratio: float = 0.15
-    split: str = "stratified"
+    split: str = "hash"
     seed: int = 42
 
     def check(self) -> None:
@@ -102,8 +102,8 @@ class EtlParams:
                 f"split ratios train={self.train_ratio}, validation={self.val_ratio} must be in (0, 1) and "
                 "leave a test share (train + validation < 1)"
             )
-        if self.split not in ("stratified", "time"):
-            raise ValueError(f"split must be 'stratified' or 'time', got {self.split!r}")
+        if self.split not in ("hash", "time"):
+            raise ValueError(f"split must be 'hash' or 'time', got {self.split!r}")
         if self.max_per_class < 0 or self.balance_ratio < 0:
             raise ValueError("max_per_class and balance_ratio must be >= 0 (0 = off)")
 
@@ -128,11 +128,13 @@ def _order_key(seed: int) -> F.Column:
     return F.xxhash64(F.col(CLEAN_COLUMN), F.lit(seed))
 
 
-def stratified_split(frame: DataFrame, params: EtlParams) -> DataFrame:
-    """Adds `split`: within each rating, the seeded order's first train_ratio share is train..."""
-    by_class = Window.partitionBy("overall").orderBy(_order_key(params.seed), CLEAN_COLUMN)
-    size = F.count(F.lit(1)).over(Window.partitionBy("overall"))
-    position = (F.row_number().over(by_class) - F.lit(0.5)) / size
+HASH_BUCKETS = 1_000_000
+
+
+def hash_split(frame: DataFrame, params: EtlParams) -> DataFrame:
+    """Adds `split` from a seeded hash of each review's cleaned text alone: the same review
+    lands in the same split whatever else is in the data (stars keep their mix in expectation)."""
+    position = F.pmod(_order_key(params.seed), F.lit(HASH_BUCKETS)) / F.lit(float(HASH_BUCKETS))
     return frame.withColumn(
         "split",
         F.when(position < params.train_ratio, "train")
@@ -177,7 +179,18 @@ def balance(train: DataFrame, params: EtlParams) -> DataFrame:
     return train.withColumn("_rank", rank).where(F.col("_rank") <= limit_col[F.col("overall")]).drop("_rank")
 
 
-def run_etl(reviews: DataFrame, params: EtlParams) -> tuple[dict[str, DataFrame], Tfidf, EtlStats]:
+@dataclass
+class EtlResult:
+    """The splits, the drift reference rows and the two vectorisers, as Spark DataFrames."""
+
+    splits: dict[str, DataFrame]
+    reference: DataFrame
+    search_tfidf: Tfidf
+    final_tfidf: Tfidf
+    stats: EtlStats
+
+
+def run_etl(reviews: DataFrame, params: EtlParams) -> EtlResult:
     """The whole ETL on a Spark DataFrame of ingested reviews (see the module docstring)."""
     params.check()
     stats = EtlStats()
@@ -190,7 +203,7 @@ def run_etl(reviews: DataFrame, params: EtlParams) -> tuple[dict[str, DataFrame]
         F.col("unixReviewTime").asc_nulls_last(), "source_file", "source_row"
     )
     unique = non_empty.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n")
-    split = (stratified_split if params.split == "stratified" else time_split)(unique, params).persist()
+    split = (hash_split if params.split == "hash" else time_split)(unique, params).persist()
     stats.duplicates_dropped = kept - split.count()
 
     parts = {name: split.where(F.col("split") == name).drop("split") for name in SPLITS}
@@ -208,18 +221,26 @@ def run_etl(reviews: DataFrame, params: EtlParams) -> tuple[dict[str, DataFrame]
     if len(stats.split_counts["train"]) < 2:
         raise ValueError(f"the training split has one rating only: {stats.split_counts['train']}")
 
-    tfidf = fit_tfidf(parts["train"])
-    stats.vocabulary = tfidf.size
-    outputs = {name: with_tfidf(parts[name], tfidf).select(*OUTPUT_COLUMNS) for name in SPLITS}
+    search_tfidf = fit_tfidf(parts["train"])
+    final_tfidf = fit_tfidf(parts["train"].unionByName(parts["validation"]))
+    stats.vocabulary = final_tfidf.size
+    outputs = {name: parts[name].select(*OUTPUT_COLUMNS) for name in SPLITS}
     featured.unpersist()
-    return outputs, tfidf, stats
+    return EtlResult(outputs, split.select(*CONTRACT.numeric_names), search_tfidf, final_tfidf, stats)
+
+
+ReferenceSchema = kwtypes(**{f.name: (int if f.dtype == "int64" else float) for f in CONTRACT.numeric})
+Reference = Annotated[StructuredDataset, ReferenceSchema]
+"""The drift reference rows: numeric features of every kept review, natural star mix."""
 
 
 class EtlOutputs(NamedTuple):
     train: Features
     validation: Features
     test: Features
-    tfidf: FlyteFile
+    reference: Reference
+    search_tfidf: FlyteFile
+    final_tfidf: FlyteFile
     stats: EtlStats
 
 
@@ -232,24 +253,27 @@ class EtlOutputs(NamedTuple):
     limits=Resources(cpu="2", mem="6Gi"),
 )
 def spark_etl(reviews: Reviews, params: EtlParams, spark_conf: dict[str, str]) -> EtlOutputs:
-    """Runs `run_etl` in the session the Flyte Spark plugin made; writes Parquet splits + tfidf.json.
+    """Runs `run_etl` in the session the Flyte Spark plugin made; writes Parquet splits, the
+    drift reference rows and both vectorisers.
 
     `spark_conf` holds runtime-settable SQL settings for this run (e.g. shuffle
-    partitions); static ones (memory, instances) belong in KINDLE_WF_SPARK_CONF, which is
+    partitions); static ones (memory, instances) belong in KINDLE_SPARK_CONF, which is
     baked into the task's Spark config at registration.
     """
     session: SparkSession = current_context().spark_session
     for key, value in spark_conf.items():
         session.conf.set(key, value)
-    frame = reviews.open(DataFrame).all()
-    outputs, tfidf, stats = run_etl(frame, params)
+    result = run_etl(reviews.open(DataFrame).all(), params)
     folder = Path(current_context().working_directory) / "etl"
-    tfidf_path = folder / "tfidf.json"
-    tfidf.save(tfidf_path)
-    (folder / "etl_stats.json").write_text(json.dumps(asdict(stats), indent=1))
-    print(f"etl: {json.dumps(asdict(stats))}")
+    folder.mkdir(parents=True, exist_ok=True)
+    result.search_tfidf.save(folder / "search_tfidf.json")
+    result.final_tfidf.save(folder / "final_tfidf.json")
+    (folder / "etl_stats.json").write_text(json.dumps(asdict(result.stats), indent=1))
+    print(f"etl: {json.dumps(asdict(result.stats))}")
     return EtlOutputs(
-        *(StructuredDataset(dataframe=outputs[name]) for name in SPLITS),
-        FlyteFile(str(tfidf_path)),
-        stats,
+        *(StructuredDataset(dataframe=result.splits[name]) for name in SPLITS),
+        StructuredDataset(dataframe=result.reference),
+        FlyteFile(str(folder / "search_tfidf.json")),
+        FlyteFile(str(folder / "final_tfidf.json")),
+        result.stats,
     )

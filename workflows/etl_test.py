@@ -1,4 +1,5 @@
-"""The Spark ETL on real reviews: no leakage, stratification, balancing, time split, bad options."""
+"""The Spark ETL on real reviews: no leakage, a split that adding data never changes, optional
+balancing, the drift reference rows, both vectorisers, the time split, bad options."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pyspark.sql import SparkSession
 from libs.features import CONTRACT
 from libs.features.spark import local_session
 from tests import fixtures
-from workflows.etl import EtlParams, run_etl
+from workflows.etl import EtlParams, EtlResult, run_etl
 from workflows.ingest import read_reviews
 
 
@@ -19,42 +20,75 @@ def spark() -> SparkSession:
 
 
 @pytest.fixture(scope="module")
-def reviews(spark: SparkSession):
+def frame() -> pd.DataFrame:
     frame = read_reviews(str(fixtures.path(fixtures.KINDLE_SAMPLE))).iloc[:800]
     # Two exact duplicates and an empty review must be dropped, not split.
     extra = frame.iloc[:2].assign(source_row=[9001, 9002])
     empty = frame.iloc[:1].assign(reviewText=None, summary=None, source_row=9003)
-    return spark.createDataFrame(pd.concat([frame, extra, empty], ignore_index=True))
+    return pd.concat([frame, extra, empty], ignore_index=True)
 
 
-def test_stratified_split_without_leakage_and_balanced_train(reviews) -> None:
-    outputs, tfidf, stats = run_etl(reviews, EtlParams(max_per_class=200, seed=3))
-    frames = {name: frame.toPandas() for name, frame in outputs.items()}
+@pytest.fixture(scope="module")
+def result(spark: SparkSession, frame: pd.DataFrame) -> EtlResult:
+    return run_etl(spark.createDataFrame(frame), EtlParams(seed=3))
+
+
+def texts_by_split(result: EtlResult) -> dict[str, set[str]]:
+    return {name: set(split.toPandas()["clean_text"]) for name, split in result.splits.items()}
+
+
+def test_every_kept_review_in_one_split_none_thrown_away(result: EtlResult) -> None:
+    stats = result.stats
     assert stats.rows_in == 803 and stats.empty_dropped == 1 and stats.duplicates_dropped == 2
-    texts = [set(frame["clean_text"]) for frame in frames.values()]
-    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
-    assert max(stats.split_counts["train"].values()) == 200  # the cap, train only
-    assert sum(stats.split_counts["test"].values()) > 100  # natural mix kept
-    assert stats.balanced_dropped > 0
-    assert tfidf.size == stats.vocabulary > 1000
-    train = frames["train"]
+    assert stats.balanced_dropped == 0  # no cap by default: class weights balance the stars
+    texts = texts_by_split(result)
+    assert not (texts["train"] & texts["validation"] or texts["train"] & texts["test"])
+    assert not texts["validation"] & texts["test"]
+    assert sum(len(t) for t in texts.values()) == 800
+    assert 0.6 < len(texts["train"]) / 800 < 0.8  # the 70 / 15 / 15 shares, by hash
+    train = result.splits["train"].toPandas()
     assert list(train.columns[:9]) == ["overall", "text", "clean_text", *CONTRACT.numeric_names]
-    assert all(len(i) == len(v) for i, v in zip(train["tfidf_indices"], train["tfidf_values"], strict=True))
-    again = run_etl(reviews, EtlParams(max_per_class=200, seed=3))[0]["validation"].toPandas()
-    assert sorted(again["clean_text"]) == sorted(frames["validation"]["clean_text"])  # seeded
 
 
-def test_downsampling_and_time_split(reviews) -> None:
-    outputs, _, stats = run_etl(reviews, EtlParams(max_per_class=0, balance_ratio=1.5, split="time"))
-    smallest = min(stats.split_counts["train"].values())
-    assert max(stats.split_counts["train"].values()) <= int(1.5 * smallest) + 1
-    frames = {name: frame.toPandas() for name, frame in outputs.items()}
-    assert frames["train"]["unixReviewTime"].max() <= frames["validation"]["unixReviewTime"].min()
-    assert frames["validation"]["unixReviewTime"].max() <= frames["test"]["unixReviewTime"].min()
+def test_the_drift_reference_rows_are_every_kept_review(result: EtlResult) -> None:
+    reference = result.reference.toPandas()
+    assert list(reference.columns) == CONTRACT.numeric_names and len(reference) == 800
 
 
-def test_bad_options_fail_before_spark_work(reviews) -> None:
+def test_the_search_vocabulary_is_the_training_split_s_and_the_final_one_adds_validation(
+    result: EtlResult,
+) -> None:
+    assert set(result.search_tfidf.terms) < set(result.final_tfidf.terms)
+    assert result.final_tfidf.n_docs == sum(len(t) for n, t in texts_by_split(result).items() if n != "test")
+    assert result.stats.vocabulary == result.final_tfidf.size
+
+
+def test_adding_reviews_moves_no_review_to_another_split(
+    spark: SparkSession, frame: pd.DataFrame, result: EtlResult
+) -> None:
+    more = pd.concat([frame, read_reviews(str(fixtures.path(fixtures.KINDLE_SAMPLE))).iloc[800:1400]])
+    larger = texts_by_split(run_etl(spark.createDataFrame(more), EtlParams(seed=3)))
+    for name, texts in texts_by_split(result).items():
+        assert texts <= larger[name], name
+
+
+def test_capping_and_time_split(spark: SparkSession, frame: pd.DataFrame) -> None:
+    capped = run_etl(spark.createDataFrame(frame), EtlParams(max_per_class=100, split="time"))
+    assert max(capped.stats.split_counts["train"].values()) == 100 and capped.stats.balanced_dropped > 0
+    splits = {name: split.toPandas() for name, split in capped.splits.items()}
+    assert len(capped.reference.toPandas()) == 800  # the reference keeps the natural mix
+    train_times = pd.to_numeric(
+        frame.set_index("reviewText").loc[splits["train"]["reviewText"], "unixReviewTime"]
+    )
+    test_times = pd.to_numeric(
+        frame.set_index("reviewText").loc[splits["test"]["reviewText"], "unixReviewTime"]
+    )
+    assert train_times.max() <= test_times.min()
+
+
+def test_bad_options_fail_before_spark_work(spark: SparkSession, frame: pd.DataFrame) -> None:
+    reviews = spark.createDataFrame(frame.head(10))
     with pytest.raises(ValueError, match="leave a test share"):
         run_etl(reviews, EtlParams(train_ratio=0.9, val_ratio=0.1))
-    with pytest.raises(ValueError, match="'stratified' or 'time'"):
+    with pytest.raises(ValueError, match="'hash' or 'time'"):
         run_etl(reviews, EtlParams(split="random"))

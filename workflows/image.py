@@ -3,12 +3,11 @@
 Why an ImageSpec: `pyflyte register/package` needs an image name per task, and an
 ImageSpec both names it and describes how to build it (Python 3.11 + the pinned lock),
 so the cluster runs the versions the tests ran. Locally (`pyflyte run` without --remote)
-the image is never built or pulled. Set KINDLE_WF_IMAGE to use a prebuilt image instead.
+the image is never built or pulled. Set KINDLE_IMAGE to use a prebuilt image instead.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from flytekit import ImageSpec
@@ -25,13 +24,11 @@ IMAGE_SPEC = ImageSpec(
     requirements=str(LOCK_FILE) if LOCK_FILE.is_file() else None,
     apt_packages=["openjdk-17-jre-headless"],  # Spark's JVM
     source_root=str(REPO_ROOT),
-    registry=os.environ.get("KINDLE_WF_REGISTRY", "ghcr.io/kindle-sentiment"),
+    registry=SETTINGS.image_registry,
     env={"PYTHONPATH": "/root", "PYSPARK_PYTHON": "python3"},
 )
 
-# By default tasks take the image of `pyflyte package/register --image`; KINDLE_WF_IMAGE pins
-# one; KINDLE_WF_BUILD_IMAGE=true makes `pyflyte register` build the ImageSpec (Docker/envd).
-TASK_IMAGE: str | ImageSpec | None = (
-    IMAGE_SPEC if os.environ.get("KINDLE_WF_BUILD_IMAGE", "").lower() == "true" else SETTINGS.image or None
-)
+# By default tasks take the image of `pyflyte package/register --image`; KINDLE_IMAGE pins
+# one; KINDLE_BUILD_IMAGE=true makes `pyflyte register` build the ImageSpec (Docker/envd).
+TASK_IMAGE: str | ImageSpec | None = IMAGE_SPEC if SETTINGS.build_image else SETTINGS.image or None
 """None: the image given to `pyflyte package/register --image` (or the default)."""

@@ -10,7 +10,7 @@ records have exactly the header's field count (a truncated file or a wrong delim
 shows up here) and no quoted field runs into the end of the file; the required columns
 `reviewText` and `overall` exist; every rating is an integer 1-5; `unixReviewTime`, when
 present, is an integer; no review text or summary is longer than
-`KINDLE_WF_MAX_REVIEW_CHARS` (1,000,000). Not checked, on purpose: id lengths (the real Kindle dump has
+`KINDLE_MAX_REVIEW_CHARS` (1,000,000). Not checked, on purpose: id lengths (the real Kindle dump has
 short, dirty `asin`/`reviewerID` values, see shared/README.md) and empty texts (the ETL
 drops rows with no text at all and counts them).
 """
@@ -24,6 +24,7 @@ import json
 import math
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import fsspec
@@ -31,6 +32,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from flytekit import Resources, StructuredDataset, kwtypes, task
 
+from libs.drift import read_feedback
 from workflows.image import TASK_IMAGE
 from workflows.settings import SETTINGS, cache_version
 
@@ -66,6 +68,8 @@ class IngestStats:
     files: int
     rows: int
     rating_counts: dict[str, int]
+    feedback_rows: int = 0
+    feedback_until: str = ""  # ISO time of the newest feedback row trained on ("" when none)
 
 
 class IngestOutputs(NamedTuple):
@@ -195,7 +199,7 @@ def _read_csv_records(text: str, name: str, delimiter: str, max_chars: int) -> p
         if "field larger than field limit" in str(error):
             raise InputValidationError(
                 f"file {name}, row {len(rows) + 1} (line {start}): a field is longer than the limit of "
-                f"{max_chars} characters (KINDLE_WF_MAX_REVIEW_CHARS); an unclosed quote or not a review"
+                f"{max_chars} characters (KINDLE_MAX_REVIEW_CHARS); an unclosed quote or not a review"
             ) from None
         raise InputValidationError(
             f"file {name}, row {len(rows) + 1} (line {start}): malformed CSV ({error}); "
@@ -305,7 +309,7 @@ def _check_lengths(frame: pd.DataFrame, name: str, max_chars: int) -> None:
             if isinstance(value, str) and len(value) > max_chars:
                 raise InputValidationError(
                     f"file {name}, column {column!r}, {_row_label(frame, position)}: {len(value)} "
-                    f"characters; the limit is {max_chars} (KINDLE_WF_MAX_REVIEW_CHARS)"
+                    f"characters; the limit is {max_chars} (KINDLE_MAX_REVIEW_CHARS)"
                 )
 
 
@@ -388,6 +392,32 @@ def fingerprint_input(uri: str) -> str:
     return fingerprint(uri)
 
 
+@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
+def fingerprint_feedback(folder: str) -> str:
+    """The feedback files' names, sizes and times ("" when there are none): files are only
+    ever added or rotated away, never rewritten, so this changes exactly when they do."""
+    files = sorted(Path(folder).glob("feedback-*.parquet")) if folder else []
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest() if files else ""
+
+
+def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
+    """The service's labelled feedback as ingested reviews (same schema and checks as files),
+    and the ISO time of its newest row ("" when there is none)."""
+    feedback = read_feedback(Path(folder))
+    if feedback.empty:
+        return pd.DataFrame(columns=list(ReviewsSchema)), ""
+    stamps = pd.to_datetime(feedback["timestamp"], utc=True)
+    frame = feedback[["reviewText", "summary", "overall"]].copy()
+    frame["unixReviewTime"] = stamps.astype("int64") // 10**9
+    checked = validate_frame(frame, f"feedback in {folder}")
+    checked["source_file"] = f"{folder}#feedback"
+    return checked, stamps.max().isoformat()
+
+
 @task(
     cache=True,
     cache_version=cache_version("ingest"),
@@ -395,15 +425,32 @@ def fingerprint_input(uri: str) -> str:
     requests=Resources(cpu="1", mem="2Gi"),
     limits=Resources(cpu="2", mem="4Gi"),
 )
-def ingest(uri: str, content_fingerprint: str, encoding: str = "utf-8") -> IngestOutputs:
-    """Reads + validates the raw reviews into one Parquet table (cached by content fingerprint)."""
-    del content_fingerprint  # only the cache key
+def ingest(
+    uri: str,
+    content_fingerprint: str,
+    encoding: str = "utf-8",
+    feedback: str = "",
+    feedback_fingerprint: str = "",
+) -> IngestOutputs:
+    """Reads + validates the raw reviews, and the labelled feedback when a folder is given,
+    into one Parquet table (cached by the content fingerprints)."""
+    del content_fingerprint, feedback_fingerprint  # only the cache key
     frame = read_reviews(uri, encoding)
+    labelled, until = (
+        feedback_reviews(feedback) if feedback else (pd.DataFrame(columns=list(ReviewsSchema)), "")
+    )
+    if len(labelled):
+        frame = pd.concat([frame, labelled], ignore_index=True)
     counts = frame["overall"].value_counts().sort_index()
     stats = IngestStats(
         files=int(frame["source_file"].nunique()),
         rows=len(frame),
         rating_counts={str(k): int(v) for k, v in counts.items()},
+        feedback_rows=len(labelled),
+        feedback_until=until,
     )
-    print(f"ingest: {stats.rows} rows from {stats.files} file(s) under {uri}; ratings {stats.rating_counts}")
+    print(
+        f"ingest: {stats.rows} rows ({stats.feedback_rows} of them feedback) from {stats.files} source(s) "
+        f"under {uri}; ratings {stats.rating_counts}"
+    )
     return IngestOutputs(StructuredDataset(dataframe=frame), stats)

@@ -80,7 +80,7 @@ def test_a_50_mb_review_names_file_row_and_limit(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "huge.csv, row 1 (line 2)" in message
     assert f"limit of {SETTINGS.max_review_chars} characters" in message
-    assert "KINDLE_WF_MAX_REVIEW_CHARS" in message
+    assert "KINDLE_MAX_REVIEW_CHARS" in message
 
 
 def test_jsonl_and_parquet_have_the_same_limit(tmp_path: Path) -> None:

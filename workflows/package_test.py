@@ -17,7 +17,7 @@ PYFLYTE = "from flytekit.clis.sdk_in_container.pyflyte import main; main()"
 def test_package_builds_offline_with_spark_task_and_cron_launch_plan(tmp_path: Path) -> None:
     out = tmp_path / "flyte-package.tgz"
     env = {**os.environ, "HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    env.pop("KINDLE_WF_IMAGE", None)
+    env.pop("KINDLE_IMAGE", None)
     result = subprocess.run(
         [sys.executable, "-c", PYFLYTE, "--pkgs", "workflows", "package", "--image",
          "registry.example/kindle-workflows:1", "-o", str(out), "--force"],

@@ -12,17 +12,23 @@ Public API:
 - `LiveMonitor(reference, registry=..., window_rows=..., window_seconds=..., min_rows=...,
   state_dir=..., webhook_url=...)` with `.observe(features, predicted_labels)`: the service's
   live check, merged over worker processes, published as kindle_drift_* Prometheus metrics.
-- `BatchWriter(folder)` / `read_batches(folder)`: production batches as Parquet files.
+- `BatchWriter(folder)` / `read_batches(folder)`: scored production batches as Parquet files;
+  `FeedbackWriter(folder)` / `read_feedback(folder)`: labelled feedback; `since(frame, start)`.
 - `load_production(path)`: a production dataset (raw reviews, features or batch folder).
-- `write_html_report(report, folder)`, `log_report_to_mlflow(report, folder)`: the outputs.
-- `check_drift(reference, production, out)`: the CLI's function (`python -m libs.drift.cli`).
+
+The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`.
 """
 
-from libs.drift.batches import BatchWriter, read_batches
-from libs.drift.cli import check_drift
+from libs.drift.batches import (
+    BatchWriter,
+    FeedbackWriter,
+    ProductionSettings,
+    read_batches,
+    read_feedback,
+    since,
+)
 from libs.drift.compare import DriftReport, FeatureDrift, LabelDrift, compare
 from libs.drift.live import LiveMonitor
-from libs.drift.mlflow_log import log_report_to_mlflow
 from libs.drift.production import ProductionData, load_production
 from libs.drift.profile import FeatureBins, ReferenceProfile
 from libs.drift.psi import (
@@ -37,7 +43,6 @@ from libs.drift.psi import (
     psi,
     psi_if_enough,
 )
-from libs.drift.report_html import write_html_report
 
 __all__ = [
     "DEFAULT_MIN_ROWS",
@@ -49,19 +54,20 @@ __all__ = [
     "DriftReport",
     "FeatureBins",
     "FeatureDrift",
+    "FeedbackWriter",
     "LabelDrift",
     "LiveMonitor",
     "ProductionData",
+    "ProductionSettings",
     "ReferenceProfile",
     "band",
     "bin_counts",
     "categorical_psi",
-    "check_drift",
     "compare",
     "load_production",
-    "log_report_to_mlflow",
     "psi",
     "psi_if_enough",
     "read_batches",
-    "write_html_report",
+    "read_feedback",
+    "since",
 ]

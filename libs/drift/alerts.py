@@ -18,6 +18,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from libs.urls import redact_url
+
 logger = logging.getLogger("libs.drift.alerts")
 
 WEBHOOK_TIMEOUT_SECONDS = 2.0
@@ -75,7 +77,7 @@ class Alerter:
                 self._post(event)
             except Exception as error:  # any failure of the receiver must stay here
                 self.webhook_failures.inc()
-                logger.warning("drift webhook %s failed: %s", self.webhook_url, error)
+                logger.warning("drift webhook %s failed: %s", redact_url(self.webhook_url), error)
             finally:
                 self._queue.task_done()
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from libs.drift.batches import LABEL_COLUMN, read_batches
+from libs.drift.batches import LABEL_COLUMN, read_batches, since
 from libs.features import CONTRACT, FeatureContractError, compute_features
 
 REVIEW_COLUMN = "reviewText"
@@ -22,11 +23,12 @@ class ProductionData:
     predicted_labels: list[str] | None = None
 
 
-def load_production(path: Path) -> ProductionData:
-    """A folder of persisted batches, or a Parquet/CSV file of raw reviews or of features."""
+def load_production(path: Path, start: datetime | None = None) -> ProductionData:
+    """A folder of persisted batches (only those rows stamped at or after `start`, if given),
+    or a Parquet/CSV file of raw reviews or of features."""
     path = Path(path)
     if path.is_dir():
-        return as_production(read_batches(path))
+        return as_production(since(read_batches(path), start))
     if path.suffix == ".parquet":
         return as_production(pd.read_parquet(path))
     if path.suffix == ".csv":

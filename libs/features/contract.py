@@ -96,8 +96,11 @@ class FeatureContract:
                 )
 
 
+# 1.1.0: TF-IDF norms are summed in one fixed order per text (values move by at most one
+# unit in the last place, and no longer depend on the CPU's BLAS); code points assigned
+# after Unicode 14.0 follow the kernel's newer Unicode tables. See docs/features.md.
 CONTRACT = FeatureContract(
-    version="1.0.0",
+    version="1.1.0",
     numeric=(
         NumericFeature("text_len", "int64", 0, MAX_TEXT_CHARS, "raw", "characters in summary + review"),
         NumericFeature("caps_ratio", "float64", 0.0, 1.0, "raw", "upper-case share of letters (shouting)"),

@@ -8,9 +8,12 @@ are updated (`bazel run //tests/fixtures:regenerate_feature_golden`).
 
 import json
 
+import polars as pl
 import pytest
 
-from libs.features import CONTRACT, clean_text
+from libs.features import CONTRACT, numeric
+from libs.features.charclasses import Classes
+from libs.features.cleaning import cleaned
 from tests.fixtures.feature_golden import FIXTURE, compute, differences
 
 REGENERATE = "bazel run //tests/fixtures:regenerate_feature_golden"
@@ -35,6 +38,14 @@ def test_features_and_tokens_match_the_golden_fixture() -> None:
 
 
 def test_a_changed_cleaning_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("libs.features.numeric.clean_text", lambda text: clean_text(text).replace("!", ""))
-    problems = differences(json.loads(FIXTURE.read_text()), compute())
+    def without_marks(text: pl.Expr, classes: Classes) -> pl.Expr:
+        return cleaned(text, classes).str.replace_all("!", "", literal=True)
+
+    monkeypatch.setattr(numeric, "cleaned", without_marks)
+    numeric._feature_expressions.cache_clear()  # built once per process: rebuild with the change
+    try:
+        problems = differences(json.loads(FIXTURE.read_text()), compute())
+    finally:
+        monkeypatch.undo()
+        numeric._feature_expressions.cache_clear()
     assert problems and "rows changed" in problems[0]

@@ -1,8 +1,11 @@
-"""The Spark path of the features: the same Python functions, run by Spark executors.
+"""The Spark path of the features: the same batch kernels, run by Spark's Python workers.
 
-`with_features` and `with_tfidf` hand each Arrow batch to `compute_features` and
-`Tfidf.row`, the functions the service calls; `fit_tfidf` aggregates document
-frequencies in Spark and collects only the kept vocabulary, never the corpus.
+Spark hands the kernels Arrow arrays and takes Arrow arrays back (Arrow UDFs, no pandas
+in between). `with_features` and `with_tfidf` are scalar Arrow UDFs rather than
+`mapInArrow` over whole rows: only the columns they read cross to Python and only their
+results come back, every other column of the row stays in the JVM. `fit_tfidf`
+counts document frequencies per Arrow batch in Python (`mapInArrow`) and sums them in
+Spark, collecting only the kept vocabulary, never the corpus.
 """
 
 from __future__ import annotations
@@ -11,19 +14,25 @@ import os
 import sys
 from collections.abc import Iterator
 
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from libs.features.contract import CONTRACT
-from libs.features.numeric import CLEAN_COLUMN, TEXT_COLUMN, compute_features
-from libs.features.tfidf import Tfidf, select_vocabulary, tokenize
+from libs.features.numeric import CLEAN_COLUMN, SCHEMA, TEXT_COLUMN, combined_texts, features_table
+from libs.features.tfidf import Tfidf, document_frequencies, select_vocabulary
 
 _SPARK_TYPES = {"int64": T.LongType(), "float64": T.DoubleType()}
 TFIDF_INDICES = "tfidf_indices"
 TFIDF_VALUES = "tfidf_values"
 _PACKED = "_features"
+# What the features UDF returns: the kernel's columns but `text` (a UDF of its own), with
+# Spark's 32-bit-offset `string`s where the kernels return `large_string`s.
+_SPARK_FEATURES = pa.schema(
+    [f.with_type(pa.string()) if f.type == pa.large_string() else f for f in SCHEMA if f.name != TEXT_COLUMN]
+)
+_FREQUENCIES = pa.schema([pa.field("term", pa.string()), pa.field("df", pa.int64())])
 
 
 def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = None) -> SparkSession:
@@ -46,6 +55,9 @@ def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = N
         # At least 4 input splits per core: with 128 MB splits a 320 MB file makes 3 tasks
         # on 2 cores, and the third runs while the other core idles.
         .config("spark.sql.files.minPartitionNum", str(cores * 4))
+        # One Python worker per core already keeps every core busy: Polars' own thread
+        # pool in each worker would only compete with the other workers.
+        .config("spark.executorEnv.POLARS_MAX_THREADS", "1")
         # On a few cores the JVM competes with the Python workers for CPU: the C1 compiler
         # alone and the throughput collector cut its CPU time on 200k ETL rows from 22 to 15 s.
         .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC")
@@ -58,67 +70,75 @@ def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = N
 def with_features(
     frame: DataFrame, review_col: str = "reviewText", summary_col: str | None = "summary"
 ) -> DataFrame:
-    """Adds `text`, `clean_text` and the numeric features to every row.
+    """Adds `text`, `clean_text` and the numeric features to every row (`features_table`).
 
-    A scalar pandas UDF rather than `mapInPandas`: Spark ships only the review (and
-    summary) column to Python and gets only the new columns back, keeping every other
-    column in the JVM, so wide rows do not cross the Arrow boundary twice.
+    `text` comes from a UDF of its own, so a query that does not keep it (the clean text is
+    what most steps need) never ships it back from Python.
     """
-    fields = [T.StructField(TEXT_COLUMN, T.StringType()), T.StructField(CLEAN_COLUMN, T.StringType())]
-    fields += [T.StructField(f.name, _SPARK_TYPES[f.dtype]) for f in CONTRACT.numeric]
-    names = [field.name for field in fields]
+    fields = [T.StructField(CLEAN_COLUMN, T.StringType(), False)]
+    fields += [T.StructField(f.name, _SPARK_TYPES[f.dtype], False) for f in CONTRACT.numeric]
     inputs = [F.col(review_col)]
     if summary_col is not None and summary_col in frame.columns:
         inputs.append(F.col(summary_col))
 
-    @F.pandas_udf(T.StructType(fields))
-    def features(*columns: pd.Series) -> pd.DataFrame:
-        return compute_features(*(column.tolist() for column in columns))
+    @F.arrow_udf(T.StringType())
+    def text(*columns: pa.Array) -> pa.Array:
+        return combined_texts(*columns).to_arrow().cast(pa.string())
 
-    packed = frame.select("*", features(*inputs).alias(_PACKED))
+    @F.arrow_udf(T.StructType(fields))
+    def features(*columns: pa.Array) -> pa.Array:
+        table = features_table(*columns).drop_columns([TEXT_COLUMN])
+        return pa.StructArray.from_arrays(
+            [c.combine_chunks() for c in table.cast(_SPARK_FEATURES).columns], fields=list(_SPARK_FEATURES)
+        )
+
+    packed = frame.select("*", text(*inputs).alias(TEXT_COLUMN), features(*inputs).alias(_PACKED))
     return packed.select(
-        *[F.col(c) for c in frame.columns], *[F.col(f"{_PACKED}.{n}").alias(n) for n in names]
+        *[F.col(c) for c in frame.columns],
+        F.col(TEXT_COLUMN),
+        *[F.col(f"{_PACKED}.{field.name}").alias(field.name) for field in fields],
     )
 
 
 def fit_tfidf(frame: DataFrame, clean_col: str = CLEAN_COLUMN) -> Tfidf:
-    """Fits the vocabulary from document frequencies aggregated by Spark."""
+    """Fits the vocabulary from document frequencies: per batch in Python, summed by Spark."""
     spec = CONTRACT.tfidf
 
-    @F.pandas_udf(T.ArrayType(T.StringType()))
-    def distinct_terms(texts: pd.Series) -> pd.Series:
-        return texts.map(lambda text: sorted(set(tokenize(text, spec))))
+    def batch_frequencies(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield from document_frequencies(batch.column(0), spec).to_arrow().cast(_FREQUENCIES).to_batches()
 
     n_docs = frame.count()
     frequencies = (
-        frame.select(F.explode(distinct_terms(F.col(clean_col))).alias("term"))
+        frame.select(clean_col)
+        .mapInArrow(batch_frequencies, "term string, df long")
         .groupBy("term")
-        .count()
-        .where(F.col("count") >= spec.min_df)
-        .orderBy(F.desc("count"), F.asc("term"))
+        .agg(F.sum("df").alias("df"))
+        .where(F.col("df") >= spec.min_df)
+        .orderBy(F.desc("df"), F.asc("term"))
         .limit(spec.max_features)
         .collect()
     )
-    kept = dict(select_vocabulary({row["term"]: row["count"] for row in frequencies}, spec))
+    kept = dict(select_vocabulary({row["term"]: row["df"] for row in frequencies}, spec))
     return Tfidf.from_document_frequencies(kept, n_docs, spec)
 
 
 def with_tfidf(frame: DataFrame, tfidf: Tfidf, clean_col: str = CLEAN_COLUMN) -> DataFrame:
     """Adds the sparse TF-IDF vector as two arrays: sorted indices and their values."""
-    schema = T.StructType(
-        [
-            *list(frame.schema.fields),
-            T.StructField(TFIDF_INDICES, T.ArrayType(T.IntegerType(), False), False),
-            T.StructField(TFIDF_VALUES, T.ArrayType(T.DoubleType(), False), False),
-        ]
+    fields = [
+        T.StructField(TFIDF_INDICES, T.ArrayType(T.IntegerType(), False), False),
+        T.StructField(TFIDF_VALUES, T.ArrayType(T.DoubleType(), False), False),
+    ]
+
+    @F.arrow_udf(T.StructType(fields))
+    def vectors(cleaned: pa.Array) -> pa.Array:
+        counts = tfidf.counts(cleaned)
+        offsets = pa.array(counts.indptr.astype("int32"))
+        indices = pa.ListArray.from_arrays(offsets, pa.array(counts.indices))
+        values = pa.ListArray.from_arrays(offsets, pa.array(tfidf.vectors(counts)))
+        return pa.StructArray.from_arrays([indices, values], names=[TFIDF_INDICES, TFIDF_VALUES])
+
+    packed = frame.select("*", vectors(F.col(clean_col)).alias(_PACKED))
+    return packed.select(
+        *[F.col(c) for c in frame.columns], *[F.col(f"{_PACKED}.{f.name}").alias(f.name) for f in fields]
     )
-
-    def batches(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for part in parts:
-            rows = [tfidf.row(text) for text in part[clean_col]]
-            part = part.copy()
-            part[TFIDF_INDICES] = [indices.tolist() for indices, _ in rows]
-            part[TFIDF_VALUES] = [values.tolist() for _, values in rows]
-            yield part
-
-    return frame.mapInPandas(batches, schema)

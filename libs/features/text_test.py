@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
+import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from libs.features.text import MAX_TEXT_CHARS, as_text, clean_text, combine
+from libs.features import MAX_TEXT_CHARS, as_text, clean_text, combine, text_array
 
 
 def test_none_and_nan_become_empty() -> None:
@@ -21,6 +23,20 @@ def test_lone_surrogate_is_replaced_so_text_encodes_to_utf8() -> None:
 def test_text_is_bounded() -> None:
     assert len(as_text("x" * (MAX_TEXT_CHARS + 10))) == MAX_TEXT_CHARS
     assert len(combine("y" * MAX_TEXT_CHARS, "z" * MAX_TEXT_CHARS)) == MAX_TEXT_CHARS
+
+
+def test_text_array_makes_any_values_valid_arrow_strings() -> None:
+    values = ["plain", None, math.nan, 12345, 6.5, "bad \ud800 escape", np.str_("numpy")]
+    array = text_array(values)
+    assert array.type == pa.large_string()
+    assert array.to_pylist() == ["plain", "", "", "12345", "6.5", "bad ? escape", "numpy"]
+
+
+def test_text_array_keeps_nulls_of_plain_batches_and_passes_arrow_through() -> None:
+    assert text_array(["a", None, math.nan]).to_pylist() == ["a", None, None]
+    arrow = pa.array(["x", "y"])
+    assert text_array(arrow) is arrow
+    assert text_array(pa.chunked_array([["x"], ["y"]])).to_pylist() == ["x", "y"]
 
 
 def test_summary_comes_first_and_is_optional() -> None:

@@ -1,52 +1,64 @@
 """TF-IDF whose vocabulary is fitted from document frequencies, so Spark can fit it.
 
 Fitting needs only each term's document frequency. Spark aggregates those across the
-cluster and hands back at most `max_features` terms; on one machine a Counter does the
+cluster and hands back at most `max_features` terms; on one machine Polars does the
 same. Both feed `Tfidf.from_document_frequencies`, and both transform with
-`Tfidf.row`, so the training ETL and the service produce the same vectors bit for bit.
+`Tfidf.transform`, one batch kernel, so the training ETL and the service produce the
+same vectors bit for bit: every value depends on its own text only (counts, a fixed
+table of 1 + log(tf), the IDF, and an L2 norm summed in one fixed order per text).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 from scipy import sparse
 
 from libs.features.atomic import write_json
 from libs.features.contract import CONTRACT, FeatureContractError, TfidfSpec
+from libs.features.counting import Counts, count_terms
+from libs.features.text import MAX_TEXT_CHARS, text_array
+from libs.features.tokens import ngrams, unigrams
+from libs.features.vocabulary import TermIndex
 
 FORMAT_VERSION = 1
 
+# 1 + ln(tf) for every count a bounded text can hold, computed once so the value of a
+# count never depends on the array it was computed in.
+_SUBLINEAR_TF = 1.0 + np.log(np.arange(1, MAX_TEXT_CHARS + 1, dtype=np.float64))
 
-def tokenize(clean: str, spec: TfidfSpec = CONTRACT.tfidf) -> list[str]:
-    """Unigrams and n-grams (up to `spec.ngram_max`) of a cleaned text."""
-    words = re.findall(spec.token_pattern, clean)
-    terms = list(words)
-    for n in range(2, spec.ngram_max + 1):
-        # zip of shifted word lists (the shortest ends it): the n-grams in order, no Python loop
-        terms.extend(map(" ".join, zip(*(words[k:] for k in range(n)), strict=False)))
-    return terms
+CleanTexts = Sequence[str] | pa.Array | pa.ChunkedArray | pl.Series
 
 
-def document_frequencies(cleaned: Iterable[str], spec: TfidfSpec = CONTRACT.tfidf) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for text in cleaned:
-        counts.update(set(tokenize(text, spec)))
-    return counts
+def document_frequencies(cleaned: CleanTexts, spec: TfidfSpec = CONTRACT.tfidf) -> pl.DataFrame:
+    """`term` and `df` (the number of texts holding it) for every term of the batch."""
+    tokens = unigrams(_arrow(cleaned), spec)
+    frames = []
+    for terms in [tokens] + [ngrams(tokens, n) for n in range(2, spec.ngram_max + 1)]:
+        rows = np.repeat(np.arange(len(terms.offsets) - 1), np.diff(terms.offsets))
+        frames.append(pl.DataFrame({"row": rows, "term": terms.values}))
+    return pl.concat(frames).unique().group_by("term").len(name="df")
 
 
-def select_vocabulary(frequencies: Mapping[str, int], spec: TfidfSpec) -> list[tuple[str, int]]:
+def select_vocabulary(
+    frequencies: Mapping[str, int] | pl.DataFrame, spec: TfidfSpec
+) -> list[tuple[str, int]]:
     """The kept terms: df >= min_df, the `max_features` most frequent, ties by term."""
-    kept = [(term, df) for term, df in frequencies.items() if df >= spec.min_df]
-    kept.sort(key=lambda item: (-item[1], item[0]))
-    return sorted(kept[: spec.max_features])
+    if not isinstance(frequencies, pl.DataFrame):
+        frequencies = pl.DataFrame(
+            {"term": list(frequencies), "df": list(frequencies.values())},
+            schema={"term": pl.String, "df": pl.Int64},
+        )
+    kept = frequencies.filter(pl.col("df") >= spec.min_df).sort(["df", "term"], descending=[True, False])
+    return list(kept.head(spec.max_features).sort("term").iter_rows())
 
 
 class Tfidf:
@@ -61,7 +73,7 @@ class Tfidf:
 
     @classmethod
     def from_document_frequencies(
-        cls, frequencies: Mapping[str, int], n_docs: int, spec: TfidfSpec = CONTRACT.tfidf
+        cls, frequencies: Mapping[str, int] | pl.DataFrame, n_docs: int, spec: TfidfSpec = CONTRACT.tfidf
     ) -> Tfidf:
         if n_docs <= 0:
             raise ValueError("cannot fit TF-IDF on zero documents")
@@ -72,7 +84,7 @@ class Tfidf:
         return cls([term for term, _ in vocabulary], np.array(idf), n_docs, spec)
 
     @classmethod
-    def fit(cls, cleaned: Sequence[str], spec: TfidfSpec = CONTRACT.tfidf) -> Tfidf:
+    def fit(cls, cleaned: CleanTexts, spec: TfidfSpec = CONTRACT.tfidf) -> Tfidf:
         """In-memory fit (tests, small data); the ETL fits with `libs.features.spark`."""
         return cls.from_document_frequencies(document_frequencies(cleaned, spec), len(cleaned), spec)
 
@@ -80,37 +92,46 @@ class Tfidf:
     def size(self) -> int:
         return len(self.terms)
 
+    @cached_property
+    def _terms(self) -> TermIndex:
+        return TermIndex(self.terms)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickles (Spark ships the vectoriser to its workers) without the key table."""
+        return {key: value for key, value in self.__dict__.items() if key != "_terms"}
+
+    def counts(self, cleaned: CleanTexts) -> Counts:
+        """Per-text counts of the vocabulary's terms, as CSR parts."""
+        tokens = unigrams(_arrow(cleaned), self.spec)
+        parts = [self._terms.keys(tokens, n) for n in range(1, self.spec.ngram_max + 1)]
+        return count_terms([(self._terms.index(keys), offsets) for keys, offsets in parts])
+
+    def vectors(self, counts: Counts) -> np.ndarray:
+        """The L2-normalised TF-IDF values for `counts` (the data of the CSR matrix)."""
+        tf = _sublinear(counts.counts) if self.spec.sublinear_tf else counts.counts.astype(np.float64)
+        values = tf * self.idf[counts.indices]
+        lengths = np.diff(counts.indptr)
+        filled = lengths > 0
+        squares = np.zeros(len(lengths))
+        if len(values):
+            squares[filled] = np.add.reduceat(values * values, counts.indptr[:-1][filled])
+        return values / np.repeat(np.sqrt(squares), lengths)
+
+    def transform(self, cleaned: CleanTexts) -> sparse.csr_matrix:
+        counts = self.counts(cleaned)
+        return sparse.csr_matrix(
+            (self.vectors(counts), counts.indices, counts.indptr), shape=(len(counts.indptr) - 1, self.size)
+        )
+
     def row(self, clean: str) -> tuple[np.ndarray, np.ndarray]:
         """One L2-normalised TF-IDF vector as sorted (indices, values)."""
-        # Counting in C (Counter over map) and dropping the out-of-vocabulary key afterwards
-        # is what makes serving fast: this is the hottest loop of a prediction.
-        counts = Counter(map(self.index.get, tokenize(clean, self.spec)))
-        counts.pop(None, None)
-        if not counts:
-            return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
-        keys = sorted(counts)
-        indices = np.array(keys, dtype=np.int32)
-        tf = np.fromiter(map(counts.__getitem__, keys), dtype=np.float64, count=len(keys))
-        if self.spec.sublinear_tf:
-            tf = 1.0 + np.log(tf)
-        values = tf * self.idf[indices]
-        return indices, values / math.sqrt(float(np.dot(values, values)))
+        counts = self.counts([clean])
+        return counts.indices, self.vectors(counts)
 
-    def transform(self, cleaned: Sequence[str]) -> sparse.csr_matrix:
-        rows = [self.row(text) for text in cleaned]
-        indptr = np.cumsum([0] + [len(indices) for indices, _ in rows])
-        indices = np.concatenate([r[0] for r in rows]) if rows else np.empty(0, np.int32)
-        values = np.concatenate([r[1] for r in rows]) if rows else np.empty(0)
-        return sparse.csr_matrix((values, indices, indptr), shape=(len(rows), self.size))
-
-    def coverage(self, cleaned: Iterable[str]) -> float:
+    def coverage(self, cleaned: CleanTexts) -> float:
         """Share of unigram tokens that are in the vocabulary (text drift signal)."""
-        total = known = 0
-        for text in cleaned:
-            words = re.findall(self.spec.token_pattern, text)
-            total += len(words)
-            known += sum(1 for word in words if word in self.index)
-        return known / total if total else 1.0
+        keys, _ = self._terms.keys(unigrams(_arrow(cleaned), self.spec), 1)
+        return float(np.mean(self._terms.index(keys) >= 0)) if len(keys) else 1.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -140,3 +161,15 @@ class Tfidf:
                 f"{path}: {len(data['terms'])} terms but {len(data['idf'])} IDF values"
             )
         return cls(data["terms"], np.array(data["idf"]), data["n_docs"], TfidfSpec(**data["spec"]))
+
+
+def _sublinear(counts: np.ndarray) -> np.ndarray:
+    """1 + ln(count), from the table (a count beyond it, far past any bounded text, directly)."""
+    if counts.max(initial=0) <= len(_SUBLINEAR_TF):
+        return _SUBLINEAR_TF[counts - 1]
+    return 1.0 + np.log(counts.astype(np.float64))
+
+
+def _arrow(cleaned: CleanTexts) -> pa.Array:
+    """Cleaned texts as an Arrow string array (Arrow arrays pass as they are)."""
+    return cleaned.to_arrow() if isinstance(cleaned, pl.Series) else text_array(cleaned)

@@ -2,9 +2,11 @@
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from libs.features import CONTRACT, FeatureContractError, Tfidf, clean_text, tokenize
 from libs.features.contract import TfidfSpec
@@ -70,3 +72,39 @@ def test_coverage_is_share_of_known_words() -> None:
     tfidf = Tfidf.fit(["good book", "good read"], TfidfSpec(min_df=2, ngram_max=1))
     assert tfidf.coverage(["good unknown", "good"]) == pytest.approx(2 / 3)
     assert CONTRACT.tfidf.ngram_max == 2
+
+
+def test_a_vector_does_not_depend_on_its_batch() -> None:
+    """Spark's batches and the service's requests hold different neighbours: bit-identical rows."""
+    cleaned = fixtures.kindle_sample()["reviewText"].head(300).map(clean_text).tolist()
+    tfidf = Tfidf.fit(cleaned)
+    whole = tfidf.transform(cleaned)
+    halves = [tfidf.transform(cleaned[:137]), tfidf.transform(cleaned[137:])]
+    assert (whole != sparse.vstack(halves)).nnz == 0
+    for position in (0, 5, 299):
+        indices, values = tfidf.row(cleaned[position])
+        assert indices.tolist() == whole[position].indices.tolist()
+        assert values.tolist() == whole[position].data.tolist()
+
+
+def test_the_matrix_is_canonical_csr() -> None:
+    tfidf = Tfidf.fit(["good book", "bad book", "good read"], SPEC)
+    matrix = tfidf.transform(["read good good book zz", "", "book"])
+    assert isinstance(matrix, sparse.csr_matrix) and matrix.has_canonical_format
+    assert matrix.indptr.tolist() == [0, 4, 4, 5]  # read, good, book, "good book"; ""; book
+    assert matrix.indices.dtype == np.int32
+
+
+def test_bigrams_are_counted_across_their_text_only() -> None:
+    tfidf = Tfidf.fit(["good book", "book good"], SPEC)
+    # "book good" would be the bigram over the boundary of the two texts.
+    matrix = tfidf.transform(["good", "book"])
+    assert [tfidf.terms[i] for i in matrix[0].indices] == ["good"]
+    assert [tfidf.terms[i] for i in matrix[1].indices] == ["book"]
+
+
+def test_a_vectoriser_survives_pickling_for_spark_workers() -> None:
+    tfidf = Tfidf.fit(["good book", "bad book"], SPEC)
+    before = tfidf.transform(["good book"])
+    copy = pickle.loads(pickle.dumps(tfidf))
+    assert (copy.transform(["good book"]) != before).nnz == 0

@@ -1,9 +1,14 @@
-"""libs.models: model kinds, Optuna HPO, evaluation, MLflow tracking/registry, the model bundle.
+"""libs.models: what serving needs of a model. Training is `libs.models.training`.
 
-The scikit-learn path (`libs.models`, Bazel `//libs/models`) never imports torch; the
-fine-tuned transformer lives in `libs.models.distilbert` (Bazel `//libs/models:distilbert`)
-and is imported only when a `distilbert` model is built or loaded.
+Public API:
 
-Entry points: `training.train_kind` / `training.train_and_register`, `bundle.save_bundle` /
-`bundle.load_bundle`, `tracking.register_champion`.
+- `kinds`: `ModelKind`, `LABELS` (stars 1..5, the probability columns), `sentiment_of`.
+- `bundle`: `ModelBundle` (predict_proba, predict_features, explain, metadata),
+  `save_bundle` / `load_bundle` (skops, every file checked), `BundleError`.
+- `components`: the classes a fitted scikit-learn model is made of (`StarPipeline` with
+  its `explain`, `FeatureMatrix`, `BalancedEpochMLP`), `ExplanationUnavailable`.
+- `registry`: `MODEL_NAME`, the `CHAMPION` and `PREVIOUS` aliases, `RegistrySettings`.
+- `transformer` (Bazel `//libs/models:transformer`, needs torch): the fine-tuned
+  transformer kind. `pyfunc` (`//libs/models:pyfunc`, needs MLflow): the bundle as an
+  MLflow pyfunc model.
 """

@@ -1,18 +1,31 @@
 """The model bundle: everything the service needs to score reviews, in one checked folder.
 
-Layout (format version 1):
+Layout (format version 2):
     manifest.json          format version, sha256 of every other file, kind, version, labels,
                            metrics, data fingerprint, contract hash, library versions
-    estimator.joblib       scikit-learn kinds: the fitted StarPipeline, its TF-IDF detached
-    estimator/             distilbert: save_pretrained weights + tokenizer, hyperparameters JSON
+    estimator.skops        scikit-learn kinds: the fitted StarPipeline (skops format), its
+                           TF-IDF detached
+    estimator/             transformer kinds: safetensors weights, tokenizer and hyperparameters
+                           (JSON), as `save_pretrained` writes them
     tfidf.json             the fitted vectoriser (the one copy; re-attached on load)
     drift_reference.json   libs.drift's reference profile, when given (opaque here)
 
+Why skops and not pickle: a pickle runs whatever code its bytes name when it is loaded,
+so anyone able to write a bundle folder or the MLflow artifact store could run code in
+the service. skops stores the object graph as data and `load_bundle` constructs only
+the types in `TRUSTED_TYPES` (scikit-learn's, numpy's and this package's own classes);
+anything else is refused before it is built. Transformer weights are safetensors and
+JSON, loaded with `use_safetensors=True`, never `torch.load` of a pickle.
+
+Why the manifest must list exactly the files on disk: the checksums are only worth
+something if every file a loader reads was checked first. A bundle is refused if a
+file is missing from the manifest, missing from the folder, altered, or extra; if the
+kind's estimator entry is absent; if the format, feature contract or scikit-learn
+feature release differs. The manifest itself is not signed: this detects corruption and
+tampering with a file, and skops keeps a forged manifest from running code.
+
 `save_bundle` writes into a hidden temporary folder beside the target, manifest last, and
-renames it into place, so a crash never leaves a complete-looking bundle. `load_bundle`
-refuses, with the reason in the message, anything it cannot trust: a missing or altered
-file, an unknown format, another feature contract, or a scikit-learn feature release other
-than the one that pickled the estimator (pickles are not compatible across them).
+renames it into place, so a crash never leaves a complete-looking bundle.
 """
 
 from __future__ import annotations
@@ -26,32 +39,45 @@ import platform
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
+import pandas as pd
+import skops.io
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
-from libs.models.estimators import FeatureMatrix
-from libs.models.evaluation import sentiment_of
-from libs.models.kinds import LABELS, ModelKind
+from libs.models.components import ExplanationUnavailable, StarPipeline
+from libs.models.kinds import LABELS, ModelKind, sentiment_of
 
 logger = logging.getLogger("kindle.models.bundle")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
-ESTIMATOR_FILE = "estimator.joblib"
+ESTIMATOR_FILE = "estimator.skops"
 ESTIMATOR_FOLDER = "estimator"
 TFIDF_FILE = "tfidf.json"
 DRIFT_FILE = "drift_reference.json"
 STRICT_LIBRARY = "scikit-learn"
-"""The library whose feature release (major.minor) must match: the estimator is its pickle."""
+"""The library whose feature release (major.minor) must match the one that saved the estimator."""
 
-_SKLEARN_LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "joblib")
+TRUSTED_TYPES = [
+    "libs.models.components.BalancedEpochMLP",
+    "libs.models.components.FeatureMatrix",
+    "libs.models.components.StarPipeline",
+    "libs.models.components.TermColumns",
+    # scikit-learn internals of fitted estimators that skops does not trust by default
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.tree._tree.Tree",
+]
+"""Types a scikit-learn bundle may contain beyond skops' defaults (scikit-learn, numpy, scipy)."""
+
+_SKLEARN_LIBRARIES = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
 _TORCH_LIBRARIES = ("torch", "transformers", "tokenizers")
 
 
@@ -77,33 +103,68 @@ def new_version(data_fingerprint: str, kind: ModelKind | str, now: datetime | No
 class ModelBundle:
     kind: str
     version: str
-    labels: list[int]
     estimator: Any
     tfidf: Tfidf | None
-    metrics: dict
     data_fingerprint: str
-    contract_hash: str
-    library_versions: dict
-    drift_reference: dict | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    drift_reference: dict[str, Any] | None = None
     mlflow_run_id: str | None = None
+    labels: list[int] = field(default_factory=lambda: list(LABELS))
+    contract_hash: str = CONTRACT.hash
+    library_versions: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        kind: ModelKind | str,
+        estimator: Any,
+        tfidf: Tfidf | None,
+        data_fingerprint: str,
+        **details: Any,
+    ) -> ModelBundle:
+        """A bundle of a freshly fitted estimator: new version, this code's contract and libraries."""
+        kind = ModelKind.parse(kind)
+        return cls(
+            kind=kind.value,
+            version=new_version(data_fingerprint, kind),
+            estimator=estimator,
+            tfidf=tfidf,
+            data_fingerprint=data_fingerprint,
+            library_versions=library_versions(kind),
+            **details,
+        )
 
     def predict_proba(
-        self, reviews: Sequence[str], summaries: Sequence[str | None] | None = None
+        self, reviews: Sequence[object], summaries: Sequence[object] | None = None
     ) -> np.ndarray:
         """(n, 5) star probabilities, columns 1..5, each row summing to 1.
 
         Features come from `compute_features`, the same code training used.
         """
-        if len(reviews) == 0:
+        return self.predict_features(compute_features(reviews, summaries))
+
+    def predict_features(self, frame: pd.DataFrame) -> np.ndarray:
+        """`predict_proba` of reviews whose features are computed already (`compute_features`
+        output): callers that need the features too (the service's drift feed) compute them once."""
+        if len(frame) == 0:
             return np.empty((0, len(self.labels)))
-        frame = compute_features(reviews, summaries)
         proba = np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
-        if proba.shape != (len(reviews), len(self.labels)):
+        if proba.shape != (len(frame), len(self.labels)):
             raise BundleError(
                 f"estimator of bundle {self.version} returned shape {proba.shape}, "
-                f"expected ({len(reviews)}, {len(self.labels)})"
+                f"expected ({len(frame)}, {len(self.labels)})"
             )
         return proba / proba.sum(axis=1, keepdims=True)
+
+    def explain(
+        self, reviews: Sequence[object], summaries: Sequence[object] | None, top_k: int
+    ) -> list[dict[str, Any]]:
+        """Per review, the predicted star and the terms that pushed it (ExplanationUnavailable
+        for a model without per-term weights)."""
+        explain = getattr(self.estimator, "explain", None)
+        if explain is None:
+            raise ExplanationUnavailable(f"model kind {self.kind!r} does not explain its predictions")
+        return list(explain(compute_features(reviews, summaries), top_k))
 
     @staticmethod
     def sentiment(labels: Iterable[int]) -> list[str]:
@@ -141,26 +202,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _feature_step(estimator: Any) -> FeatureMatrix | None:
-    steps = getattr(estimator, "steps", None)
-    if steps and isinstance(steps[0][1], FeatureMatrix):
-        return steps[0][1]
-    return None
-
-
 def _write_estimator(bundle: ModelBundle, folder: Path) -> None:
-    if ModelKind.parse(bundle.kind) is ModelKind.DISTILBERT:
+    kind = ModelKind.parse(bundle.kind)
+    if kind.needs_torch:
         bundle.estimator.save(folder / ESTIMATOR_FOLDER)
         return
-    step = _feature_step(bundle.estimator)
-    attached = step.tfidf if step is not None else None
-    if step is not None:
-        step.tfidf = None  # tfidf.json is the one copy; no vocabulary inside the pickle
+    if not isinstance(bundle.estimator, StarPipeline):
+        raise BundleError(
+            f"a {kind.value} bundle holds a StarPipeline, got {type(bundle.estimator).__name__}"
+        )
+    attached = bundle.estimator.feature_matrix.tfidf
+    bundle.estimator.attach(None)  # tfidf.json is the one copy; no vocabulary in the estimator file
     try:
-        joblib.dump(bundle.estimator, folder / ESTIMATOR_FILE)
+        skops.io.dump(bundle.estimator, folder / ESTIMATOR_FILE)
     finally:
-        if step is not None:
-            step.tfidf = attached
+        bundle.estimator.attach(attached)
 
 
 def _fsync(path: Path) -> None:
@@ -171,29 +227,49 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def save_bundle(bundle: ModelBundle, path: Path) -> Path:
-    """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`."""
+def _files(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file in `folder` except the manifest."""
+    return {
+        file.relative_to(folder).as_posix(): _sha256(file)
+        for file in sorted(folder.rglob("*"))
+        if file.is_file() and file.relative_to(folder).as_posix() != MANIFEST
+    }
+
+
+def _copy_model_files(source: Path, folder: Path) -> None:
+    """The estimator and vectoriser files of the bundle at `source`, byte for byte."""
+    for name in _read_manifest(source)["files"]:
+        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, folder / name)
+
+
+def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None = None) -> Path:
+    """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`.
+
+    With `model_files_from` (the bundle `bundle` was loaded from), the estimator and the
+    vectoriser are copied from there byte for byte instead of written again: a bundle
+    finished with new metadata keeps the model files, and the `model_digest`, it had.
+    """
     path = Path(path)
     kind = ModelKind.parse(bundle.kind)
     if list(bundle.labels) != LABELS:
         raise BundleError(f"bundle labels must be {LABELS}, got {list(bundle.labels)}")
-    if bundle.tfidf is None and kind is not ModelKind.DISTILBERT:
+    if bundle.tfidf is None and not kind.needs_torch:
         raise BundleError(f"a {kind.value} bundle needs its fitted TF-IDF vectoriser")
     if path.exists() and not path.is_dir():
         raise BundleError(f"cannot save bundle to {path}: a file is in the way")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
     try:
-        _write_estimator(bundle, temporary)
-        if bundle.tfidf is not None:
-            bundle.tfidf.save(temporary / TFIDF_FILE)
+        if model_files_from is not None:
+            _copy_model_files(Path(model_files_from), temporary)
+        else:
+            _write_estimator(bundle, temporary)
+            if bundle.tfidf is not None:
+                bundle.tfidf.save(temporary / TFIDF_FILE)
         if bundle.drift_reference is not None:
             (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference))
-        files = {
-            file.relative_to(temporary).as_posix(): _sha256(file)
-            for file in sorted(temporary.rglob("*"))
-            if file.is_file()
-        }
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind.value,
@@ -205,7 +281,7 @@ def save_bundle(bundle: ModelBundle, path: Path) -> Path:
             "library_versions": bundle.library_versions,
             "mlflow_run_id": bundle.mlflow_run_id,
             "created_at": datetime.now(UTC).isoformat(),
-            "files": files,
+            "files": _files(temporary),
         }
         # The manifest is written last: a folder without one is never a bundle.
         (temporary / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True))
@@ -243,28 +319,53 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"corrupt {MANIFEST} in {path}: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         found = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise BundleError(f"{path}: bundle format version {found!r}; this code reads {FORMAT_VERSION}")
+        raise BundleError(
+            f"{path}: bundle format version {found!r}; this code reads {FORMAT_VERSION} (retrain to convert)"
+        )
     required = ["kind", "version", "labels", "files", "contract_hash", "library_versions"]
     missing = [key for key in required if key not in manifest]
     if missing:
         raise BundleError(f"corrupt {MANIFEST} in {path}: keys {missing} missing")
+    if not isinstance(manifest["files"], dict):
+        raise BundleError(f"corrupt {MANIFEST} in {path}: 'files' is not a mapping of names to sha256")
     return manifest
 
 
-def _check_files(path: Path, files: dict[str, str]) -> None:
-    for name, expected in files.items():
-        file = path / name
-        if not file.is_file():
+def _check_files(path: Path, kind: ModelKind, listed: Mapping[str, str]) -> None:
+    """Every file on disk is listed, every listed file is there with its checksum, and the
+    kind's estimator is among them: nothing is read that was not verified first."""
+    estimator = f"{ESTIMATOR_FOLDER}/" if kind.needs_torch else ESTIMATOR_FILE
+    if not any(name == estimator or name.startswith(estimator) for name in listed):
+        raise BundleError(f"bundle {path}: the manifest lists no {estimator} (the {kind.value} estimator)")
+    if not kind.needs_torch and TFIDF_FILE not in listed:
+        raise BundleError(f"bundle {path}: the manifest lists no {TFIDF_FILE}")
+    on_disk = _files(path)
+    unlisted = sorted(set(on_disk) - set(listed))
+    if unlisted:
+        raise BundleError(f"bundle {path} holds files its manifest does not list: {unlisted[:5]}")
+    for name, expected in listed.items():
+        if name not in on_disk:
             raise BundleError(f"bundle {path} is missing file {name}")
-        found = _sha256(file)
-        if found != expected:
+        if on_disk[name] != expected:
             raise BundleError(
-                f"checksum mismatch for {name} in bundle {path}: manifest sha256 {expected[:12]}, "
-                f"file sha256 {found[:12]} (corrupt or tampered)"
+                f"checksum mismatch for {name} in bundle {path}: manifest sha256 {str(expected)[:12]}, "
+                f"file sha256 {on_disk[name][:12]} (corrupt or tampered)"
             )
 
 
-def _check_versions(path: Path, recorded: dict[str, str]) -> None:
+def model_digest(path: Path) -> str:
+    """sha256 over the checksums of the files that decide predictions (estimator, vectoriser):
+    two bundles with the same digest score every review the same, whatever their metadata."""
+    files = _read_manifest(Path(path))["files"]
+    deciding = sorted(
+        (name, digest)
+        for name, digest in files.items()
+        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/")
+    )
+    return hashlib.sha256(json.dumps(deciding).encode()).hexdigest()
+
+
+def _check_versions(path: Path, recorded: Mapping[str, str]) -> None:
     for name, version in recorded.items():
         if name == "python":
             continue
@@ -277,7 +378,7 @@ def _check_versions(path: Path, recorded: dict[str, str]) -> None:
         if name == STRICT_LIBRARY and installed.split(".")[:2] != version.split(".")[:2]:
             raise BundleError(
                 f"version skew: bundle {path} was saved with {name} {version}, this process runs "
-                f"{installed}; its pickle cannot be trusted across feature releases: retrain"
+                f"{installed}; its estimator cannot be trusted across feature releases: retrain"
             )
         logger.warning("bundle %s was saved with %s %s, running %s", path, name, version, installed)
 
@@ -286,12 +387,12 @@ def load_bundle(path: Path) -> ModelBundle:
     """Loads and validates a bundle folder; every refusal is a BundleError naming the problem."""
     path = Path(path)
     manifest = _read_manifest(path)
-    _check_files(path, manifest["files"])
     try:
-        CONTRACT.require_hash(manifest["contract_hash"], f"model bundle {path}")
         kind = ModelKind.parse(manifest["kind"])
+        CONTRACT.require_hash(manifest["contract_hash"], f"model bundle {path}")
     except (FeatureContractError, ValueError) as error:
         raise BundleError(str(error)) from error
+    _check_files(path, kind, manifest["files"])
     if manifest["labels"] != LABELS:
         raise BundleError(f"bundle {path} has labels {manifest['labels']}; expected {LABELS}")
     _check_versions(path, manifest["library_versions"])
@@ -306,28 +407,34 @@ def load_bundle(path: Path) -> ModelBundle:
     return ModelBundle(
         kind=kind.value,
         version=manifest["version"],
-        labels=list(manifest["labels"]),
         estimator=estimator,
         tfidf=tfidf,
-        metrics=manifest.get("metrics") or {},
         data_fingerprint=manifest.get("data_fingerprint", ""),
-        contract_hash=manifest["contract_hash"],
-        library_versions=manifest["library_versions"],
+        metrics=manifest.get("metrics") or {},
         drift_reference=drift,
         mlflow_run_id=manifest.get("mlflow_run_id"),
+        labels=list(manifest["labels"]),
+        contract_hash=manifest["contract_hash"],
+        library_versions=manifest["library_versions"],
     )
 
 
 def _read_estimator(path: Path, kind: ModelKind, tfidf: Tfidf | None) -> Any:
-    if kind is ModelKind.DISTILBERT:
-        from libs.models.distilbert import DistilBertClassifier  # torch only for this kind
+    if kind.needs_torch:
+        from libs.models.transformer import DistilBertClassifier  # torch only for this kind
 
         return DistilBertClassifier.load(path / ESTIMATOR_FOLDER)
-    estimator = joblib.load(path / ESTIMATOR_FILE)
-    step = _feature_step(estimator)
-    if step is None or tfidf is None:
-        raise BundleError(f"bundle {path}: a {kind.value} estimator needs its feature step and {TFIDF_FILE}")
-    step.tfidf = tfidf
+    try:
+        estimator = skops.io.load(path / ESTIMATOR_FILE, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException as error:
+        raise BundleError(
+            f"bundle {path}: {ESTIMATOR_FILE} holds types outside the trusted list: {error}"
+        ) from None
+    if not isinstance(estimator, StarPipeline):
+        raise BundleError(
+            f"bundle {path}: {ESTIMATOR_FILE} holds a {type(estimator).__name__}, not a StarPipeline"
+        )
+    estimator.attach(tfidf)
     classes = [int(c) for c in getattr(estimator, "classes_", [])]
     if classes != LABELS:
         raise BundleError(f"bundle {path}: estimator classes {classes}, expected {LABELS}")

@@ -1,15 +1,20 @@
-"""The bundle round-trips exactly and refuses, by name, anything it cannot trust."""
+"""The bundle round-trips exactly and refuses, by name, anything it cannot trust; loading one
+never runs code from its files."""
 
+import dataclasses
+import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 
 from libs.features import CONTRACT, Tfidf
 from libs.models.bundle import (
@@ -18,13 +23,13 @@ from libs.models.bundle import (
     TFIDF_FILE,
     BundleError,
     ModelBundle,
-    library_versions,
     load_bundle,
-    new_version,
+    model_digest,
     save_bundle,
 )
-from libs.models.data import fingerprint, labels_of
-from libs.models.estimators import build_estimator
+from libs.models.components import ExplanationUnavailable
+from libs.models.training.data import fingerprint, labels_of
+from libs.models.training.estimators import build_estimator
 
 REVIEWS = ["Loved every page, a wonderful story.", "Boring and badly written. Do not buy.", "It was ok."]
 SUMMARIES = ["Great", None, "Meh"]
@@ -33,16 +38,12 @@ SUMMARIES = ["Great", None, "Meh"]
 @pytest.fixture(scope="module")
 def bundle(train_df: pd.DataFrame, tfidf: Tfidf) -> ModelBundle:
     estimator = build_estimator("logreg", {"C": 5.0}, tfidf).fit(train_df, labels_of(train_df))
-    return ModelBundle(
-        kind="logreg",
-        version=new_version(fingerprint(train_df), "logreg"),
-        labels=[1, 2, 3, 4, 5],
-        estimator=estimator,
-        tfidf=tfidf,
+    return ModelBundle.new(
+        "logreg",
+        estimator,
+        tfidf,
+        fingerprint(train_df),
         metrics={"val_macro_f1": np.float64(0.5)},
-        data_fingerprint=fingerprint(train_df),
-        contract_hash=CONTRACT.hash,
-        library_versions=library_versions("logreg"),
         drift_reference={"features": {"text_len": [1, 2, 3]}},
         mlflow_run_id="run-1",
     )
@@ -57,6 +58,26 @@ def edit_manifest(path: Path, **changes: object) -> None:
     manifest = json.loads((path / MANIFEST).read_text())
     manifest.update(changes)
     (path / MANIFEST).write_text(json.dumps(manifest))
+
+
+def rehash(path: Path) -> None:
+    """Recomputes the manifest's checksums for the files on disk, as a forger would."""
+    files = {
+        f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f.name != MANIFEST
+    }
+    edit_manifest(path, files=files)
+
+
+class CreatesMarker:
+    """Unpickling this creates a file: the proof that loading ran code from the bundle."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
 
 
 def test_a_saved_bundle_loads_with_the_same_probabilities(bundle: ModelBundle, saved: Path) -> None:
@@ -95,13 +116,55 @@ def test_metadata_is_json_with_contract_and_versions(bundle: ModelBundle) -> Non
 
 
 def test_the_vocabulary_is_stored_once_in_tfidf_json(saved: Path) -> None:
-    assert joblib.load(saved / ESTIMATOR_FILE).steps[0][1].tfidf is None
+    stored = skops.io.load(
+        saved / ESTIMATOR_FILE, trusted=skops.io.get_untrusted_types(file=saved / ESTIMATOR_FILE)
+    )
+    assert stored.feature_matrix.tfidf is None
 
 
 def test_a_tampered_file_fails_its_checksum(saved: Path) -> None:
     with (saved / ESTIMATOR_FILE).open("ab") as handle:
         handle.write(b"x")
-    with pytest.raises(BundleError, match=r"checksum mismatch for estimator.joblib"):
+    with pytest.raises(BundleError, match=r"checksum mismatch for estimator.skops"):
+        load_bundle(saved)
+
+
+def test_a_pickle_with_matching_checksums_is_refused_without_running_it(saved: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    (saved / ESTIMATOR_FILE).write_bytes(pickle.dumps(CreatesMarker(marker)))
+    rehash(saved)
+    with pytest.raises(BundleError, match="corrupt bundle"):
+        load_bundle(saved)
+    assert not marker.exists()
+    pickle.loads((saved / ESTIMATOR_FILE).read_bytes())  # the same bytes do run code when unpickled
+    assert marker.exists()
+
+
+def test_a_skops_file_naming_an_untrusted_type_is_refused(saved: Path) -> None:
+    archive = saved / ESTIMATOR_FILE
+    with zipfile.ZipFile(archive) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    schema = json.loads(members["schema.json"])
+    learner = schema["content"]["content"]["steps"]["content"][1]["content"][1]  # ("classifier", LR)
+    learner.update(__module__="os", __class__="system")
+    members["schema.json"] = json.dumps(schema).encode()
+    with zipfile.ZipFile(archive, "w") as target:
+        for name, data in members.items():
+            target.writestr(name, data)
+    rehash(saved)
+    with pytest.raises(BundleError, match=r"outside the trusted list.*os\.system"):
+        load_bundle(saved)
+
+
+def test_a_manifest_listing_no_files_is_refused(saved: Path) -> None:
+    edit_manifest(saved, files={})
+    with pytest.raises(BundleError, match=r"lists no estimator\.skops"):
+        load_bundle(saved)
+
+
+def test_a_file_the_manifest_does_not_list_is_refused(saved: Path) -> None:
+    (saved / "extra.py").write_text("print('hello')")
+    with pytest.raises(BundleError, match=r"does not list: \['extra.py'\]"):
         load_bundle(saved)
 
 
@@ -149,22 +212,22 @@ def test_saving_over_an_existing_bundle_replaces_it(bundle: ModelBundle, saved: 
 
 
 def test_a_failed_save_leaves_nothing_behind(bundle: ModelBundle, tmp_path: Path) -> None:
-    broken = ModelBundle(**{**bundle.__dict__, "estimator": lambda frame: frame})  # lambdas do not pickle
-    with pytest.raises(Exception, match="pickle"):
+    broken = ModelBundle(**{**bundle.__dict__, "estimator": lambda frame: frame})
+    with pytest.raises(BundleError, match="StarPipeline"):
         save_bundle(broken, tmp_path / "bundle")
     assert list(tmp_path.iterdir()) == []
 
 
 CRASHING_SAVE = """
-import os, sys, pickle
+import os, sys
 from libs.models.bundle import load_bundle, save_bundle
 bundle = load_bundle(sys.argv[1])
 
-class DiesWhilePickled:
-    def __reduce__(self):
+class DiesWhileSaved:
+    def __getstate__(self):
         os._exit(9)  # the process dies mid-write, as on a power cut or an OOM kill
 
-bundle.estimator.steps.append(("crash", DiesWhilePickled()))
+bundle.estimator.steps.append(("crash", DiesWhileSaved()))
 save_bundle(bundle, sys.argv[2])
 """
 
@@ -181,3 +244,47 @@ def test_a_process_killed_mid_save_leaves_no_complete_looking_bundle(saved: Path
     assert leftovers, "the crash should have happened inside the temporary folder"
     with pytest.raises(BundleError, match=r"manifest.json missing"):
         load_bundle(leftovers[0])
+
+
+def test_a_linear_model_explains_a_prediction_with_terms_of_the_review(bundle: ModelBundle) -> None:
+    explained = bundle.explain(["Loved every page, a wonderful story."], ["Great"], top_k=3)
+    assert (
+        explained[0]["label"]
+        == int(bundle.predict_proba(["Loved every page, a wonderful story."], ["Great"]).argmax()) + 1
+    )
+    tokens = [token["token"] for token in explained[0]["tokens"]]
+    assert 0 < len(tokens) <= 3
+    assert all(token in bundle.tfidf.index for token in tokens)
+    assert all(t["weight"] > 0 for t in explained[0]["tokens"])
+
+
+def test_a_model_without_term_weights_says_it_cannot_explain(
+    bundle: ModelBundle, train_df: pd.DataFrame, tfidf: Tfidf
+) -> None:
+    mlp = build_estimator("mlp", {"hidden": 8, "alpha": 1e-4, "learning_rate": 1e-3, "epochs": 1}, tfidf)
+    unexplainable = ModelBundle.new("mlp", mlp.fit(train_df, labels_of(train_df)), tfidf, "x")
+    with pytest.raises(ExplanationUnavailable, match="no linear coefficients"):
+        unexplainable.explain(["fine"], None, top_k=3)
+
+
+def test_a_finished_bundle_keeps_the_model_files_and_their_digest(saved: Path, tmp_path: Path) -> None:
+    loaded = load_bundle(saved)
+    finished = dataclasses.replace(loaded, metrics={"test_macro_f1": 0.5}, mlflow_run_id="run-2")
+    path = save_bundle(finished, tmp_path / "finished", model_files_from=saved)
+    assert (path / ESTIMATOR_FILE).read_bytes() == (saved / ESTIMATOR_FILE).read_bytes()
+    assert model_digest(path) == model_digest(saved)
+    assert load_bundle(path).metrics == {"test_macro_f1": 0.5}
+    resaved = save_bundle(loaded, tmp_path / "resaved")  # skops records object ids: other bytes
+    assert load_bundle(resaved).predict_proba(REVIEWS).tolist() == loaded.predict_proba(REVIEWS).tolist()
+
+
+def test_a_terms_only_linear_model_round_trips_and_explains(
+    train_df: pd.DataFrame, tfidf: Tfidf, tmp_path: Path
+) -> None:
+    estimator = build_estimator("logreg", {"C": 2.0, "numeric": False}, tfidf).fit(
+        train_df, labels_of(train_df)
+    )
+    fresh = ModelBundle.new("logreg", estimator, tfidf, "x")
+    loaded = load_bundle(save_bundle(fresh, tmp_path / "terms"))
+    np.testing.assert_array_equal(loaded.predict_proba(REVIEWS), fresh.predict_proba(REVIEWS))
+    assert loaded.explain(REVIEWS[:1], None, top_k=3)[0]["tokens"]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from libs.features import CLEAN_COLUMN, Tfidf
-from libs.models.data import LABEL_COLUMN, labelled_features
+from libs.models.training.data import LABEL_COLUMN, labelled_features
 from tests import fixtures
 
 PER_STAR = {"train": 100, "val": 20, "test": 20}

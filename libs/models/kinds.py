@@ -1,4 +1,4 @@
-"""The model kinds training can choose from, as a typed enum (strings in configs and bundles)."""
+"""Model kinds, the star labels and their sentiment: the vocabulary training and serving share."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ def check_labels(labels: object) -> None:
     missing = sorted(set(LABELS) - found)
     if missing:
         raise ValueError(f"training labels miss stars {missing}: every star needs examples")
+
+
+def sentiment_of(stars: int) -> str:
+    """1-2 negative, 3 neutral, 4-5 positive: the product's sentiment of a star rating."""
+    star = int(stars)
+    if star not in LABELS:
+        raise ValueError(f"star rating must be one of {LABELS}, got {stars!r}")
+    return "negative" if star <= 2 else "neutral" if star == 3 else "positive"

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tools.benchmarks import etl, serving, training
+from tools.benchmarks import etl, features, quality, serving, training
 from tools.benchmarks.report import Report
 
-SUITES = {"etl": etl.run, "serving": serving.run, "training": training.run}
+SUITES = {
+    "features": features.run,
+    "etl": etl.run,
+    "serving": serving.run,
+    "training": training.run,
+    "quality": quality.run,
+}
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """The baseline the serving benchmark compares against: the design this service replaces.
 
-A plain FastAPI endpoint, run by uvicorn, that loads the champion bundle with
+A plain FastAPI endpoint, run by gunicorn's uvicorn workers, that loads the champion bundle with
 `libs.models.bundle.load_bundle` and scores each request on its own through the same
 `libs/features` code: no runner, no batching, no metrics or drift feed. Scoring runs
 inline in the event loop, so a worker scores exactly one request at a time (a threadpool
 would only add thread hops: the GIL serialises scoring either way).
 
-    KINDLE_BASELINE_BUNDLE=BUNDLE uvicorn tools.benchmarks.serving_baseline:app --workers N --no-access-log
+    KINDLE_BASELINE_BUNDLE=BUNDLE gunicorn -k uvicorn.workers.UvicornWorker -w N \\
+        tools.benchmarks.serving_baseline:app
 """
 
 from __future__ import annotations

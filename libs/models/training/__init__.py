@@ -1,0 +1,10 @@
+"""libs.models.training: building, searching, evaluating, tracking and publishing models.
+
+Public API:
+
+- `stages`: the training run as typed stages (`search_kind`, `select_champion`,
+  `finish_bundle`, `decide`, `publish`) and `train`, the same stages in one process.
+- `settings.TrainingSettings`: every knob of a training run (`KINDLE_*` variables).
+- `tracking`: MLflow configuration, `register` and `promote` (aliases only move forwards).
+- `estimators.build_estimator`, `tuning.run_study`, `evaluation.evaluate`: the parts.
+"""

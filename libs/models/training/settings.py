@@ -1,0 +1,92 @@
+"""TrainingSettings: every knob of a training run in one typed, documented object.
+
+Read from `KINDLE_*` environment variables (pydantic-settings, like every deployable's
+settings); the training pipeline's inputs default to these values and override them per
+run. Defaults suit one 2-core machine: minutes, not hours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from libs.models.kinds import SKLEARN_KINDS, ModelKind
+from libs.models.registry import RegistrySettings
+
+
+class TrainingSettings(RegistrySettings):
+    """The search, the selection and where a training run writes (env prefix `KINDLE_`)."""
+
+    kinds: Annotated[tuple[ModelKind, ...], NoDecode] = Field(
+        SKLEARN_KINDS,
+        description="Comma-separated model kinds to train (default: every scikit-learn kind; "
+        "the transformer kind is opt-in).",
+    )
+    trials: int = Field(
+        8, ge=1, description="Optuna trials per kind (finished ones of a resumed study count)."
+    )
+    timeout_s: float = Field(120.0, ge=0, description="Optuna search time per kind in seconds (0: no limit).")
+    seed: int = Field(42, description="Seed of the data split, Optuna's sampler and the estimators.")
+    latency_budget_ms: float = Field(
+        50.0,
+        gt=0,
+        description="Per-review inference budget: trials slower than this are infeasible, and a kind "
+        "outside it is chosen as champion only if no kind is within it.",
+    )
+    selection_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Validation macro-F1 differences up to this are a tie between trials; among tied "
+        "trials the most regularised configuration is chosen (logreg: the smallest C).",
+    )
+    multi_objective: bool = Field(
+        False,
+        description="Search the Pareto front of (macro-F1, latency) instead of macro-F1 under the budget.",
+    )
+    experiment: str = Field("kindle-sentiment", min_length=1, description="MLflow experiment of the runs.")
+    output_dir: Path = Field(
+        Path("runs"), description="Where the embedded MLflow store, Optuna studies, bundles and reports go."
+    )
+    optuna_storage: str | None = Field(
+        None, description="Optuna storage URL (any SQLAlchemy URL); unset: one SQLite file per study."
+    )
+    pretrained: str = Field(
+        "distilbert-base-uncased",
+        description="Checkpoint the transformer kind fine-tunes: a local folder or a hub name.",
+    )
+    promotion_margin: float = Field(
+        0.0,
+        ge=0,
+        description="A challenger is promoted unless its macro-F1 is lower than the champion's by "
+        "more than this, on the same evaluation data.",
+    )
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _parse_kinds(cls, value: object) -> tuple[ModelKind, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        kinds = tuple(dict.fromkeys(ModelKind.parse(item) for item in items if str(item).strip()))
+        if not kinds:
+            raise ValueError("name at least one model kind")
+        return kinds
+
+    def tracking_uri(self) -> str:
+        """The configured URI, else an embedded SQLite store in the output folder (no server)."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.output_dir.resolve() / 'mlflow.db'}"
+
+    def storage_url(self, study: str) -> str:
+        """Optuna storage that outlives a crash, so a study resumes where it stopped.
+
+        One SQLite file per study under the output folder: parallel kinds never share a
+        SQLite file, and the file survives the task that was killed.
+        """
+        if self.optuna_storage:
+            return self.optuna_storage
+        folder = self.output_dir.resolve() / "optuna"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / f'{study}.db'}"

@@ -1,0 +1,352 @@
+"""The training run as typed stages: search each kind -> select the champion -> finish its
+bundle -> decide against the serving champion -> register and promote.
+
+The Flyte pipeline (`workflows/`) runs each stage as a task, a thin adapter that moves
+data in and files out; `train` chains the same stages in one process (tests, tools).
+
+What each stage guarantees:
+- `search_kind`: an Optuna study on train/validation (resumable: its storage outlives the
+  task), then the chosen configuration refit on train + validation with the vocabulary
+  fitted on both, saved as that kind's candidate bundle. No labelled row is held back
+  from the final model except the test split.
+- `select_champion`: best validation macro-F1 among kinds within the latency budget.
+- `finish_bundle`: the champion's test metrics (reported, never used to choose) and its
+  drift reference (numeric features with the natural star mix, predicted-label shares and
+  vocabulary coverage on the held-out test split); the final bundle is written once.
+- `decide`: the challenger and the serving champion scored on the same evaluation data;
+  promoted unless it is worse by more than the margin.
+- `publish`: a promoted challenger is registered and becomes `champion` (`previous` is
+  the old one); a rejected one moves nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from libs.drift import ReferenceProfile
+from libs.features import CLEAN_COLUMN, CONTRACT, Tfidf
+from libs.models.bundle import ModelBundle, load_bundle, model_digest, save_bundle
+from libs.models.components import FeatureMatrix
+from libs.models.kinds import LABELS, ModelKind
+from libs.models.training.data import fingerprint, labels_of
+from libs.models.training.estimators import build_estimator, build_learner
+from libs.models.training.evaluation import evaluate, macro_f1
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.tracking import (
+    configure,
+    current_champion,
+    promote,
+    register,
+    run_tags,
+    trial_logger,
+)
+from libs.models.training.tuning import TrialInputs, finished_trials, run_study
+
+logger = logging.getLogger("kindle.models.stages")
+
+CANDIDATE_ARTIFACT = "candidate"
+"""Where each kind's run keeps its candidate bundle (the chosen configuration, refit)."""
+SEARCH_SPACE_VERSION = "1"
+"""Part of every study's name: bump it when a search space changes, so no study resumes
+with trials drawn from another space."""
+
+
+@dataclass
+class KindResult:
+    """One kind's search and its candidate: the chosen configuration refit on train + validation."""
+
+    kind: str
+    params: dict[str, Any]
+    validation: dict[str, float]  # metrics of the chosen configuration fitted on train
+    latency_ms: float  # its per-review model latency on precomputed features (p50)
+    trials: int  # finished trials in the study, resumed ones included
+    feasible: bool  # within the latency budget
+    study: str
+    seconds: float
+    bundle: Path  # the candidate bundle
+    run_id: str | None = None
+
+    @property
+    def val_macro_f1(self) -> float:
+        return self.validation["macro_f1"]
+
+
+@dataclass
+class Finished:
+    """The champion's final bundle and its test-split report."""
+
+    kind: str
+    bundle: Path
+    test: dict[str, float]
+    report_files: list[Path]
+
+
+@dataclass
+class Decision:
+    """Whether the challenger replaces the serving champion, with both scores on the same data."""
+
+    promote: bool
+    reason: str
+    challenger_macro_f1: float
+    champion_macro_f1: float | None
+    champion_version: str | None
+    evaluation_rows: int
+
+
+def study_name(kind: ModelKind, settings: TrainingSettings, data_fingerprint: str) -> str:
+    """Same kind, search settings and data -> same study, so a re-run after a crash resumes it."""
+    mode = "pareto" if settings.multi_objective else f"f1-{settings.latency_budget_ms:g}ms"
+    return f"{kind.value}-{mode}-s{settings.seed}-v{SEARCH_SPACE_VERSION}-{data_fingerprint[:12]}"
+
+
+def trial_inputs(
+    kind: ModelKind, tfidf: Tfidf, train: pd.DataFrame, val: pd.DataFrame, seed: int
+) -> TrialInputs:
+    """What every trial of `kind` fits on: the feature matrices are computed once, not per trial."""
+    y_train, y_val = labels_of(train), labels_of(val)
+    if kind.needs_torch:
+        return TrialInputs(
+            lambda params: build_estimator(kind, params, tfidf, seed), train, y_train, val, y_val
+        )
+    features = FeatureMatrix(tfidf).fit(train)
+    return TrialInputs(
+        lambda params: Pipeline(build_learner(kind, params, tfidf, seed)),
+        features.transform(train),
+        y_train,
+        features.transform(val),
+        y_val,
+    )
+
+
+def search_kind(
+    kind: ModelKind | str,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    search_tfidf: Tfidf,
+    final_tfidf: Tfidf,
+    settings: TrainingSettings,
+    out_dir: Path,
+    parent_run_id: str | None = None,
+) -> KindResult:
+    """The study for `kind` on train/validation, then its candidate refit on train + validation.
+
+    With `parent_run_id` this logs a nested MLflow run for the kind (and one per trial).
+    """
+    kind = ModelKind.parse(kind)
+    started = time.perf_counter()
+    data_fingerprint = fingerprint(train)
+    name = study_name(kind, settings, data_fingerprint)
+    tracked = parent_run_id is not None
+    if tracked:
+        configure(settings)
+    run = (
+        mlflow.start_run(run_name=f"kind-{kind.value}", parent_run_id=parent_run_id, nested=True)
+        if tracked
+        else nullcontext()
+    )
+    with run as active:
+        if tracked:
+            mlflow.set_tags({**run_tags(data_fingerprint), "kind": kind.value, "study": name})
+        inputs = trial_inputs(kind, search_tfidf, train, validation, settings.seed)
+        callbacks = [trial_logger(kind.value, data_fingerprint)] if tracked else []
+        outcome = run_study(kind, inputs, settings, name, callbacks)
+        validation_metrics = {k: float(v) for k, v in outcome.best.user_attrs["val_metrics"].items()}
+        both = pd.concat([train, validation], ignore_index=True)
+        estimator = build_estimator(kind, outcome.params, final_tfidf, seed=settings.seed)
+        estimator.fit(both, labels_of(both))
+        run_id = active.info.run_id if tracked else None
+        candidate = ModelBundle.new(
+            kind,
+            estimator,
+            final_tfidf,
+            fingerprint(both),
+            metrics={f"val_{key}": value for key, value in validation_metrics.items()},
+            mlflow_run_id=run_id,
+        )
+        path = save_bundle(candidate, out_dir / kind.value)
+        latency = float(outcome.best.user_attrs["latency_ms"])
+        if tracked:
+            mlflow.log_params({f"best_{key}": value for key, value in outcome.params.items()})
+            mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
+            mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
+    logger.info(
+        "%s: val macro-F1 %.4f, %.2f ms per review, params %s",
+        kind.value,
+        validation_metrics["macro_f1"],
+        latency,
+        outcome.params,
+    )
+    return KindResult(
+        kind=kind.value,
+        params=outcome.params,
+        validation=validation_metrics,
+        latency_ms=latency,
+        trials=finished_trials(outcome.study),
+        feasible=outcome.feasible,
+        study=name,
+        seconds=time.perf_counter() - started,
+        bundle=path,
+        run_id=run_id,
+    )
+
+
+def select_champion(results: Sequence[KindResult]) -> KindResult:
+    """Highest validation macro-F1 among kinds within the latency budget (all, if none is).
+
+    Macro-F1 is compared at 4 decimals: differences below that are noise on a validation
+    split of hundreds of reviews, and the faster model wins the tie.
+    """
+    if not results:
+        raise ValueError("no trained kinds to choose a champion from")
+    pool = [result for result in results if result.feasible] or list(results)
+    return max(pool, key=lambda r: (round(r.val_macro_f1, 4), -r.latency_ms))
+
+
+def drift_reference(bundle: ModelBundle, reference: pd.DataFrame, test: pd.DataFrame) -> ReferenceProfile:
+    """Numeric features of the natural star mix; predicted-label shares and coverage on held-out rows."""
+    predicted = [LABELS[i] for i in bundle.predict_features(test).argmax(axis=1)]
+    coverage = bundle.tfidf.coverage(test[CLEAN_COLUMN].tolist()) if bundle.tfidf is not None else None
+    return ReferenceProfile.build(reference[CONTRACT.numeric_names], predicted, coverage)
+
+
+def finish_bundle(
+    champion: KindResult,
+    test: pd.DataFrame,
+    reference: pd.DataFrame,
+    out_dir: Path,
+    run_id: str | None = None,
+) -> Finished:
+    """The champion's test report and drift reference, and its final bundle, written once."""
+    candidate = load_bundle(champion.bundle)
+    report = evaluate(candidate.estimator, test, labels_of(test), out_dir / "reports", split="test")
+    final = dataclasses.replace(
+        candidate,
+        metrics={**candidate.metrics, **{f"test_{key}": value for key, value in report.metrics.items()}},
+        drift_reference=drift_reference(candidate, reference, test).to_dict(),
+        mlflow_run_id=run_id or candidate.mlflow_run_id,
+    )
+    path = save_bundle(final, out_dir / "bundle", model_files_from=champion.bundle)
+    (out_dir / "reports" / "test_report.json").write_text(
+        json.dumps({"report": report.report, "confusion": report.confusion})
+    )
+    return Finished(
+        champion.kind, path, dict(report.metrics), [*report.files, out_dir / "reports" / "test_report.json"]
+    )
+
+
+def decide(
+    challenger: Path,
+    champion: Path | None,
+    evaluation: pd.DataFrame,
+    margin: float,
+    champion_version: str | None = None,
+) -> Decision:
+    """Scores both bundles on `evaluation`; the challenger wins unless worse by more than `margin`.
+
+    A challenger that is the champion's very model (same estimator and vocabulary) is not
+    registered again: re-running a pipeline on unchanged data changes nothing.
+    """
+    truth = labels_of(evaluation)
+    ours = macro_f1(truth, load_bundle(challenger).predict_features(evaluation))
+    if champion is None:
+        return Decision(True, "promoted: no champion yet", ours, None, None, len(evaluation))
+    theirs = macro_f1(truth, load_bundle(champion).predict_features(evaluation))
+    if model_digest(challenger) == model_digest(champion):
+        reason = f"unchanged: the champion v{champion_version} is this very model"
+        return Decision(False, reason, ours, theirs, champion_version, len(evaluation))
+    promote_it = ours >= theirs - margin
+    verdict = "promoted" if promote_it else "rejected"
+    reason = (
+        f"{verdict}: challenger macro-F1 {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
+        f"on {len(evaluation)} evaluation reviews (margin {margin:g})"
+    )
+    return Decision(promote_it, reason, ours, theirs, champion_version, len(evaluation))
+
+
+FEEDBACK_TAG = "feedback_until"
+"""Tag of the registered model (and of each promoted version): the time of the newest
+labelled feedback a challenger was trained on, promoted or not. Feedback up to it has
+been tried; only newer feedback is a reason to train another challenger."""
+
+
+def publish(
+    finished: Finished,
+    decision: Decision,
+    settings: TrainingSettings,
+    run_id: str | None,
+    feedback_until: str = "",
+) -> str | None:
+    """Registers and promotes a challenger the decision promotes; returns its version (None if
+    it was not). Either way the registered model records the feedback this challenger saw."""
+    client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri(), registry_uri=settings.tracking_uri())
+    version = None
+    if decision.promote:
+        registered = register(finished.bundle, settings, run_id)
+        version = str(registered.version)
+        client.set_model_version_tag(settings.model_name, version, FEEDBACK_TAG, feedback_until)
+        promote(version, settings)
+    else:
+        logger.info("challenger not promoted: %s", decision.reason)
+    model_exists = version is not None or decision.champion_version is not None
+    if model_exists and feedback_until:
+        client.set_registered_model_tag(settings.model_name, FEEDBACK_TAG, feedback_until)
+    return version
+
+
+def train(
+    train_df: pd.DataFrame,
+    validation: pd.DataFrame,
+    test: pd.DataFrame,
+    reference: pd.DataFrame,
+    settings: TrainingSettings,
+) -> tuple[list[KindResult], Finished, Decision, str | None]:
+    """Every stage in this process, under one parent MLflow run: what the pipeline does in tasks.
+
+    TF-IDF is fitted here in memory (the pipeline fits it with Spark): on train for the
+    search, on train + validation for the final models. The serving champion, if any, is
+    read from the registry and scored on the same test split as the challenger.
+    """
+    search_tfidf = Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
+    final_tfidf = Tfidf.fit(pd.concat([train_df, validation])[CLEAN_COLUMN].tolist())
+    configure(settings)
+    with mlflow.start_run(run_name="training") as parent:
+        work = settings.output_dir.resolve() / "runs" / parent.info.run_id
+        mlflow.set_tags(run_tags(fingerprint(train_df)))
+        results = [
+            search_kind(
+                kind,
+                train_df,
+                validation,
+                search_tfidf,
+                final_tfidf,
+                settings,
+                work / "candidates",
+                parent.info.run_id,
+            )
+            for kind in settings.kinds
+        ]
+        finished = finish_bundle(select_champion(results), test, reference, work, parent.info.run_id)
+        champion = current_champion(settings, work / "champion")
+        decision = decide(
+            finished.bundle,
+            champion[1] if champion else None,
+            test,
+            settings.promotion_margin,
+            str(champion[0].version) if champion else None,
+        )
+        mlflow.log_metrics({f"test_{k}": v for k, v in finished.test.items()})
+        mlflow.set_tag("decision", decision.reason)
+        version = publish(finished, decision, settings, parent.info.run_id)
+    return results, finished, decision, version

@@ -1,0 +1,119 @@
+"""The training run's stages on real reviews: the refit on train + validation, the champion
+rule, and the challenger's gate against the serving champion (real MLflow on SQLite)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs.features import CLEAN_COLUMN, Tfidf
+from libs.models.bundle import load_bundle
+from libs.models.kinds import ModelKind
+from libs.models.registry import CHAMPION
+from libs.models.training.data import LABEL_COLUMN, fingerprint
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import (
+    FEEDBACK_TAG,
+    Finished,
+    KindResult,
+    decide,
+    publish,
+    search_kind,
+    select_champion,
+    study_name,
+)
+from libs.models.training.tracking import client_for, promote, register
+from tests.fixtures.models import logreg_bundle
+
+
+def result(kind: str, f1: float, latency: float, feasible: bool = True) -> KindResult:
+    return KindResult(kind, {}, {"macro_f1": f1}, latency, 1, feasible, "s", 0.0, Path("x"))
+
+
+def test_the_champion_is_the_best_feasible_kind_and_the_faster_one_on_a_tie() -> None:
+    pool = [result("rf", 0.61, 40, feasible=False), result("logreg", 0.55, 2), result("mlp", 0.55004, 1)]
+    assert select_champion(pool).kind == "mlp"  # 0.5500 vs 0.5500 at 4 decimals: the faster wins
+    assert select_champion([result("rf", 0.61, 40, feasible=False)]).kind == "rf"  # nothing feasible
+
+
+def test_a_study_is_named_by_kind_search_settings_and_data(tmp_path: Path) -> None:
+    settings = TrainingSettings(output_dir=tmp_path)
+    name = study_name(ModelKind.LOGREG, settings, "ab" * 32)
+    assert name == study_name(ModelKind.LOGREG, TrainingSettings(output_dir=tmp_path / "x"), "ab" * 32)
+    assert name != study_name(ModelKind.LOGREG, settings, "cd" * 32)
+    assert name != study_name(ModelKind.LOGREG, TrainingSettings(output_dir=tmp_path, seed=1), "ab" * 32)
+    assert name != study_name(ModelKind.MLP, settings, "ab" * 32)
+
+
+def test_the_chosen_configuration_is_refit_on_train_and_validation(
+    tmp_path: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, tfidf: Tfidf
+) -> None:
+    both = pd.concat([train_df, val_df], ignore_index=True)
+    final = Tfidf.fit(both[CLEAN_COLUMN].tolist())
+    settings = TrainingSettings(kinds="logreg", trials=2, timeout_s=0, output_dir=tmp_path)
+    searched = search_kind("logreg", train_df, val_df, tfidf, final, settings, tmp_path / "candidates")
+    candidate = load_bundle(searched.bundle)
+    assert candidate.data_fingerprint == fingerprint(both)
+    only_in_validation = set(final.terms) - set(tfidf.terms)
+    assert only_in_validation and candidate.tfidf is not None and candidate.tfidf.terms == final.terms
+    assert searched.trials == 2 and 0 < searched.val_macro_f1 <= 1
+    assert candidate.metrics["val_macro_f1"] == pytest.approx(searched.val_macro_f1)
+
+
+@pytest.fixture
+def registry(tmp_path: Path, train_df: pd.DataFrame) -> tuple[TrainingSettings, Path]:
+    """A real SQLite registry whose champion (v1) is a logistic regression on the training rows."""
+    settings = TrainingSettings(
+        output_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    champion = logreg_bundle(train_df, tmp_path / "champion")
+    promote(str(register(champion, settings).version), settings)
+    return settings, champion
+
+
+def test_a_worse_challenger_is_rejected_and_no_alias_moves(
+    registry: tuple[TrainingSettings, Path], train_df: pd.DataFrame, test_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    settings, champion_path = registry
+    shuffled = train_df.assign(
+        **{LABEL_COLUMN: np.random.default_rng(0).permutation(train_df[LABEL_COLUMN].to_numpy())}
+    )
+    challenger_path = logreg_bundle(shuffled, tmp_path / "challenger")
+    decision = decide(challenger_path, champion_path, test_df, margin=0.0, champion_version="1")
+    assert not decision.promote and decision.reason.startswith("rejected")
+    assert (
+        decision.champion_macro_f1 is not None and decision.challenger_macro_f1 < decision.champion_macro_f1
+    )
+    finished = Finished("logreg", challenger_path, {}, [])
+    assert publish(finished, decision, settings, None, "2026-01-01T00:00:00+00:00") is None
+    registered = client_for(settings).get_registered_model(settings.model_name)
+    assert dict(registered.aliases) == {CHAMPION: 1}
+    assert len(client_for(settings).search_model_versions(f"name='{settings.model_name}'")) == 1
+    assert registered.tags[FEEDBACK_TAG] == "2026-01-01T00:00:00+00:00"  # tried, even though rejected
+
+
+def test_a_challenger_within_the_margin_is_promoted_and_becomes_champion(
+    registry: tuple[TrainingSettings, Path], val_df: pd.DataFrame, test_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    settings, champion_path = registry
+    challenger_path = logreg_bundle(val_df, tmp_path / "challenger")  # fewer rows: a bit worse, or not
+    strict = decide(challenger_path, champion_path, test_df, margin=0.0, champion_version="1")
+    lenient = decide(challenger_path, champion_path, test_df, margin=1.0, champion_version="1")
+    assert lenient.promote and lenient.reason.startswith("promoted")
+    assert strict.promote == (strict.challenger_macro_f1 >= strict.champion_macro_f1)
+    version = publish(Finished("logreg", challenger_path, {}, []), lenient, settings, None, "t1")
+    assert version == "2"
+    assert str(client_for(settings).get_model_version_by_alias(settings.model_name, CHAMPION).version) == "2"
+    assert client_for(settings).get_model_version(settings.model_name, "2").tags[FEEDBACK_TAG] == "t1"
+
+
+def test_the_champion_s_own_model_is_not_registered_again(
+    registry: tuple[TrainingSettings, Path], test_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    _, champion_path = registry
+    copy = tmp_path / "same"
+    shutil.copytree(champion_path, copy)
+    decision = decide(copy, champion_path, test_df, margin=0.0, champion_version="1")
+    assert not decision.promote and decision.reason.startswith("unchanged")

@@ -1,0 +1,256 @@
+"""MLflow: where runs go, what every run is tagged with, registration and promotion.
+
+One parent run per training, a nested run per kind, and under it a nested run per Optuna
+trial. Every run carries the git commit (when there is one), the training data's sha256
+and the feature contract hash, so any number in MLflow traces back to code and data.
+
+Registering and promoting are separate steps: `register` adds a model version (the
+bundle as a pyfunc model, with signature and input example) and moves no alias;
+`promote` then makes it `champion` and the version it replaces `previous`. Aliases only
+move forwards: a version older than the current champion is never made champion.
+Failures raise `RegistrationError` naming the store (credentials redacted) and the step,
+with the aliases as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import mlflow
+import optuna
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.environment_variables import (
+    MLFLOW_PRINT_MODEL_URLS_ON_CREATION,
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
+)
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from optuna.trial import FrozenTrial, TrialState
+
+from libs.features import CONTRACT
+from libs.models.bundle import load_bundle
+from libs.models.pyfunc import BUNDLE_ARTIFACT, BundlePythonModel, predict_frame
+from libs.models.registry import CHAMPION, PREVIOUS
+from libs.models.training.settings import TrainingSettings
+from libs.urls import redact_url
+
+logger = logging.getLogger("kindle.models.tracking")
+
+BUNDLE_VERSION_TAG = "bundle_version"
+MODEL_ARTIFACT = "champion_model"
+
+
+class RegistrationError(RuntimeError):
+    """The model could not be registered or promoted; the registry's aliases were left as they were."""
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            # from this file's folder: git finds the checkout it is in, if any
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def run_tags(data_fingerprint: str) -> dict[str, str]:
+    tags = {"data_fingerprint": data_fingerprint, "contract_hash": CONTRACT.hash}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def configure(settings: TrainingSettings) -> str:
+    """Points MLflow at the settings' store and experiment; returns the tracking URI.
+
+    An embedded SQLite store keeps its artifacts in `mlartifacts` beside the database,
+    not in whatever the working directory happens to be. For a URI that carries more than
+    scheme and host (credentials, a token), MLflow's own "View run at <URI>" lines are
+    switched off: they would print it whole.
+    """
+    uri = settings.tracking_uri()
+    database = sqlite_file(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    if redact_url(uri) != uri.rstrip("/"):  # credentials, a token, a path: MLflow would print them
+        os.environ[MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name] = "true"
+        os.environ[MLFLOW_PRINT_MODEL_URLS_ON_CREATION.name] = "false"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(settings.experiment) is None:
+        location = None if database is None else (database.parent / "mlartifacts").resolve().as_uri()
+        mlflow.create_experiment(settings.experiment, artifact_location=location)
+    mlflow.set_experiment(settings.experiment)
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` store, also in SQLite's URI form
+    (`sqlite:///file:/path/db?mode=ro&uri=true`); None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///")
+    if "uri=true" in path.partition("?")[2]:
+        path = path.partition("?")[0].removeprefix("file:")
+    return Path(path)
+
+
+def trial_logger(kind: str, data_fingerprint: str) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """An Optuna callback logging each finished trial as a nested run of the active (kind) run."""
+    tags = run_tags(data_fingerprint)
+
+    def log(study: optuna.Study, trial: FrozenTrial) -> None:
+        with mlflow.start_run(run_name=f"{kind}-trial-{trial.number}", nested=True):
+            mlflow.set_tags(
+                {**tags, "kind": kind, "trial_state": trial.state.name, "study": study.study_name}
+            )
+            mlflow.log_params(trial.params)
+            metrics = {
+                key: float(trial.user_attrs[key])
+                for key in ("latency_ms", "latency_p95_ms", "size_bytes")
+                if key in trial.user_attrs
+            }
+            if trial.state is TrialState.COMPLETE:
+                metrics["val_macro_f1"] = float(trial.values[0])
+            for step, value in trial.intermediate_values.items():
+                mlflow.log_metric("val_macro_f1_step", float(value), step=step)
+            mlflow.log_metrics(metrics)
+
+    return log
+
+
+def client_for(settings: TrainingSettings) -> MlflowClient:
+    uri = settings.tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version behind `alias`, or None when the model or the alias does not exist yet."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def download_bundle(settings: TrainingSettings, version: ModelVersion, into: Path) -> Path:
+    """The bundle folder of a registered version (inside its pyfunc model's artifacts)."""
+    client = client_for(settings)
+    local = Path(client.download_artifacts(version.run_id, MODEL_ARTIFACT, str(into)))
+    manifests = sorted(local.rglob("manifest.json"))
+    if not manifests:
+        raise RegistrationError(f"version {version.version} of {settings.model_name!r} holds no bundle")
+    return manifests[0].parent
+
+
+def current_champion(settings: TrainingSettings, into: Path) -> tuple[ModelVersion, Path] | None:
+    """(the champion's version, its bundle folder downloaded into `into`), or None if there is none."""
+    version = alias_version(client_for(settings), settings.model_name, CHAMPION)
+    if version is None:
+        return None
+    return version, download_bundle(settings, version, into)
+
+
+def _failure(settings: TrainingSettings, what: str, step: str, error: Exception) -> RegistrationError:
+    return RegistrationError(
+        f"{what} {settings.model_name!r} in MLflow store {redact_url(settings.tracking_uri())} failed "
+        f"while {step} ({type(error).__name__}: {error}); aliases left unchanged"
+    )
+
+
+def register(bundle_path: Path, settings: TrainingSettings, run_id: str | None = None) -> ModelVersion:
+    """Logs the bundle as a pyfunc model in `run_id` (or a new run) and registers a version.
+
+    No alias moves here: that is `promote`'s decision.
+    """
+    step = "connecting to the store"
+    try:
+        configure(settings)
+        bundle = load_bundle(bundle_path)
+        example = pd.DataFrame(
+            {"reviewText": ["A gripping story, I could not put it down."], "summary": ["Loved it"]}
+        )
+        signature = infer_signature(example, predict_frame(bundle, example))
+        requirements = [f"{lib}=={v}" for lib, v in bundle.library_versions.items() if lib != "python"]
+        active = mlflow.active_run()
+        same_run = active is not None and active.info.run_id == run_id
+        step = "opening the run"
+        context = nullcontext() if same_run else mlflow.start_run(run_id=run_id, run_name="register")
+        with context:
+            step = "logging the model"
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=BundlePythonModel(),
+                artifacts={BUNDLE_ARTIFACT: str(bundle_path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[*requirements, f"mlflow=={mlflow.__version__}"],
+            )
+            step = "registering the model version"
+            version = mlflow.register_model(
+                info.model_uri, settings.model_name, tags={BUNDLE_VERSION_TAG: bundle.version}
+            )
+    except Exception as error:
+        raise _failure(settings, f"registering bundle {bundle_path} as", step, error) from error
+    logger.info("registered %s version %s", settings.model_name, version.version)
+    return version
+
+
+def promote(version: str, settings: TrainingSettings) -> ModelVersion | None:
+    """Makes `version` the champion and the old champion `previous`; returns the old champion.
+
+    Refuses to move `champion` backwards (to a version older than the current one). If
+    moving an alias fails, the aliases are put back as they were.
+    """
+    name = settings.model_name
+    try:
+        client = client_for(settings)
+        current = alias_version(client, name, CHAMPION)
+        old_previous = alias_version(client, name, PREVIOUS)
+    except Exception as error:
+        raise _failure(settings, "promoting a version of", "reading the aliases", error) from error
+    if current is not None and int(current.version) >= int(version):
+        if int(current.version) == int(version):
+            return current
+        raise RegistrationError(
+            f"refusing to move {CHAMPION!r} of {name!r} backwards, "
+            f"from version {current.version} to {version}"
+        )
+    try:
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current.version)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    except MlflowException as error:
+        _restore_alias(client, name, PREVIOUS, old_previous)
+        raise _failure(settings, f"promoting version {version} of", "moving the aliases", error) from error
+    logger.info(
+        "%s version %s is now %s (previous: %s)",
+        name,
+        version,
+        CHAMPION,
+        current.version if current else "none",
+    )
+    return current
+
+
+def _restore_alias(client: MlflowClient, name: str, alias: str, version: ModelVersion | None) -> None:
+    """Best effort: puts `alias` back where it was (the store may be the thing that failed)."""
+    try:
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as error:
+        logger.error("could not restore alias %s of %s: %s", alias, name, error)

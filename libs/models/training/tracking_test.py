@@ -1,0 +1,148 @@
+"""The training run on a real local SQLite MLflow store: run hierarchy, tags, registration,
+promotion and the aliases."""
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from libs.features import CONTRACT
+from libs.models.bundle import load_bundle
+from libs.models.kinds import ModelKind
+from libs.models.registry import CHAMPION, PREVIOUS
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import Decision, Finished, KindResult, train
+from libs.models.training.tracking import RegistrationError, promote, register
+
+NAME = "kindle-sentiment-test"
+Outcome = tuple[list[KindResult], Finished, Decision, str | None]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> TrainingSettings:
+    work = tmp_path_factory.mktemp("mlflow")
+    return TrainingSettings(
+        kinds=(ModelKind.LOGREG, ModelKind.MLP),
+        trials=2,
+        timeout_s=120,
+        output_dir=work,
+        mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}",
+        model_name=NAME,
+    )
+
+
+@pytest.fixture(scope="module")
+def trainings(
+    store: TrainingSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, test_df: pd.DataFrame
+) -> list[Outcome]:
+    """Two trainings in a row: the second, on more data, is scored against the first's champion."""
+    reference = pd.concat([train_df, val_df])
+    first = train(train_df, val_df, test_df, reference, store)
+    more = pd.concat([train_df, val_df.iloc[: len(val_df) // 2]], ignore_index=True)
+    return [
+        first,
+        train(
+            more,
+            val_df.iloc[len(val_df) // 2 :],
+            test_df,
+            reference,
+            store.model_copy(update={"promotion_margin": 1.0}),
+        ),
+    ]
+
+
+def client(store: TrainingSettings) -> MlflowClient:
+    return MlflowClient(store.tracking_uri())
+
+
+def aliases(store: TrainingSettings) -> dict[str, str]:
+    return {
+        alias: str(version) for alias, version in client(store).get_registered_model(NAME).aliases.items()
+    }
+
+
+def test_one_parent_run_with_a_nested_run_per_kind_and_per_trial(
+    store: TrainingSettings, trainings: list[Outcome]
+) -> None:
+    parent = client(store).get_run(load_bundle(trainings[0][1].bundle).mlflow_run_id)
+    runs = mlflow.search_runs(experiment_ids=[parent.info.experiment_id], output_format="list")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["kind"] for r in children) == ["logreg", "mlp"]
+    for kind_run in children:
+        trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == kind_run.info.run_id]
+        assert len(trials) == 2
+        assert "val_macro_f1" in kind_run.data.metrics
+    assert "test_macro_f1" in parent.data.metrics
+    assert parent.data.tags["contract_hash"] == CONTRACT.hash
+    assert len(parent.data.tags["data_fingerprint"]) == 64
+
+
+def test_the_first_champion_is_promoted_and_the_next_one_moves_it_to_previous(
+    store: TrainingSettings, trainings: list[Outcome]
+) -> None:
+    (_, _, first, v1), (_, _, second, v2) = trainings
+    assert first.promote and first.champion_macro_f1 is None
+    assert second.promote and second.champion_version == v1 and second.champion_macro_f1 is not None
+    assert aliases(store) == {CHAMPION: v2, PREVIOUS: v1}
+
+
+def test_the_champion_alias_never_moves_backwards(store: TrainingSettings, trainings: list[Outcome]) -> None:
+    before = aliases(store)
+    with pytest.raises(RegistrationError, match="backwards, from version 2 to 1"):
+        promote(before[PREVIOUS], store)
+    assert aliases(store) == before
+
+
+def test_the_registered_champion_scores_reviews_as_a_pyfunc(
+    store: TrainingSettings, trainings: list[Outcome]
+) -> None:
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    reviews = pd.DataFrame(
+        {"reviewText": ["Wonderful, loved it", "Dull and too long"], "summary": ["Yes", None]}
+    )
+    scores = model.predict(reviews)
+    assert list(scores.columns) == ["p_1", "p_2", "p_3", "p_4", "p_5", "stars", "sentiment"]
+    assert set(scores["stars"]) <= {1, 2, 3, 4, 5}
+    assert model.metadata.signature is not None
+
+
+def test_the_final_bundle_has_test_metrics_and_a_drift_reference_of_the_reference_rows(
+    trainings: list[Outcome], train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> None:
+    results, finished, _, _ = trainings[1]
+    bundle = load_bundle(finished.bundle)
+    assert bundle.kind == finished.kind and bundle.kind in {r.kind for r in results}
+    assert bundle.metrics["test_macro_f1"] == pytest.approx(finished.test["macro_f1"])
+    assert bundle.drift_reference is not None and bundle.drift_reference["rows"] == len(train_df) + len(
+        val_df
+    )
+
+
+def test_a_failed_registration_says_why_and_leaves_the_aliases(
+    store: TrainingSettings, trainings: list[Outcome]
+) -> None:
+    before = aliases(store)
+    artifacts = store.output_dir / "mlartifacts"
+    shutil.rmtree(artifacts)
+    artifacts.write_text("an artifact store that cannot be written")  # a broken store
+    try:
+        with pytest.raises(RegistrationError, match=f"as '{NAME}'.*aliases left unchanged"):
+            register(trainings[1][1].bundle, store)
+    finally:
+        artifacts.unlink()
+    assert aliases(store) == before
+
+
+def test_the_default_store_is_sqlite_in_the_output_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KINDLE_MLFLOW_TRACKING_URI", raising=False)
+    assert (
+        TrainingSettings(output_dir=tmp_path).tracking_uri()
+        == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    )
+    monkeypatch.setenv("KINDLE_MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert TrainingSettings(output_dir=tmp_path).tracking_uri() == "sqlite:///elsewhere.db"

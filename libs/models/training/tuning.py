@@ -1,0 +1,189 @@
+"""Optuna HPO of one model kind: TPE with a fixed seed, median pruning, a resumable study.
+
+The study lives in SQL storage (one SQLite file per study under the output folder by default), is loaded
+with `load_if_exists=True`, and the budget counts trials already finished there, so a
+crashed search resumes and runs only the trials it still owes.
+
+Objective: validation macro-F1. Every trial also records its validation metrics, its
+per-sample latency (p50, ms, the model part on precomputed features: what differs
+between trials) and the serialised model size as user attributes. Two modes
+(TrainingSettings.multi_objective):
+- single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
+  (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible); trials
+  within `selection_tolerance` of the best are a tie, won by the most regularised one;
+- multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
+  trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
+Pruning needs intermediate values, which Optuna allows only for single-objective studies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from libs.models.kinds import ModelKind
+from libs.models.training.estimators import fit_in_stages
+from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.spaces import regularisation, starting_points, suggest
+
+logger = logging.getLogger("kindle.models.tuning")
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+"""Trials that count against the budget; failed or crashed (still RUNNING) ones are redone."""
+
+
+@dataclass
+class TrialInputs:
+    """What a trial fits on: `X` already through the steps every trial shares (e.g. TF-IDF).
+
+    `build(params)` returns the part of the estimator that a trial fits on `X`.
+    """
+
+    build: Callable[[dict[str, Any]], Any]
+    X_train: Any
+    y_train: Any
+    X_val: Any
+    y_val: Any
+
+
+@dataclass
+class StudyOutcome:
+    study: optuna.Study
+    best: FrozenTrial
+    params: dict[str, Any]
+    feasible: bool  # the best trial meets the latency budget
+
+
+def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optuna.Study:
+    if settings.multi_objective:  # latency is an objective here, not a constraint
+        return optuna.create_study(
+            study_name=name,
+            storage=settings.storage_url(name),
+            sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
+            directions=["maximize", "minimize"],
+            load_if_exists=True,
+        )
+    return optuna.create_study(
+        study_name=name,
+        storage=settings.storage_url(name),
+        sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def objective(
+    kind: ModelKind, inputs: TrialInputs, settings: TrainingSettings
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    def run(trial: optuna.Trial) -> float | tuple[float, float]:
+        params = suggest(kind, trial, settings)
+        trial.set_user_attr("params", params)
+        model = inputs.build(params)
+        score, proba = 0.0, None
+        for step in fit_in_stages(model, inputs.X_train, inputs.y_train):
+            proba = model.predict_proba(inputs.X_val)
+            score = macro_f1(inputs.y_val, proba)
+            if not settings.multi_objective:
+                trial.report(score, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"macro-F1 {score:.4f} below the median at step {step}")
+        trial.set_user_attr("val_metrics", classification_metrics(inputs.y_val, proba))
+        latency = latency_ms(lambda i: model.predict_proba(inputs.X_val[i : i + 1]), len(inputs.y_val))
+        trial.set_user_attr("latency_ms", latency["p50"])
+        trial.set_user_attr("latency_p95_ms", latency["p95"])
+        trial.set_user_attr("size_bytes", model_size_bytes(model))
+        if settings.multi_objective:
+            return score, latency["p50"]
+        trial.set_constraint("latency", latency["p50"] - settings.latency_budget_ms)  # > 0: infeasible
+        return score
+
+    return run
+
+
+def progress_logger(kind: ModelKind, n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """One log line per finished trial: trial n/N, its value, the best so far."""
+
+    def log(study: optuna.Study, trial: FrozenTrial) -> None:
+        done = finished_trials(study)
+        value = "pruned" if trial.state is TrialState.PRUNED else _format(trial.values)
+        best = _best_value(study)
+        logger.info("%s trial %d/%d: %s (best so far %s)", kind.value, done, n_trials, value, best)
+
+    return log
+
+
+def _format(values: Sequence[float] | None) -> str:
+    return "none" if not values else ", ".join(f"{v:.4f}" for v in values)
+
+
+def _best_value(study: optuna.Study) -> str:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return f"{max(t.values[0] for t in complete):.4f}" if complete else "none"
+
+
+def run_study(
+    kind: ModelKind,
+    inputs: TrialInputs,
+    settings: TrainingSettings,
+    name: str,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> StudyOutcome:
+    """Runs what is left of the study's budget (`trials` minus trials already finished, `timeout_s`)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line replaces Optuna's
+    study = create_study(kind, settings, name)
+    if not study.get_trials(deepcopy=False):  # a new study: its starting points first
+        for params in starting_points(kind)[: settings.trials]:
+            study.enqueue_trial(params)
+    remaining = settings.trials - finished_trials(study)
+    if remaining > 0:
+        logger.info("%s: study %s, %d of %d trials to run", kind.value, name, remaining, settings.trials)
+        study.optimize(
+            objective(kind, inputs, settings),
+            n_trials=remaining,
+            timeout=settings.timeout_s or None,
+            callbacks=[progress_logger(kind, settings.trials), *callbacks],
+            gc_after_trial=True,
+        )
+    best, feasible = pick_best(kind, study, settings)
+    return StudyOutcome(study, best, dict(best.user_attrs["params"]), feasible)
+
+
+def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTrial, bool]:
+    """The trial to refit: see the module docstring for the rule of each mode."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(
+            f"study {study.study_name} has no completed trial (all pruned, failed or out of time): "
+            "raise trials or timeout_s"
+        )
+
+    def within(trial: FrozenTrial) -> bool:
+        return trial.user_attrs["latency_ms"] <= settings.latency_budget_ms
+
+    candidates = study.best_trials if settings.multi_objective else complete
+    feasible = [trial for trial in candidates if within(trial)]
+    if feasible:
+        if settings.multi_objective:
+            return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
+        best = max(trial.values[0] for trial in feasible)
+        tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
+        return max(tied, key=lambda t: (regularisation(kind, t.user_attrs["params"]), t.values[0])), True
+    fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
+    logger.warning(
+        "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",
+        study.study_name,
+        settings.latency_budget_ms,
+        fastest.user_attrs["latency_ms"],
+    )
+    return fastest, False

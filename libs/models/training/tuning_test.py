@@ -1,0 +1,124 @@
+"""HPO: a resumable study, latency and size per trial, the pick of each mode, progress lines."""
+
+import logging
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from libs.features import Tfidf
+from libs.models.kinds import ModelKind
+from libs.models.training.settings import TrainingSettings
+from libs.models.training.stages import trial_inputs
+from libs.models.training.tuning import StudyOutcome, TrialInputs, create_study, finished_trials, run_study
+
+
+@pytest.fixture(scope="module")
+def inputs(train_df: pd.DataFrame, val_df: pd.DataFrame, tfidf: Tfidf) -> TrialInputs:
+    return trial_inputs(ModelKind.LOGREG, tfidf, train_df, val_df, seed=0)
+
+
+def settings(tmp_path: Path, **changes: object) -> TrainingSettings:
+    values: dict = {"kinds": (ModelKind.LOGREG,), "trials": 4, "timeout_s": 120, "output_dir": tmp_path}
+    return TrainingSettings(**{**values, **changes})
+
+
+def crash_after(k: int):
+    """A real interruption (Ctrl-C) as the k-th trial finishes."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        if finished_trials(study) == k:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+def test_an_interrupted_study_resumes_and_runs_only_the_remaining_trials(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    config = settings(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(ModelKind.LOGREG, inputs, config, "resume", callbacks=[crash_after(2)])
+    numbers_seen: list[int] = []
+    outcome = run_study(
+        ModelKind.LOGREG, inputs, config, "resume", callbacks=[lambda s, t: numbers_seen.append(t.number)]
+    )
+    assert numbers_seen == [2, 3]
+    assert finished_trials(outcome.study) == 4
+    assert (tmp_path / "optuna" / "resume.db").is_file()  # one SQLite file per study, in the output folder
+
+
+def test_a_finished_study_runs_no_more_trials(tmp_path: Path, inputs: TrialInputs) -> None:
+    config = settings(tmp_path, trials=2)
+    run_study(ModelKind.LOGREG, inputs, config, "done")
+    again = run_study(ModelKind.LOGREG, inputs, config, "done")
+    assert len(again.study.trials) == 2
+
+
+def test_every_trial_records_latency_and_model_size(tmp_path: Path, inputs: TrialInputs) -> None:
+    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=2), "attrs")
+    for trial in outcome.study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["latency_ms"] > 0
+        assert trial.user_attrs["size_bytes"] > 1000
+        assert 0.0 <= trial.value <= 1.0
+    assert set(outcome.params) == {"C", "numeric"}
+
+
+def test_with_no_trial_within_the_latency_budget_the_fastest_is_taken_and_flagged(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    outcome = run_study(
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=3, latency_budget_ms=1e-6), "slow"
+    )
+    complete = outcome.study.get_trials(states=(TrialState.COMPLETE,))
+    assert not outcome.feasible
+    assert outcome.best.user_attrs["latency_ms"] == min(t.user_attrs["latency_ms"] for t in complete)
+
+
+def test_multi_objective_picks_the_best_f1_among_pareto_trials_within_budget(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    outcome: StudyOutcome = run_study(
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=4, multi_objective=True), "pareto"
+    )
+    pareto = outcome.study.best_trials
+    assert outcome.feasible
+    assert outcome.best.number in {t.number for t in pareto}
+    assert outcome.best.values[0] == max(t.values[0] for t in pareto if t.user_attrs["latency_ms"] <= 50.0)
+    assert len(outcome.study.directions) == 2
+
+
+def test_progress_is_logged_once_per_trial_with_the_best_so_far(
+    tmp_path: Path, inputs: TrialInputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="kindle.models.tuning"):
+        run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=2), "progress")
+    lines = [r.getMessage() for r in caplog.records if " trial " in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["logreg trial 1/2", "logreg trial 2/2"]
+    assert all("best so far" in line for line in lines)
+
+
+def test_trials_tied_within_the_tolerance_go_to_the_most_regularised(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    config = settings(tmp_path, trials=4, selection_tolerance=0.05)
+    study = create_study(ModelKind.LOGREG, config, "ties")
+    for c in (0.1, 0.5, 2.0, 8.0):
+        study.enqueue_trial({"C": c, "numeric": False})
+    outcome = run_study(ModelKind.LOGREG, inputs, config, "ties")
+    complete = outcome.study.get_trials(states=(TrialState.COMPLETE,))
+    best = max(t.value for t in complete)
+    tied = [t for t in complete if t.value >= best - 0.05]
+    assert outcome.params["C"] == min(t.params["C"] for t in tied)
+    strict = run_study(
+        ModelKind.LOGREG, inputs, settings(tmp_path, trials=4, selection_tolerance=0.0), "ties"
+    )
+    assert strict.best.value == best
+
+
+def test_a_new_study_tries_the_learner_s_defaults_first(tmp_path: Path, inputs: TrialInputs) -> None:
+    outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=3), "defaults")
+    first = [t.params for t in sorted(outcome.study.trials, key=lambda t: t.number)][:2]
+    assert first == [{"C": 1.0, "numeric": False}, {"C": 1.0, "numeric": True}]

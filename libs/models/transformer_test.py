@@ -1,0 +1,61 @@
+"""The transformer kind: a tiny random DistilBERT with a WordPiece vocabulary of the training texts."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs.models.bundle import ModelBundle, load_bundle, save_bundle
+from libs.models.kinds import ModelKind
+from libs.models.training.data import fingerprint, labels_of
+from libs.models.training.estimators import build_estimator
+from tests.fixtures.tiny_transformer import tiny_distilbert
+
+PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny_pretrained(tmp_path_factory: pytest.TempPathFactory, train_df: pd.DataFrame) -> Path:
+    return tiny_distilbert(tmp_path_factory.mktemp("tiny_distilbert"), train_df["text"].tolist())
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_pretrained: Path, train_df: pd.DataFrame):
+    model = build_estimator(
+        ModelKind.DISTILBERT, {**PARAMS, "pretrained": str(tiny_pretrained)}, None, seed=0
+    )
+    return model.fit(train_df, labels_of(train_df))
+
+
+def test_fine_tuning_lowers_the_training_loss(fitted) -> None:
+    losses = fitted.loss_history_
+    assert len(losses) == PARAMS["epochs"]
+    assert losses[-1] < losses[0] - 0.05
+
+
+def test_it_scores_the_five_stars_from_text(fitted, val_df: pd.DataFrame) -> None:
+    proba = fitted.predict_proba(val_df)
+    assert proba.shape == (len(val_df), 5)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert list(fitted.classes_) == [1, 2, 3, 4, 5]
+
+
+def test_a_distilbert_bundle_round_trips_without_pickle(
+    fitted, train_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    bundle = ModelBundle.new("distilbert", fitted, None, fingerprint(train_df))
+    path = save_bundle(bundle, tmp_path / "bundle")
+    assert (path / "estimator" / "model" / "config.json").is_file()
+    assert (path / "estimator" / "model" / "model.safetensors").is_file()
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
+    reviews = ["Great story, loved the characters", "Terrible. Stopped reading."]
+    np.testing.assert_allclose(
+        load_bundle(path).predict_proba(reviews), bundle.predict_proba(reviews), atol=1e-6
+    )
+
+
+def test_an_unreachable_pretrained_model_is_a_clear_error(train_df: pd.DataFrame, tmp_path: Path) -> None:
+    model = build_estimator(ModelKind.DISTILBERT, {**PARAMS, "pretrained": str(tmp_path / "nothing")}, None)
+    with pytest.raises(ValueError, match="cannot load pretrained model"):
+        model.fit(train_df, labels_of(train_df))
