@@ -1,5 +1,6 @@
-"""Faults on real servers: a broken new champion must not replace a good one, and a dead
-drift webhook must not touch predictions.
+"""Faults on real servers: a broken new champion must not replace a good one, a dead
+drift webhook must not touch predictions, and a server told to stop keeps the production
+rows it holds.
 
 Servers run straight from the source tree (`bentoml serve services.service:svc`) on a
 bundle folder, which is what reloading follows; two servers start once per module.
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,6 +28,7 @@ from tests.fixtures.service import (
     SOURCE_SERVICE,
     Server,
     bundle_version,
+    grpc_call,
     http_call,
     metric_sum,
     offline,
@@ -226,3 +229,25 @@ def test_a_hanging_drift_webhook_leaves_predictions_fast_and_is_counted(
     # A request waiting on the webhook would take its 2 s timeout at least.
     assert max(latencies) < 2.0 and float(np.median(latencies)) < 0.5, latencies
     assert metric_sum(metrics, "kindle_errors_total") == 0
+
+
+def test_a_stopped_server_writes_the_batch_it_holds(
+    work: Path, bundles: dict[str, Path], probe: pd.DataFrame
+) -> None:
+    """SIGTERM, over HTTP and over gRPC: the production rows the drift feed holds (fewer
+    than a file's worth) are written before the workers exit. BentoML's gRPC workers run
+    no shutdown hook on SIGTERM by themselves; the service makes them."""
+    env = {"KINDLE_BUNDLE_PATH": str(bundles["a"]), "KINDLE_RELOAD_INTERVAL_S": "0"}
+    specs = {f"stop_{protocol}": (protocol, env) for protocol in ("http", "grpc")}
+    texts, summaries = texts_and_summaries(probe)
+    with running(specs, SOURCE_SERVICE, source_home(work), work) as started:
+        for server in started.values():
+            body = {"texts": texts, "summaries": summaries}
+            if server.protocol == "http":
+                assert http_call(server, "predict", body).status_code == 200
+            else:
+                assert grpc_call(server, "predict", body)[0] == grpc.StatusCode.OK
+            server.stop()
+            batches = server.state_dir / "batches"
+            rows = sum(len(pd.read_parquet(path)) for path in batches.glob("batch-*.parquet"))
+            assert rows == len(probe), (server.protocol, rows, server.tail())

@@ -9,8 +9,10 @@ image's model store, where the service finds it by tag. The bundle is loaded and
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,7 @@ def dependency_closure(roots: list[str], pins: dict[str, str] | None = None) -> 
     from packaging.requirements import Requirement
 
     pins = lock_pins() if pins is None else pins
+    environments = _target_environments()
     closure: dict[str, str] = {}
     pending = [_normalise(root) for root in roots]
     while pending:
@@ -110,15 +113,29 @@ def dependency_closure(roots: list[str], pins: dict[str, str] | None = None) -> 
         closure[name] = pins.get(name, distribution.version)
         for line in distribution.requires or []:
             requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            if requirement.marker is None or any(requirement.marker.evaluate(e) for e in environments):
                 pending.append(_normalise(requirement.name))
     return closure
 
 
-def _bentofile_for(bundle_libraries: dict[str, str] | None) -> dict[str, Any]:
+def _target_environments() -> list[dict[str, str]]:
+    """Marker environments the Bento installs in: this interpreter's, and the first release
+    of its minor version, so that an older patch release (Debian 12's CPython is 3.11.2)
+    gets its extra requirements pinned too (redis wants async-timeout below 3.11.3)."""
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [{"extra": ""}, {"extra": "", "python_full_version": f"{minor}.0"}]
+
+
+def _bentofile_for(bundle_libraries: dict[str, str] | None, bentoml_base: bool = False) -> dict[str, Any]:
     """services/bentofile.yaml with its packages (plus any library the champion records
-    that the lock knows) expanded to their full, lock-pinned dependency closure."""
+    that the lock knows) expanded to their full, lock-pinned dependency closure.
+
+    `bentoml_base`: on BentoML's default base image (python:<this Python>-slim from Docker
+    Hub) instead of the bentofile's, for machines that reach a registry.
+    """
     config = yaml.safe_load(BENTOFILE.read_text())
+    if bentoml_base:
+        del config["docker"]["base_image"]
     pins = lock_pins()
     roots = [package.split("==")[0] for package in config["python"]["packages"]]
     roots += [library for library in bundle_libraries or {} if _normalise(library) in pins]
@@ -127,12 +144,16 @@ def _bentofile_for(bundle_libraries: dict[str, str] | None) -> dict[str, Any]:
     return config
 
 
-def build_in_process(bundle_path: str | Path, version: str | None = None) -> str:
+def build_in_process(bundle_path: str | Path, version: str | None = None, bentoml_base: bool = False) -> str:
     """Import + build in this process (its BentoML home, its environment); returns the tag."""
     from libs.models.bundle import load_bundle
 
+    # A BentoML installed from a wheel file (as .venv's is) would otherwise be required by
+    # that file's URL, which no container has: the Bento names it by version instead.
+    os.environ["BENTOML_NO_LOCAL_URL"] = "true"
     model = import_bundle(bundle_path)
-    config = _bentofile_for(getattr(load_bundle(Path(bundle_path)), "library_versions", None))
+    libraries = getattr(load_bundle(Path(bundle_path)), "library_versions", None)
+    config = _bentofile_for(libraries, bentoml_base)
     # The alias pins the exact model: `latest` could later name a newer import.
     config["models"] = [{"tag": str(model.tag), "alias": CHAMPION}]
     with tempfile.TemporaryDirectory(prefix="kindle-bento-build-") as folder:
@@ -165,8 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Import a model bundle and build the service's Bento.")
     parser.add_argument("bundle_path", type=Path)
     parser.add_argument("--version", default=None)
+    parser.add_argument(
+        "--bentoml-base",
+        action="store_true",
+        help="build on BentoML's default base image (python:3.11-slim, from Docker Hub) "
+        "instead of the bentofile's localhost/kindle-base:bookworm (tools/image_base.sh)",
+    )
     args = parser.parse_args(argv)
-    print(f"__tag__:{build_in_process(args.bundle_path, args.version)}")
+    print(f"__tag__:{build_in_process(args.bundle_path, args.version, args.bentoml_base)}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,33 @@ def test_closure_is_pinned_and_light() -> None:
     for heavy in ("torch", "pyspark", "mlflow", "flytekit", "optuna", "matplotlib"):
         assert heavy not in packages
     assert all(pins.get(name, version) == version for name, version in packages.items())
+    # Pinned though this interpreter skips it: redis needs it below 3.11.3 (Debian 12 has 3.11.2).
+    assert packages["async-timeout"] == pins["async-timeout"]
     assert "torch" in dict(p.split("==") for p in _bentofile_for({"torch": "2"})["python"]["packages"])
+
+
+def test_the_bento_builds_on_the_debian_base_or_on_bentomls_default(tmp_path: Path) -> None:
+    """The base image `bentoml containerize` starts FROM, with and without --bentoml-base."""
+    from bentoml._internal.bento.build_config import CondaOptions, DockerOptions
+    from bentoml._internal.container.generate import get_templates_variables
+
+    def base_image(bentoml_base: bool) -> str:
+        docker = DockerOptions(**_bentofile_for(None, bentoml_base)["docker"]).with_defaults()
+        return get_templates_variables(docker, CondaOptions(), tmp_path)["__base_image__"]
+
+    assert base_image(False) == "localhost/kindle-base:bookworm"  # tools/image_base.sh's tag
+    assert base_image(True) == f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+
+
+def test_closure_holds_bentomls_grpc_extra() -> None:
+    """serve-grpc needs what `bentoml[grpc]` adds, though the service imports none of it:
+    BentoML asks for the gRPC instrumentation's version when the server starts."""
+    from packaging.requirements import Requirement
+
+    packages = {p.split("==")[0] for p in _bentofile_for(None)["python"]["packages"]}
+    extra = [Requirement(line) for line in metadata.requires("bentoml") or []]
+    grpc = {_normalise(r.name) for r in extra if r.marker and r.marker.evaluate({"extra": "grpc"})}
+    assert "opentelemetry-instrumentation-grpc" in grpc and grpc <= packages, grpc - packages
 
 
 def _module_file(module: str) -> Path | None:

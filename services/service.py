@@ -13,7 +13,10 @@ to learn the runners, and a bad bundle must leave a server that says why it is n
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -69,8 +72,6 @@ def _apply_server_defaults() -> None:
 
     MLflow draws a progress bar on stderr for every download of a champion: the only lines of
     a server's output that would not be JSON."""
-    import os
-
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     BentoMLContainer.api_server_config.logging.access.enabled.set(settings.access_log)
@@ -126,15 +127,33 @@ def _startup(_: bentoml.Context) -> None:
         metrics.set_served(state.bundle.version, state.bundle.kind)
         drift.start(state.bundle)
     reloader.start()
+    _shut_down_on_sigterm()
 
 
 @svc.on_shutdown
-def _shutdown(_: bentoml.Context) -> None:
+def _shutdown(_: bentoml.Context | None) -> None:
     """Requests still waiting for the model are answered 503 / UNAVAILABLE, none hangs."""
     if _coalescer is not None:
         _coalescer.close()
     reloader.stop()
     drift.stop()
+
+
+def _shut_down_on_sigterm() -> None:
+    """BentoML's gRPC workers leave SIGTERM at its default action, which ends the process at
+    once: no shutdown hook runs, and the production rows the drift feed still holds are
+    lost. Where the worker has no handler of its own (uvicorn has one for HTTP), SIGTERM
+    runs the shutdown hook on the event loop, then ends the process as it would have."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    loop = asyncio.get_running_loop()
+
+    def shut_down() -> None:
+        _shutdown(None)
+        loop.remove_signal_handler(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    loop.add_signal_handler(signal.SIGTERM, shut_down)
 
 
 def _require_model(api: str) -> Any:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
 # bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, redis-server
-# (tests of the Redis rate limiter), wrk (benchmarks),
-# and .venv built from the same hash-checked lock file Bazel uses (it gives the pyflyte,
-# bentoml and mlflow CLIs, with the repository importable). A second run only checks and returns.
+# (tests of the Redis rate limiter), wrk (benchmarks), Podman and its tools (the service's
+# images), and .venv built from the same hash-checked lock file Bazel uses (it gives the
+# pyflyte, bentoml and mlflow CLIs, with the repository importable). A second run only
+# checks and returns.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,6 +17,12 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
 command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load generator of tools/bench's serving suite
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
+# The service's images (tools/image_base.sh, bentoml containerize --backend podman,
+# deploy/monitoring/compose.yaml): mmdebstrap and buildah build the bases from Debian
+# packages, Podman builds and runs the images with runc (crun refuses hybrid cgroups).
+for package in podman buildah runc mmdebstrap podman-compose; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || need_apt+=("$package")
+done
 # Packages wanted for their programs only, never as running system services: promtool
 # (Debian's prometheus package) checks deploy/monitoring and unit-tests its alert rules;
 # redis-server (Debian's, 7.0) is started by the rate limiter's tests themselves, on

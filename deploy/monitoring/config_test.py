@@ -127,6 +127,15 @@ def test_compose_mounts_and_scrape_targets_agree() -> None:
     }
 
 
+def test_grafana_has_no_default_admin_password() -> None:
+    """Compose's `${VAR:?message}` stops the whole stack when the variable is unset (docker
+    compose also when it is empty): no admin/admin Grafana. podman-compose's refusal is
+    checked for real in //deploy/container:image_test."""
+    compose = yaml.safe_load((HERE / "compose.yaml").read_text())
+    password = compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?") and password.endswith("}"), password
+
+
 def promtool(*args: str, cwd: Path = HERE) -> str:
     if PROMTOOL is None:
         pytest.fail("promtool not found: tools/setup.sh installs Debian's prometheus package")

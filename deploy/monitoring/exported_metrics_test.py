@@ -24,6 +24,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from deploy.monitoring import prometheus_api
 from deploy.monitoring.promql import ALERT_RULES, HERE, Query, all_queries, dashboard_queries
 from tests import fixtures
 from tests.fixtures.servers import ServerProcess, started
@@ -101,20 +102,10 @@ class Prometheus(ServerProcess):
         return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        reply = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
-        assert reply.status_code == 200, (expr, reply.text)
-        return reply.json()["data"]["result"]
+        return prometheus_api.query(self.url, expr)
 
     def wait_for(self, expr: str, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                if self.query(expr):
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"no result for {expr} after {timeout_s}s")
+        prometheus_api.wait_for(self.url, expr, timeout_s)
 
 
 @pytest.fixture(scope="module")
