@@ -107,15 +107,18 @@ def bundles(client: Any, work: Path) -> tuple[dict[str, Path], dict[str, str]]:
     kinds = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
-    found = {}
+    found, chosen = {}, {}
     for run in kinds:
-        local = Path(
-            client.download_artifacts(run.info.run_id, CANDIDATE_ARTIFACT, str(work / run.data.tags["kind"]))
+        kind = run.data.tags["kind"]
+        found[kind] = Path(client.download_artifacts(run.info.run_id, CANDIDATE_ARTIFACT, str(work / kind)))
+        chosen[kind] = " ".join(
+            f"{key.removeprefix('best_')}={value}"
+            for key, value in sorted(run.data.params.items())
+            if key.startswith("best_")
         )
-        found[run.data.tags["kind"]] = local
     model = Path(client.download_artifacts(champion.run_id, "champion_model", str(work / "champion")))
     found["champion"] = next(model.rglob("manifest.json")).parent
-    return found
+    return found, chosen
 
 
 def run(report: Report, quick: bool) -> None:
