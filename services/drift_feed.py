@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from libs.features import CONTRACT
+from services.metrics import get_metrics
 from services.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -175,8 +176,6 @@ class DriftFeed:
         """
         if self._thread is None:
             return
-        from services.metrics import get_metrics
-
         dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
         metrics = get_metrics()
         metrics.drift_queue_rows.set(self._queue.rows)
@@ -187,8 +186,6 @@ class DriftFeed:
         # Gather up to FLUSH_ROWS rows (or FLUSH_SECONDS) per observation: the fixed cost
         # of a frame and a monitor update is then paid per batch, not per request, which
         # keeps drift monitoring off the latency budget.
-        from services.metrics import get_metrics
-
         while blocks := self._queue.take(FLUSH_ROWS, FLUSH_SECONDS):
             get_metrics().drift_queue_rows.set(self._queue.rows)
             self._observe(blocks)
