@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 import requests
 
-from tests import fixtures
 from tests.fixtures.service import (
     SOURCE_SERVICE,
     Server,
@@ -42,16 +41,6 @@ from tests.fixtures.service import (
 from tests.fixtures.service import train_small_bundle as train
 
 RELOAD_INTERVAL_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kindle_faults")
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

@@ -51,11 +51,6 @@ FUZZ_SETTINGS = settings(
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kindle_hostile")
-
-
-@pytest.fixture(scope="module")
 def bento(work: Path) -> tuple[str, Path]:
     tag, home, _ = build_test_bento(work, fixtures.kindle_reviews().head(2500))
     return tag, home

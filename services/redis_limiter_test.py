@@ -45,11 +45,6 @@ REQUESTS_PER_PHASE = 30  # per protocol, while Redis is hung and again once it i
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kindle_redis")
-
-
-@pytest.fixture(scope="module")
 def texts() -> list[str]:
     return fixtures.kindle_reviews()["reviewText"].iloc[:3].tolist()
 

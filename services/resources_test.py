@@ -27,7 +27,6 @@ import pytest
 import requests
 
 from services.runtime import DOWNLOAD_PREFIX
-from tests import fixtures
 from tests.fixtures.service import (
     SOURCE_SERVICE,
     Server,
@@ -51,16 +50,6 @@ MAXIMAL_REQUESTS = 10
 # queue is full. Two maximal requests in flight take about 260 MiB; keeping the bodies
 # (or their texts) of the ten requests would add their 190 MiB on top of that.
 RSS_GROWTH_BOUND_MIB = 400
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kindle_resources")
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

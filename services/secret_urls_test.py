@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 import requests
 
-from tests import fixtures
 from tests.fixtures.ports import refusing_port
 from tests.fixtures.service import (
     SOURCE_SERVICE,
@@ -33,11 +32,6 @@ from tests.fixtures.service import (
 TOKEN = "xoxb-T0K3N-4b1d9e"  # made-up secrets the logs must not show
 PASSWORD = "pw-5ecr3t-77"
 USER = "kindle-reader"
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 import requests
 
-from tests import fixtures
 from tests.fixtures.service import (
     Server,
     build_test_bento,
@@ -39,16 +38,6 @@ API_KEY = "test-key-123"
 
 
 # --------------------------------------------------------------------------- data, bundle, Bento
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kindle_service")
-
-
-@pytest.fixture(scope="module")
-def sample() -> pd.DataFrame:
-    return fixtures.kindle_reviews()
 
 
 @pytest.fixture(scope="module")

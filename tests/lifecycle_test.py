@@ -163,6 +163,7 @@ class Clients:
 
 
 def drift_check(env: dict[str, Path], server: Server) -> str:
+    from workflows.drift import Retraining
     from workflows.drift import drift_check as check
 
     return check(
@@ -170,7 +171,7 @@ def drift_check(env: dict[str, Path], server: Server) -> str:
         feedback_dir=str(env["root"] / "feedback"),
         training_input=str(env["input"]),
         output_dir=str(env["out"]),
-        **PIPELINE,
+        retraining=Retraining(**PIPELINE),
     )
 
 

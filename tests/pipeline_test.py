@@ -166,10 +166,12 @@ def test_second_run_comes_from_the_cache_and_registers_nothing(
 
 
 def test_drift_same_domain_ends_with_no_drift(env: dict[str, Path], first_run: tuple[str, float]) -> None:
-    from workflows.drift import drift_check
+    from workflows.drift import Retraining, drift_check
 
     result = drift_check(
-        batch_dir=str(env["data"] / "same_domain.csv"), output_dir=str(env["out"]), build_bento=False
+        batch_dir=str(env["data"] / "same_domain.csv"),
+        output_dir=str(env["out"]),
+        retraining=Retraining(build_bento=False),
     )
     assert result.startswith("no drift"), result
 
@@ -177,13 +179,13 @@ def test_drift_same_domain_ends_with_no_drift(env: dict[str, Path], first_run: t
 def test_drift_without_new_feedback_does_not_retrain(
     env: dict[str, Path], first_run: tuple[str, float]
 ) -> None:
-    from workflows.drift import drift_check
+    from workflows.drift import Retraining, drift_check
 
     result = drift_check(
         batch_dir=str(env["data"] / "devices.csv"),
         training_input=str(env["data"] / "kindle_600.csv"),
         output_dir=str(env["out"]),
-        build_bento=False,
+        retraining=Retraining(build_bento=False),
     )
     assert result.startswith("drift (max PSI") and "no labelled feedback newer" in result, result
     runs = _client(env).search_runs(

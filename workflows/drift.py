@@ -54,6 +54,19 @@ class DriftOutcome:
     mlflow_run_id: str
 
 
+@dataclass
+class Retraining:
+    """How the drift check trains a challenger: the training pipeline's search and promotion
+    settings, defaulting to the same settings (`--retraining '{"kinds": "logreg"}'`)."""
+
+    kinds: str = SETTINGS.kinds_text()
+    trials: int = SETTINGS.trials
+    timeout_s: float = SETTINGS.timeout_s
+    promotion_margin: float = SETTINGS.promotion_margin
+    seed: int = SETTINGS.seed
+    build_bento: bool = SETTINGS.build_bento
+
+
 class RetrainDecision(NamedTuple):
     retrain: bool
     message: str
@@ -210,12 +223,7 @@ def drift_check(
     mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
     model_name: str = SETTINGS.model_name,
     experiment: str = SETTINGS.experiment,
-    kinds: str = SETTINGS.kinds_text(),
-    trials: int = SETTINGS.trials,
-    timeout_s: float = SETTINGS.timeout_s,
-    promotion_margin: float = SETTINGS.promotion_margin,
-    seed: int = SETTINGS.seed,
-    build_bento: bool = SETTINGS.build_bento,
+    retraining: Retraining = Retraining(),  # noqa: B008  (Flyte default literal, never mutated)
 ) -> str:
     """Drift report on the production window; retrains on new labelled feedback when it drifted."""
     champion = load_champion(
@@ -244,12 +252,12 @@ def drift_check(
                 mlflow_tracking_uri=mlflow_tracking_uri,
                 model_name=model_name,
                 experiment=experiment,
-                kinds=kinds,
-                trials=trials,
-                timeout_s=timeout_s,
-                promotion_margin=promotion_margin,
-                seed=seed,
-                build_bento=build_bento,
+                kinds=retraining.kinds,
+                trials=retraining.trials,
+                timeout_s=retraining.timeout_s,
+                promotion_margin=retraining.promotion_margin,
+                seed=retraining.seed,
+                build_bento=retraining.build_bento,
             )
         )
         .else_()

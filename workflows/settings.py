@@ -18,7 +18,7 @@ from libs.drift import DRIFT_THRESHOLD, ProductionSettings
 from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
 
-WORKFLOW_VERSION = "2"
+WORKFLOW_VERSION = "3"
 """Bump when a task's code changes its outputs: every cache key includes it."""
 
 

@@ -75,7 +75,8 @@ def make_etl_params(
     return params
 
 
-def format_summary(
+@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
+def summarize(
     ingest_stats: IngestStats,
     etl_stats: EtlStats,
     results: list[KindOutcome],
@@ -83,7 +84,7 @@ def format_summary(
     publication: Publication,
     bento_tag: str,
 ) -> str:
-    """The table printed at the end of a run (pure, so tests can check it)."""
+    """Prints the run's summary table to the terminal and returns it as the workflow output."""
     lines = [
         "=" * 78,
         "Kindle review rating: training pipeline summary",
@@ -119,20 +120,7 @@ def format_summary(
         f"Bento tag: {bento_tag or '(not built)'}",
         "=" * 78,
     ]
-    return "\n".join(lines)
-
-
-@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
-def summarize(
-    ingest_stats: IngestStats,
-    etl_stats: EtlStats,
-    results: list[KindOutcome],
-    champion: Champion,
-    publication: Publication,
-    bento_tag: str,
-) -> str:
-    """Prints the summary table to the terminal (and returns it as the workflow output)."""
-    table = format_summary(ingest_stats, etl_stats, results, champion, publication, bento_tag)
+    table = "\n".join(lines)
     print(table, flush=True)
     return table
 

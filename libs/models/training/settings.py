@@ -39,8 +39,8 @@ class TrainingSettings(RegistrySettings):
     selection_tolerance: float = Field(
         0.01,
         ge=0,
-        description="Validation macro-F1 differences up to this are a tie between trials; among tied "
-        "trials the most regularised configuration is chosen (logreg: the smallest C).",
+        description="Validation macro-F1 differences up to this are a tie between trials; a tie goes "
+        "to the learner's defaults when they are tied (logreg: C=1), else to the best score.",
     )
     multi_objective: bool = Field(
         False,

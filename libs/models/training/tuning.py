@@ -10,7 +10,9 @@ between trials) and the serialised model size as user attributes. Two modes
 (TrainingSettings.multi_objective):
 - single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
   (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible); trials
-  within `selection_tolerance` of the best are a tie, won by the most regularised one;
+  within `selection_tolerance` of the best are a tie (differences a validation split of
+  hundreds of reviews cannot tell apart), won by the learner's defaults when they are
+  among them (`starting_points`), else by the best score;
 - multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
   trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
 Pruning needs intermediate values, which Optuna allows only for single-objective studies.
@@ -31,7 +33,7 @@ from libs.models.kinds import ModelKind
 from libs.models.training.estimators import fit_in_stages
 from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
 from libs.models.training.settings import TrainingSettings
-from libs.models.training.spaces import regularisation, starting_points, suggest
+from libs.models.training.spaces import starting_points, suggest
 
 logger = logging.getLogger("kindle.models.tuning")
 
@@ -160,6 +162,13 @@ def run_study(
     return StudyOutcome(study, best, dict(best.user_attrs["params"]), feasible)
 
 
+def _is_default(kind: ModelKind, trial: FrozenTrial) -> int:
+    """How strongly a tie prefers `trial`: the first starting point most, sampled trials least."""
+    defaults = starting_points(kind)
+    params = trial.user_attrs["params"]
+    return len(defaults) - defaults.index(params) if params in defaults else 0
+
+
 def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTrial, bool]:
     """The trial to refit: see the module docstring for the rule of each mode."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -179,7 +188,7 @@ def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) 
             return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
         best = max(trial.values[0] for trial in feasible)
         tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
-        return max(tied, key=lambda t: (regularisation(kind, t.user_attrs["params"]), t.values[0])), True
+        return max(tied, key=lambda t: (_is_default(kind, t), t.values[0])), True
     fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",
