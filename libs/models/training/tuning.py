@@ -162,7 +162,7 @@ def run_study(
     return StudyOutcome(study, best, dict(best.user_attrs["params"]), feasible)
 
 
-def _is_default(kind: ModelKind, trial: FrozenTrial) -> int:
+def _default_rank(kind: ModelKind, trial: FrozenTrial) -> int:
     """How strongly a tie prefers `trial`: the first starting point most, sampled trials least."""
     defaults = starting_points(kind)
     params = trial.user_attrs["params"]
@@ -188,7 +188,7 @@ def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) 
             return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
         best = max(trial.values[0] for trial in feasible)
         tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
-        return max(tied, key=lambda t: (_is_default(kind, t), t.values[0])), True
+        return max(tied, key=lambda t: (_default_rank(kind, t), t.values[0])), True
     fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",
