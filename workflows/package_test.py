@@ -48,3 +48,15 @@ def test_package_builds_offline_with_spark_task_and_cron_launch_plan(tmp_path: P
     plan = launch_plan_pb2.LaunchPlan()
     plan.ParseFromString(next(v for k, v in members.items() if "kindle_drift_check_daily" in k))
     assert plan.spec.entity_metadata.schedule.cron_schedule.schedule
+
+
+def test_drift_check_retraining_from_a_partial_json_object_keeps_the_other_defaults() -> None:
+    """What `pyflyte run workflows/drift.py drift_check --retraining '{...}'` hands the workflow."""
+    from flytekit.interaction.click_types import JsonParamType
+
+    from workflows.drift import Retraining, drift_check
+
+    assert drift_check.python_interface.inputs["retraining"] is Retraining
+    given = JsonParamType(Retraining).convert('{"kinds": "logreg", "trials": 3}', None, None)
+    assert given == Retraining(kinds="logreg", trials=3)
+    assert (given.timeout_s, given.seed) == (Retraining().timeout_s, Retraining().seed)
