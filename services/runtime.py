@@ -34,6 +34,7 @@ from libs.features import CONTRACT
 from libs.models.kinds import LABELS
 from libs.models.registry import CHAMPION, MODEL_NAME
 from libs.urls import redact_urls
+from services import heap
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -300,6 +301,7 @@ class Reloader:
             self.on_swap(bundle)
         except Exception:
             logger.exception("after the swap to %s", bundle.version)
+        heap.settle()
         return "loaded"
 
 

@@ -29,7 +29,7 @@ from bentoml.io import JSON
 
 from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
-from services import logs, runtime
+from services import heap, logs, runtime
 from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
@@ -118,7 +118,8 @@ _coalescer = Coalescer(_run_model, settings.max_batch_size) if settings.runner_e
 @svc.on_startup
 def _startup(_: bentoml.Context) -> None:
     """In each API worker, before the embedded runner starts: load the model, start feeds
-    and the reloader (which takes over from the source as it was before this load)."""
+    and the reloader (which takes over from the source as it was before this load), then
+    freeze the start-up heap out of the collector's walks (`heap.settle`)."""
     reloader.remember_current()
     state = runtime.load(settings)
     metrics = get_metrics()
@@ -128,6 +129,7 @@ def _startup(_: bentoml.Context) -> None:
         drift.start(state.bundle)
     reloader.start()
     _shut_down_on_sigterm()
+    heap.settle()
 
 
 @svc.on_shutdown

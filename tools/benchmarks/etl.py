@@ -41,26 +41,23 @@ def same_outputs(pandas_out: Path, spark_out: Path) -> bool:
 
 
 def run(report: Report, quick: bool, cores: int = 2) -> None:
-    rows = 20_000 if quick else 1_000_000
+    """Each size on its own data set: two sizes show how time and memory grow with the input."""
+    for rows in (20_000,) if quick else (250_000, 1_000_000):
+        run_size(report, rows, cores)
+
+
+def run_size(report: Report, rows: int, cores: int) -> None:
     with tempfile.TemporaryDirectory(prefix="etl-bench-") as tmp:
         folder = Path(tmp)
         make_dataset(rows, folder / "reviews.parquet")
         results = {}
-        for system, args in [("pandas, 1 process", ["pandas"]), (f"spark local[{cores}]", ["spark"])]:
-            target = folder / f"{args[0]}-out"
-            extra = [str(cores)] if args[0] == "spark" else []
-            command = [
-                sys.executable,
-                "-m",
-                "tools.benchmarks.etl_worker",
-                args[0],
-                str(folder / "reviews.parquet"),
-                str(target),
-                *extra,
-            ]
+        for system, mode in [("pandas, 1 process", "pandas"), (f"spark local[{cores}]", "spark")]:
+            extra = [str(cores)] if mode == "spark" else []
+            command = [sys.executable, "-m", "tools.benchmarks.etl_worker", mode]
+            command += [str(folder / "reviews.parquet"), str(folder / f"{mode}-out"), *extra]
             out, wall, peak = run_measured(command)
             measured = json.loads(out.strip().splitlines()[-1])
-            results[args[0]] = measured["rows"] / measured["seconds"]
+            results[mode] = measured["rows"] / measured["seconds"]
             report.add(
                 Row(
                     "etl",

@@ -156,10 +156,19 @@ def metered(server: ServerProcess, workers: int) -> Iterator[list[ServerUsage]]:
 # --------------------------------------------------------------------------- load generators
 
 
-def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> dict[str, float]:
+RECONNECT_REVIEWS = 50
+"""wrk closes a connection (`Connection: close`) about once per this many reviews sent, at
+least every request, and opens a new one. Keep-alive connections stay with the worker that
+accepted them, and the worker that wakes first can accept all 64 at once; a new connection
+goes to a worker that is free to accept it, so the load spreads over the workers the same
+way in every system. A connection costs both systems the same, and little next to 50 reviews."""
+
+
+def run_wrk(url: str, bodies: Path, size: int, concurrency: int, seconds: float) -> dict[str, float]:
     threads = min(2, concurrency)
     command = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{max(1, math.ceil(seconds))}s"]
     command += ["--timeout", "10s", "-s", str(WRK_SCRIPT), url, "--", str(bodies)]
+    command.append(str(max(1, RECONNECT_REVIEWS // size)))
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -175,19 +184,19 @@ def wrk_points(
 ) -> dict[tuple[int, int], dict]:
     """Single reviews at each concurrency, then batches; {(reviews, concurrency): metrics}.
 
-    wrk's keep-alive connections stay with the worker that accepted them, and a worker
-    that wakes first can accept them all: a run is repeated (new connections) while its
-    busiest worker worked more than 1 / BALANCED times its least busy one."""
+    wrk's new connections (RECONNECT_REVIEWS) spread the load over the workers; a run
+    whose busiest worker still worked more than 1 / BALANCED times its least busy one is
+    repeated, and the attempts are reported."""
     points = [(1, c) for c in plan.concurrency] + [(size, BATCH_CONCURRENCY) for size in plan.batches]
     results = {}
     for size, concurrency in points:
         url = f"{server.url}/predict"
-        run_wrk(url, bodies[size], concurrency, plan.warmup)
+        run_wrk(url, bodies[size], size, concurrency, plan.warmup)
         attempts = 0
         while True:
             attempts += 1
             with metered(server, workers) as usage:
-                measured = run_wrk(url, bodies[size], concurrency, plan.seconds)
+                measured = run_wrk(url, bodies[size], size, concurrency, plan.seconds)
             unbalanced = concurrency >= 2 * workers and usage[0].balance < BALANCED
             if not unbalanced or attempts == BALANCE_ATTEMPTS:
                 break

@@ -4,7 +4,9 @@ A plain FastAPI endpoint, run by gunicorn's uvicorn workers, that loads the cham
 `libs.models.bundle.load_bundle` and scores each request on its own through the same
 `libs/features` code: no runner, no batching, no metrics or drift feed. Scoring runs
 inline in the event loop, so a worker scores exactly one request at a time (a threadpool
-would only add thread hops: the GIL serialises scoring either way).
+would only add thread hops: the GIL serialises scoring either way). Its start-up heap is
+frozen out of the garbage collector's walks (`services.heap.settle`) as the service's is,
+so the two differ in their design, not in that tuning.
 
     KINDLE_BASELINE_BUNDLE=BUNDLE gunicorn -k uvicorn.workers.UvicornWorker -w N \\
         tools.benchmarks.serving_baseline:app
@@ -19,11 +21,13 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from libs.models.bundle import load_bundle
+from services import heap
 
 BUNDLE_ENV = "KINDLE_BASELINE_BUNDLE"
 
 bundle = load_bundle(Path(os.environ[BUNDLE_ENV]))
 app = FastAPI()
+heap.settle()
 
 
 class Reviews(BaseModel):

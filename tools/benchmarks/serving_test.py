@@ -11,7 +11,9 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,7 @@ def bundle(work: Path, reviews: pd.DataFrame) -> Path:
 
 @pytest.fixture(scope="module")
 def bodies(work: Path, reviews: pd.DataFrame) -> dict[int, Path]:
-    return serving.write_bodies(reviews.head(300), work, batches=(10,))
+    return serving.write_bodies(reviews.head(300), work, batches=(10, 50))
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +81,64 @@ def test_baseline_scores_like_the_bundle(
 def test_wrk_script_counts_requests_and_errors(
     baseline: ServerProcess, bodies: dict[int, Path], work: Path
 ) -> None:
-    served = serving.run_wrk(f"{baseline.url}/predict", bodies[10], concurrency=2, seconds=1)
+    served = serving.run_wrk(f"{baseline.url}/predict", bodies[10], 10, concurrency=2, seconds=1)
     assert served["requests"] > 0
     assert served["status_errors"] == served["socket_errors"] == served["timeouts"] == 0
     assert 0 < served["p50_us"] <= served["p95_us"] <= served["p99_us"]
     # Bodies the app refuses (422) are counted as errors, not as throughput.
     broken = work / "broken.jsonl"
     broken.write_text('{"texts": "not a list"}\n')
-    refused = serving.run_wrk(f"{baseline.url}/predict", broken, concurrency=1, seconds=1)
+    refused = serving.run_wrk(f"{baseline.url}/predict", broken, 1, concurrency=1, seconds=1)
     assert refused["status_errors"] == refused["requests"] > 0
+
+
+class Counting(BaseHTTPRequestHandler):
+    """Answers every POST with `{}` over keep-alive HTTP/1.1, counting connections and
+    requests, and closes a connection whose request asks for it (as real servers do)."""
+
+    protocol_version = "HTTP/1.1"
+    connections = 0
+    requests = 0
+
+    def setup(self) -> None:
+        type(self).connections += 1
+        super().setup()
+
+    def do_POST(self) -> None:
+        type(self).requests += 1
+        self.rfile.read(int(self.headers["Content-Length"]))
+        closing = self.headers.get("Connection", "").lower() == "close"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        if closing:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tools/setup.sh installs it)")
+@pytest.mark.parametrize("size", [1, 10, 50])
+def test_wrk_opens_a_new_connection_about_once_per_50_reviews(bodies: dict[int, Path], size: int) -> None:
+    """What spreads the load over a server's workers: new connections, at a known rate."""
+    Counting.connections = Counting.requests = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)  # port 0: the kernel's pick, held
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        measured = serving.run_wrk(f"http://127.0.0.1:{server.server_port}/predict", bodies[size], size, 2, 1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert measured["socket_errors"] == measured["status_errors"] == 0
+    every = max(1, serving.RECONNECT_REVIEWS // size)
+    # Each thread's counter closes one connection per `every` requests it sends, plus the two
+    # first connections; requests in flight when wrk stops are sent but not counted.
+    expected = Counting.requests / every + 2
+    assert expected * 0.8 - 2 <= Counting.connections <= expected * 1.2 + 2, (Counting.connections, expected)
 
 
 def test_python_client_measures_and_announces(baseline: ServerProcess, bodies: dict[int, Path]) -> None:

@@ -1,7 +1,9 @@
 -- wrk script of the serving benchmark: POSTs pre-encoded JSON bodies (one per line of the
 -- file given after `--`), each thread starting at its own offset so threads send different
--- reviews, and prints one JSON line of results when the run ends.
---   wrk -t2 -c64 -d10s -s serving_wrk.lua http://127.0.0.1:PORT/predict -- bodies.jsonl
+-- reviews, and prints one JSON line of results when the run ends. Every RECONNECT_EVERY-th
+-- request of a thread asks the server to close its connection (`Connection: close`), and
+-- wrk opens a new one: new connections spread the load over a server's workers.
+--   wrk -t2 -c64 -d10s -s serving_wrk.lua http://127.0.0.1:PORT/predict -- bodies.jsonl RECONNECT_EVERY
 
 local thread_count = 0
 
@@ -18,10 +20,16 @@ function init(args)
   position = (offset or 0) % #bodies
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  reconnect_every = tonumber(args[2])
+  closing = {["Content-Type"] = "application/json", ["Connection"] = "close"}
 end
 
 function request()
   position = position % #bodies + 1
+  sent = (sent or 0) + 1
+  if sent % reconnect_every == 0 then
+    return wrk.format(nil, nil, closing, bodies[position])
+  end
   return wrk.format(nil, nil, nil, bodies[position])
 end
 
