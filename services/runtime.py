@@ -327,6 +327,7 @@ class KindleRunnable(bentoml.legacy.Runnable):
         self.state = load(settings)
         if reloader is not None:
             reloader.start()
+            heap.settle()  # embedded, the API worker's start-up settles once everything is up
 
     @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
     def score(self, texts: list[str], summaries: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
