@@ -21,12 +21,17 @@ function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   reconnect_every = tonumber(args[2])
-  closing = {["Content-Type"] = "application/json", ["Connection"] = "close"}
+  sent = 0
+  -- wrk.format sends the headers it is given instead of wrk.headers: the same ones, plus close.
+  closing = {["Connection"] = "close"}
+  for name, value in pairs(wrk.headers) do
+    closing[name] = value
+  end
 end
 
 function request()
   position = position % #bodies + 1
-  sent = (sent or 0) + 1
+  sent = sent + 1
   if sent % reconnect_every == 0 then
     return wrk.format(nil, nil, closing, bodies[position])
   end
