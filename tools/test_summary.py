@@ -20,9 +20,14 @@ def test_targets(patterns: list[str]) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.startswith("//")]
 
 
-def report_of(testlogs: Path, label: str) -> Path:
+def reports_of(testlogs: Path, label: str, repeated: bool) -> list[Path]:
+    """The target's report, or under `--runs_per_test` (`repeated`) one per run
+    (`run_K_of_N/test.xml`; Bazel leaves the other kind from earlier runs in place). A
+    missing report is returned as it is, and `count` counts it as a failure."""
     package, _, name = label.removeprefix("//").partition(":")
-    return testlogs / package / name / "test.xml"
+    folder = testlogs / package / name
+    runs = sorted(folder.glob("run_*_of_*/test.xml")) if repeated else []
+    return runs or [folder / "test.xml"]
 
 
 def count(reports: list[Path]) -> tuple[int, int, int]:
@@ -43,8 +48,11 @@ def count(reports: list[Path]) -> tuple[int, int, int]:
 
 def main() -> None:
     testlogs = Path(sys.argv[1] if len(sys.argv) > 1 else "bazel-testlogs").resolve()
-    patterns = sys.argv[2:] or ["//..."]
-    reports = [report_of(testlogs, label) for label in test_targets(patterns)]
+    # What `bazel test` was given: target patterns, and maybe flags, which name no target.
+    flags = [argument for argument in sys.argv[2:] if argument.startswith("-")]
+    patterns = [argument for argument in sys.argv[2:] if not argument.startswith("-")] or ["//..."]
+    repeated = any(flag.startswith("--runs_per_test") for flag in flags)
+    reports = [report for label in test_targets(patterns) for report in reports_of(testlogs, label, repeated)]
     passed, failed, skipped = count(reports)
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
 
