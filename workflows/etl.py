@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
 from flytekit import Resources, StructuredDataset, current_context, kwtypes, task
 from flytekit.types.file import FlyteFile
-from flytekitplugins.spark import Spark
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -42,7 +39,7 @@ from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
 from libs.features.spark import fit_tfidf, with_features
 from workflows.image import TASK_IMAGE
 from workflows.ingest import Reviews
-from workflows.settings import SETTINGS, base_spark_conf, cache_version
+from workflows.settings import cache_version, spark_task
 
 SPLITS = ("train", "validation", "test")
 
@@ -66,21 +63,6 @@ OUTPUT_COLUMNS = [
     "asin",
     "reviewerID",
 ]
-
-
-def _local_spark_defaults() -> None:
-    """Local runs only (no Flyte execution id): loopback networking, this interpreter for workers.
-
-    The Flyte Spark plugin builds the session before the task body runs, from the task's
-    static spark_conf, which must stay valid on a cluster; these two process settings are
-    the local-only part, and a cluster pod never sees them.
-    """
-    if "FLYTE_INTERNAL_EXECUTION_ID" not in os.environ:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-
-
-_local_spark_defaults()
 
 
 @dataclass
@@ -245,7 +227,7 @@ class EtlOutputs(NamedTuple):
 
 
 @task(
-    task_config=Spark(spark_conf=base_spark_conf(SETTINGS.spark_conf)),
+    task_config=spark_task(),
     cache=True,
     cache_version=cache_version("etl"),
     container_image=TASK_IMAGE,

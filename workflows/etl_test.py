@@ -20,8 +20,13 @@ def spark() -> SparkSession:
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    frame = read_reviews(str(fixtures.path(fixtures.KINDLE_SAMPLE))).iloc[:800]
+def sample(spark: SparkSession) -> pd.DataFrame:
+    return read_reviews(spark, str(fixtures.path(fixtures.KINDLE_SAMPLE))).toPandas()
+
+
+@pytest.fixture(scope="module")
+def frame(sample: pd.DataFrame) -> pd.DataFrame:
+    frame = sample.iloc[:800]
     # Two exact duplicates and an empty review must be dropped, not split.
     extra = frame.iloc[:2].assign(source_row=[9001, 9002])
     empty = frame.iloc[:1].assign(reviewText=None, summary=None, source_row=9003)
@@ -64,9 +69,9 @@ def test_the_search_vocabulary_is_the_training_split_s_and_the_final_one_adds_va
 
 
 def test_adding_reviews_moves_no_review_to_another_split(
-    spark: SparkSession, frame: pd.DataFrame, result: EtlResult
+    spark: SparkSession, sample: pd.DataFrame, frame: pd.DataFrame, result: EtlResult
 ) -> None:
-    more = pd.concat([frame, read_reviews(str(fixtures.path(fixtures.KINDLE_SAMPLE))).iloc[800:1400]])
+    more = pd.concat([frame, sample.iloc[800:1400]])
     larger = texts_by_split(run_etl(spark.createDataFrame(more), EtlParams(seed=3)))
     for name, texts in texts_by_split(result).items():
         assert texts <= larger[name], name

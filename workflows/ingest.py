@@ -1,49 +1,50 @@
-"""Ingest + validate: raw reviews (CSV, Parquet, JSON lines; file, folder, fsspec URL) -> one table.
+"""Ingest: raw reviews (CSV, Parquet, JSON lines; file, folder, fsspec URL) -> one validated table.
 
-Why so strict: every later stage is cached and expensive, and a model trained on a
-half-read file looks fine until it is served. So the whole input is read and checked
-before anything is written; the first problem raises `InputValidationError` naming the
-file, the column and the row, and the workflow stops there.
+Spark reads the input: the driver only lists the files, and every file is read, parsed
+and checked by a Spark task of its own (`readers.read_file`), so no process ever holds
+the whole input and the files are read in parallel on the executors. The rows stay in
+Spark and the task writes them as Parquet for the ETL.
 
-What is checked: the file is non-empty UTF-8 text (CSV/JSON) or valid Parquet; CSV
-records have exactly the header's field count (a truncated file or a wrong delimiter
-shows up here) and no quoted field runs into the end of the file; the required columns
-`reviewText` and `overall` exist; every rating is an integer 1-5; `unixReviewTime`, when
-present, is an integer; no review text or summary is longer than
-`KINDLE_MAX_REVIEW_CHARS` (1,000,000). Not checked, on purpose: id lengths (the real Kindle dump has
-short, dirty `asin`/`reviewerID` values, see shared/README.md) and empty texts (the ETL
-drops rows with no text at all and counts them).
+Nothing is written before everything is checked: a task that finds a problem returns it
+as a row instead of data, and the first problem in file-name order is raised as
+`InputValidationError` (the file, the column, the row, the line) before the task returns,
+so a failed ingest writes nothing. Why the strict per-file parser rather than Spark's own
+CSV and JSON readers: those report a bad record without its file line, and a CSV review
+spans lines (a quoted field with newlines), so Spark cannot split such a file either.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
-import math
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, NamedTuple
 
 import fsspec
 import pandas as pd
-import pyarrow.parquet as pq
-from flytekit import Resources, StructuredDataset, kwtypes, task
+import pyarrow as pa
+from flytekit import Resources, StructuredDataset, current_context, kwtypes, task
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from libs.drift import read_feedback
 from workflows.image import TASK_IMAGE
-from workflows.settings import SETTINGS, cache_version
-
-REQUIRED = ("reviewText", "overall")
-OPTIONAL = ("summary", "asin", "reviewerID", "unixReviewTime")
-"""Kept when present; other columns of the public dump (helpful, reviewerName...) are dropped."""
-
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-PARQUET_SUFFIXES = (".parquet", ".pq")
-COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
+from workflows.readers import (
+    COLUMNS,
+    CSV_SUFFIXES,
+    JSON_SUFFIXES,
+    PARQUET_SUFFIXES,
+    InputValidationError,
+    read_file,
+    strip_compression,
+    validate_frame,
+)
+from workflows.settings import SETTINGS, cache_version, spark_task
 
 ReviewsSchema = kwtypes(
     reviewText=str,
@@ -58,9 +59,16 @@ ReviewsSchema = kwtypes(
 Reviews = Annotated[StructuredDataset, ReviewsSchema]
 """The ingested table: canonical columns, `source_file`/`source_row` for tracing a row back."""
 
-
-class InputValidationError(ValueError):
-    """The input cannot be trained on; the message names the file, column and row."""
+_TYPES = {str: (T.StringType(), pa.string()), int: (T.LongType(), pa.int64())}
+SPARK_SCHEMA = T.StructType([T.StructField(c, _TYPES[ReviewsSchema[c]][0]) for c in COLUMNS])
+_ARROW_SCHEMA = pa.schema([pa.field(c, _TYPES[ReviewsSchema[c]][1]) for c in COLUMNS])
+_FILE_INDEX = "_file_index"
+_ERROR = "_error"
+_PARSED = pa.schema([*_ARROW_SCHEMA, pa.field(_FILE_INDEX, pa.int32()), pa.field(_ERROR, pa.string())])
+_SPARK_PARSED = T.StructType(
+    [*SPARK_SCHEMA.fields, T.StructField(_FILE_INDEX, T.IntegerType()), T.StructField(_ERROR, T.StringType())]
+)
+_BATCH_ROWS = 10_000
 
 
 @dataclass
@@ -80,13 +88,6 @@ class IngestOutputs(NamedTuple):
 # ----------------------------------------------------------------------------- discovery
 
 
-def _strip_compression(name: str) -> str:
-    for suffix in COMPRESSIONS:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def list_input_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
     """A file, or the data files of a folder (recursively; hidden, `_SUCCESS` and such skipped)."""
     fs, path = fsspec.core.url_to_fs(uri)
@@ -97,7 +98,7 @@ def list_input_files(uri: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
             f
             for f in fs.find(path)
             if not any(part.startswith((".", "_")) for part in posixpath.relpath(f, path).split("/"))
-            and _strip_compression(f.lower()).endswith(CSV_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)
+            and strip_compression(f.lower()).endswith(CSV_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES)
         )
         if not files:
             raise InputValidationError(f"input folder {uri}: no .csv, .tsv, .parquet or .jsonl files in it")
@@ -126,257 +127,55 @@ def fingerprint(uri: str) -> str:
     return digest.hexdigest()
 
 
-# ----------------------------------------------------------------------------- readers
+# ----------------------------------------------------------------------------- the Spark read
 
 
-def _read_bytes(fs: fsspec.AbstractFileSystem, name: str) -> bytes:
-    with fs.open(name, "rb", compression="infer") as handle:
-        return handle.read()
-
-
-def _decode(data: bytes, name: str, encoding: str) -> str:
-    if not data.strip():
-        raise InputValidationError(f"file {name}: empty file (no header, no rows)")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
-        raise InputValidationError(
-            f"file {name}: binary data (NUL byte at offset {nul}, line {line}); expected {encoding} text"
-        )
-    try:
-        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding)
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise InputValidationError(
-            f"file {name}: not valid {encoding} at byte {error.start} (line {line}): {error.reason}"
-        ) from None
-
-
-def _guess_delimiter(header: str) -> str | None:
-    counts = {d: header.count(d) for d in (";", "\t", "|")}
-    best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else None
-
-
-def read_csv_text(
-    text: str, name: str, delimiter: str = ",", max_chars: int = SETTINGS.max_review_chars
-) -> pd.DataFrame:
-    """Strict CSV: every record must have the header's field count; quoted fields must close;
-    no field is longer than `max_chars` (csv's own process-wide limit, 131,072 by default,
-    would otherwise call a long field "malformed", so it is set to ours while reading)."""
-    previous_limit = csv.field_size_limit(max_chars)
-    try:
-        return _read_csv_records(text, name, delimiter, max_chars)
-    finally:
-        csv.field_size_limit(previous_limit)
-
-
-def _read_csv_records(text: str, name: str, delimiter: str, max_chars: int) -> pd.DataFrame:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader)
-    except (StopIteration, csv.Error) as error:
-        raise InputValidationError(f"file {name}: unreadable CSV header: {error}") from None
-    width = len(header)
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    start = reader.line_num + 1
-    try:
-        for record in reader:
-            if not record:  # a blank line
-                start = reader.line_num + 1
-                continue
-            if len(record) != width:
-                hint = "truncated file?" if len(record) < width else "wrong delimiter or an unquoted field?"
-                raise InputValidationError(
-                    f"file {name}, row {len(rows) + 1} (line {start}): {len(record)} fields, the header "
-                    f"has {width} ({hint})"
-                )
-            rows.append(record)
-            lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as error:
-        if "field larger than field limit" in str(error):
-            raise InputValidationError(
-                f"file {name}, row {len(rows) + 1} (line {start}): a field is longer than the limit of "
-                f"{max_chars} characters (KINDLE_MAX_REVIEW_CHARS); an unclosed quote or not a review"
-            ) from None
-        raise InputValidationError(
-            f"file {name}, row {len(rows) + 1} (line {start}): malformed CSV ({error}); "
-            "a quoted field that never closes usually means a truncated file"
-        ) from None
-    # The public Kindle CSV has a leading unnamed index column (pandas' `index_col=0`).
-    header = [column.strip() for column in header]
-    frame = pd.DataFrame(rows, columns=header, dtype=object)
-    if header and header[0] in ("", "Unnamed: 0"):
-        frame = frame.iloc[:, 1:]
-    frame.attrs["lines"] = lines
-    frame.attrs["raw_header"] = delimiter.join(header)
-    return frame
-
-
-def read_jsonl_text(text: str, name: str) -> pd.DataFrame:
-    """JSON lines (one object per line); a JSON array of objects is accepted too."""
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            records = json.loads(stripped)
-        except json.JSONDecodeError as error:
-            raise InputValidationError(
-                f"file {name}: invalid JSON at line {error.lineno}: {error.msg}"
-            ) from None
-        lines = list(range(1, len(records) + 1))
-    else:
-        records, lines = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
+def _parse_files(
+    listings: Iterator[pa.RecordBatch], encoding: str, max_chars: int
+) -> Iterator[pa.RecordBatch]:
+    """In a Spark task: each listed file read and validated whole, as Arrow batches, or, when
+    it is broken, one row carrying the problem."""
+    for listing in listings:
+        rows = listing.to_pylist()
+        for row in rows:
+            index = pa.array([row["file_index"]], pa.int32())
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise InputValidationError(
-                    f"file {name}, row {len(records) + 1} (line {number}): invalid JSON: {error.msg}"
-                ) from None
-            lines.append(number)
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InputValidationError(
-                f"file {name}, row {index + 1}: expected a JSON object, got {record!r:.60}"
-            )
-    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    frame.attrs["lines"] = lines
-    return frame
-
-
-def read_parquet_bytes(data: bytes, name: str) -> pd.DataFrame:
-    if not data:
-        raise InputValidationError(f"file {name}: empty file")
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as error:  # pyarrow raises several types for corrupt files
-        raise InputValidationError(f"file {name}: not a readable Parquet file ({error})") from None
-    return table.to_pandas()
-
-
-def read_one(
-    fs: fsspec.AbstractFileSystem,
-    name: str,
-    encoding: str = "utf-8",
-    max_chars: int = SETTINGS.max_review_chars,
-) -> pd.DataFrame:
-    data = _read_bytes(fs, name)
-    lowered = _strip_compression(name.lower())
-    if lowered.endswith(PARQUET_SUFFIXES) or data[:4] == b"PAR1":
-        return read_parquet_bytes(data, name)
-    text = _decode(data, name, encoding)
-    if lowered.endswith(JSON_SUFFIXES):
-        return read_jsonl_text(text, name)
-    return read_csv_text(text, name, "\t" if lowered.endswith(".tsv") else ",", max_chars)
-
-
-# ----------------------------------------------------------------------------- validation
-
-
-def _row_label(frame: pd.DataFrame, position: int) -> str:
-    lines = frame.attrs.get("lines")
-    if lines and position < len(lines):
-        return f"row {position + 1} (line {lines[position]})"
-    return f"row {position + 1}"
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
-def _as_rating(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        return None
-    if not math.isfinite(number) or number != int(number):
-        return None
-    return int(number)
-
-
-def _check_lengths(frame: pd.DataFrame, name: str, max_chars: int) -> None:
-    """JSON and Parquet have no field limit of their own: the same bound as CSV, per column."""
-    for column in ("reviewText", "summary"):
-        if column not in frame.columns:
-            continue
-        for position, value in enumerate(frame[column].tolist()):
-            if isinstance(value, str) and len(value) > max_chars:
-                raise InputValidationError(
-                    f"file {name}, column {column!r}, {_row_label(frame, position)}: {len(value)} "
-                    f"characters; the limit is {max_chars} (KINDLE_MAX_REVIEW_CHARS)"
-                )
-
-
-def validate_frame(
-    frame: pd.DataFrame, name: str, max_chars: int = SETTINGS.max_review_chars
-) -> pd.DataFrame:
-    """Checks one file's table and returns it in the canonical schema (see `ReviewsSchema`)."""
-    missing = [column for column in REQUIRED if column not in frame.columns]
-    if missing:
-        found = list(frame.columns)
-        hint = ""
-        if len(found) == 1:
-            guess = _guess_delimiter(str(found[0]))
-            hint = f" - wrong delimiter? the header looks {guess!r}-separated" if guess else ""
-        raise InputValidationError(
-            f"file {name}: required column(s) {missing} missing; found {found[:12]}{hint}"
-        )
-    if len(frame) == 0:
-        raise InputValidationError(f"file {name}: header only, no rows")
-    _check_lengths(frame, name, max_chars)
-    ratings = []
-    for position, value in enumerate(frame["overall"].tolist()):
-        rating = _as_rating(value)
-        if rating is None or not 1 <= rating <= 5:
-            shown = "empty" if _blank(value) else repr(value)
-            raise InputValidationError(
-                f"file {name}, column 'overall', {_row_label(frame, position)}: rating {shown} "
-                "is not an integer from 1 to 5"
-            )
-        ratings.append(rating)
-    out = pd.DataFrame(
-        {
-            "reviewText": [None if _blank(v) else str(v) for v in frame["reviewText"].tolist()],
-            "overall": pd.Series(ratings, dtype="int64"),
-        }
-    )
-    for column in ("summary", "asin", "reviewerID"):
-        values = frame[column].tolist() if column in frame.columns else [None] * len(frame)
-        out[column] = [None if _blank(v) else str(v) for v in values]
-    times: list[int | None] = []
-    if "unixReviewTime" in frame.columns:
-        for position, value in enumerate(frame["unixReviewTime"].tolist()):
-            if _blank(value):
-                times.append(None)
+                frame = read_file(row["url"], row["name"], encoding, max_chars)
+            except InputValidationError as error:
+                nulls = [pa.nulls(1, field.type) for field in _ARROW_SCHEMA]
+                yield pa.RecordBatch.from_arrays([*nulls, index, pa.array([str(error)])], schema=_PARSED)
                 continue
-            number = _as_rating(value)  # same integer parsing
-            if number is None or number < 0:
-                raise InputValidationError(
-                    f"file {name}, column 'unixReviewTime', {_row_label(frame, position)}: {value!r} "
-                    "is not a Unix time in seconds"
-                )
-            times.append(number)
-    else:
-        times = [None] * len(frame)
-    out["unixReviewTime"] = pd.array(times, dtype="Int64")
-    out["source_file"] = name
-    out["source_row"] = pd.Series(range(1, len(frame) + 1), dtype="int64")
-    return out[list(ReviewsSchema)]
+            table = pa.Table.from_pandas(frame, schema=_ARROW_SCHEMA, preserve_index=False)
+            table = table.append_column(_FILE_INDEX, pa.repeat(index[0], len(table)))
+            table = table.append_column(_ERROR, pa.nulls(len(table), pa.string()))
+            yield from table.to_batches(max_chunksize=_BATCH_ROWS)
 
 
 def read_reviews(
-    uri: str, encoding: str = "utf-8", max_chars: int = SETTINGS.max_review_chars
-) -> pd.DataFrame:
-    """Reads and validates everything under `uri`; raises before returning anything partial."""
+    spark: SparkSession,
+    uri: str,
+    encoding: str = "utf-8",
+    max_chars: int = SETTINGS.max_review_chars,
+) -> DataFrame:
+    """Everything under `uri` as a Spark DataFrame (`SPARK_SCHEMA`), one Spark task per file.
+
+    Raises the first problem, in file-name order, before returning anything: the parsed rows
+    are kept (memory, then disk) for the write that follows, so no file is read twice.
+    """
     fs, files = list_input_files(uri)
-    frames = [validate_frame(read_one(fs, name, encoding, max_chars), name, max_chars) for name in files]
-    return pd.concat(frames, ignore_index=True)
+    listing = spark.createDataFrame(
+        spark.sparkContext.parallelize(
+            [(index, fs.unstrip_protocol(name), name) for index, name in enumerate(files)], len(files)
+        ),
+        "file_index int, url string, name string",
+    )
+    parse = partial(_parse_files, encoding=encoding, max_chars=max_chars)
+    parsed = listing.mapInArrow(parse, _SPARK_PARSED).persist(StorageLevel.MEMORY_AND_DISK)
+    problem = parsed.where(F.col(_ERROR).isNotNull()).orderBy(_FILE_INDEX).select(_ERROR).first()
+    if problem is not None:
+        parsed.unpersist()
+        raise InputValidationError(problem[_ERROR])
+    return parsed.drop(_FILE_INDEX, _ERROR)
 
 
 # ----------------------------------------------------------------------------- tasks
@@ -406,10 +205,11 @@ def fingerprint_feedback(folder: str) -> str:
 
 def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
     """The service's labelled feedback as ingested reviews (same schema and checks as files),
-    and the ISO time of its newest row ("" when there is none)."""
+    and the ISO time of its newest row ("" when there is none). Small by design (the service
+    rotates it), so it is read here, not by a Spark task per file."""
     feedback = read_feedback(Path(folder))
     if feedback.empty:
-        return pd.DataFrame(columns=list(ReviewsSchema)), ""
+        return pd.DataFrame(columns=list(COLUMNS)), ""
     stamps = pd.to_datetime(feedback["timestamp"], utc=True)
     frame = feedback[["reviewText", "summary", "overall"]].copy()
     frame["unixReviewTime"] = stamps.astype("int64") // 10**9
@@ -419,6 +219,7 @@ def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
 
 
 @task(
+    task_config=spark_task(),
     cache=True,
     cache_version=cache_version("ingest"),
     container_image=TASK_IMAGE,
@@ -432,20 +233,20 @@ def ingest(
     feedback: str = "",
     feedback_fingerprint: str = "",
 ) -> IngestOutputs:
-    """Reads + validates the raw reviews, and the labelled feedback when a folder is given,
-    into one Parquet table (cached by the content fingerprints)."""
+    """Reads + validates the raw reviews with Spark, and the labelled feedback when a folder is
+    given, into one Parquet table (cached by the content fingerprints)."""
     del content_fingerprint, feedback_fingerprint  # only the cache key
-    frame = read_reviews(uri, encoding)
-    labelled, until = (
-        feedback_reviews(feedback) if feedback else (pd.DataFrame(columns=list(ReviewsSchema)), "")
-    )
+    session: SparkSession = current_context().spark_session
+    reviews = read_reviews(session, uri, encoding)
+    labelled, until = feedback_reviews(feedback) if feedback else (pd.DataFrame(), "")
     if len(labelled):
-        frame = pd.concat([frame, labelled], ignore_index=True)
-    counts = frame["overall"].value_counts().sort_index()
+        table = pa.Table.from_pandas(labelled, schema=_ARROW_SCHEMA, preserve_index=False)
+        reviews = reviews.unionByName(session.createDataFrame(table, SPARK_SCHEMA))
+    counts = {str(row["overall"]): int(row["count"]) for row in reviews.groupBy("overall").count().collect()}
     stats = IngestStats(
-        files=int(frame["source_file"].nunique()),
-        rows=len(frame),
-        rating_counts={str(k): int(v) for k, v in counts.items()},
+        files=reviews.select("source_file").distinct().count(),
+        rows=sum(counts.values()),
+        rating_counts=dict(sorted(counts.items())),
         feedback_rows=len(labelled),
         feedback_until=until,
     )
@@ -453,4 +254,4 @@ def ingest(
         f"ingest: {stats.rows} rows ({stats.feedback_rows} of them feedback) from {stats.files} source(s) "
         f"under {uri}; ratings {stats.rating_counts}"
     )
-    return IngestOutputs(StructuredDataset(dataframe=frame), stats)
+    return IngestOutputs(StructuredDataset(dataframe=reviews), stats)

@@ -1,10 +1,10 @@
 """Broken files through the real `ingest` task: a clear error, and nothing written downstream.
 
-`ingest_test.py` checks the messages of `read_reviews`; here the Flyte task itself runs
-(local execution) with its raw-output folder in a temporary directory, so the test sees
-exactly what the task would hand to the ETL: for every broken-file class, no Parquet and
-no partial file. A valid file through the same setup does write its Parquet there, which
-is what makes the empty-folder checks meaningful.
+`ingest_test.py` checks the messages of `read_reviews`; here the Flyte Spark task itself
+runs (local execution) with its raw-output folder in a temporary directory, so the test
+sees exactly what the task would hand to the ETL: for every broken-file class, no Parquet
+and no partial file. A valid file through the same setup does write its Parquet there,
+which is what makes the empty-folder checks meaningful.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import pandas as pd
 import pytest
 from flytekit import FlyteContextManager
 from flytekit.core.data_persistence import FileAccessProvider
+from pyspark.sql import SparkSession
 
+from libs.features.spark import local_session
 from tests import fixtures
-from workflows.ingest import InputValidationError, ingest, read_reviews
+from workflows import ingest as ingest_module
+from workflows.ingest import InputValidationError, ingest
 from workflows.settings import SETTINGS
 
 FIFTY_MB = 50 * 2**20
@@ -53,6 +56,16 @@ def raw_output(tmp_path: Path) -> Iterator[Path]:
         yield raw
 
 
+@pytest.fixture(scope="module")
+def spark() -> SparkSession:
+    """The session the task finds too (the Spark plugin's `getOrCreate`)."""
+    return local_session("workflows-ingest-hostile-test")
+
+
+def read_reviews(spark: SparkSession, uri: str, max_chars: int = SETTINGS.max_review_chars) -> pd.DataFrame:
+    return ingest_module.read_reviews(spark, uri, max_chars=max_chars).toPandas()
+
+
 def _run_ingest(path: Path) -> pd.DataFrame:
     # A fresh fingerprint per call: the task is cached, and a cache hit would write nothing.
     reviews, _ = ingest(uri=str(path), content_fingerprint=uuid.uuid4().hex)
@@ -73,34 +86,34 @@ def test_limit_is_far_above_real_reviews() -> None:
     assert SETTINGS.max_review_chars >= 20 * longest
 
 
-def test_a_50_mb_review_names_file_row_and_limit(tmp_path: Path) -> None:
+def test_a_50_mb_review_names_file_row_and_limit(spark: SparkSession, tmp_path: Path) -> None:
     path = _fifty_mb_review(tmp_path / "huge.csv")
     with pytest.raises(InputValidationError) as caught:
-        read_reviews(str(path))
+        read_reviews(spark, str(path))
     message = str(caught.value)
     assert "huge.csv, row 1 (line 2)" in message
     assert f"limit of {SETTINGS.max_review_chars} characters" in message
     assert "KINDLE_MAX_REVIEW_CHARS" in message
 
 
-def test_jsonl_and_parquet_have_the_same_limit(tmp_path: Path) -> None:
+def test_jsonl_and_parquet_have_the_same_limit(spark: SparkSession, tmp_path: Path) -> None:
     frame = pd.DataFrame({"reviewText": ["fine", "x" * 101], "overall": [5, 4], "summary": ["a", "b"]})
     frame.to_json(tmp_path / "long.jsonl", orient="records", lines=True)
     frame.to_parquet(tmp_path / "long.parquet")
     with pytest.raises(
         InputValidationError, match=r"long\.jsonl, column 'reviewText', row 2 \(line 2\): 101"
     ):
-        read_reviews(str(tmp_path / "long.jsonl"), max_chars=100)
+        read_reviews(spark, str(tmp_path / "long.jsonl"), max_chars=100)
     with pytest.raises(InputValidationError, match=r"long\.parquet, column 'reviewText', row 2: 101 .*100"):
-        read_reviews(str(tmp_path / "long.parquet"), max_chars=100)
-    assert len(read_reviews(str(tmp_path / "long.parquet"), max_chars=101)) == 2
+        read_reviews(spark, str(tmp_path / "long.parquet"), max_chars=100)
+    assert len(read_reviews(spark, str(tmp_path / "long.parquet"), max_chars=101)) == 2
 
 
-def test_fields_over_csvs_own_limit_but_under_ours_are_read(tmp_path: Path) -> None:
+def test_fields_over_csvs_own_limit_but_under_ours_are_read(spark: SparkSession, tmp_path: Path) -> None:
     long_review = "word " * 60_000  # 300,000 characters: over csv's default 131,072
     path = tmp_path / "long.csv"
     pd.DataFrame({"reviewText": [long_review], "overall": [3]}).to_csv(path, index=False)
-    assert read_reviews(str(path))["reviewText"].tolist() == [long_review]
+    assert read_reviews(spark, str(path))["reviewText"].tolist() == [long_review]
 
 
 BROKEN = {
@@ -130,5 +143,5 @@ def test_a_valid_file_is_written_where_broken_ones_are_not(tmp_path: Path, raw_o
     path.write_bytes(b"reviewText,overall\ngood,5\nbad,1\n")
     frame = _run_ingest(path)
     assert frame["overall"].tolist() == [5, 1]
-    written = _files_under(raw_output)
-    assert written and all(p.read_bytes()[:4] == b"PAR1" for p in written), written  # Parquet parts
+    parts = [p for p in _files_under(raw_output) if p.name.startswith("part-")]
+    assert parts and all(p.read_bytes()[:4] == b"PAR1" for p in parts), parts  # Spark's Parquet parts

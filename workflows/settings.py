@@ -9,8 +9,11 @@ and tests, without a config file to ship. Workflow inputs override them per run.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Annotated
 
+from flytekitplugins.spark import Spark
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
@@ -136,3 +139,18 @@ def base_spark_conf(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
     conf.update(extra or {})
     return conf
+
+
+def spark_task() -> Spark:
+    """The task config of every Spark task (`ingest`, `spark_etl`): `base_spark_conf` plus
+    KINDLE_SPARK_CONF.
+
+    Local runs only (no Flyte execution id) also get loopback networking and this
+    interpreter for the Python workers. The Flyte Spark plugin builds the session before
+    the task body runs, from the static spark_conf, which must stay valid on a cluster;
+    these two process settings are the local-only part, and a cluster pod never sees them.
+    """
+    if "FLYTE_INTERNAL_EXECUTION_ID" not in os.environ:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return Spark(spark_conf=base_spark_conf(SETTINGS.spark_conf))
