@@ -35,8 +35,7 @@ _CHARREF = r"&(?:#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\f <&#;]{1,32};?)"
 class _Patterns:
     url: str
     entity_digits: str
-    non_word: str
-    loose_space: str
+    separators: str
 
 
 def _patterns(c: Classes) -> _Patterns:
@@ -46,9 +45,10 @@ def _patterns(c: Classes) -> _Patterns:
         # rule is "not next to another digit"; without look-around the neighbours are matched
         # and put back, so two entities one character apart need a second pass.
         entity_digits=rf"(^|[^{c.digit}])82(?:1[1-9]|2[{c.digit}]|30)([^{c.digit}]|$)",
-        non_word=rf"[^{c.word}{c.space}'!?]+",
-        # Runs of two or more whitespace characters, or a lone one that is not a plain space.
-        loose_space=rf"[{c.space}]{{2,}}|[[{c.space}]--[ ]]",
+        # "Everything but word characters, whitespace, ' ! ? becomes a space; then every run
+        # of whitespace becomes one space" in one pass: a run of characters that are neither
+        # word characters nor ' ! ?, unless it is a single plain space already.
+        separators=rf"[^{c.word}'!?]*[^{c.word}'!? ][^{c.word}'!?]*| {{2,}}",
     )
 
 
@@ -96,8 +96,8 @@ def cleaned(text: pl.Expr, classes: Classes = UNICODE) -> pl.Expr:
         text = text.str.replace_all(_APOSTROPHE, "'")
     else:
         text = text.str.replace_all("`", "'", literal=True)
-    text = text.str.replace_all(p.non_word, " ").str.replace_all("!!+", "!").str.replace_all(r"\?\?+", "?")
-    return text.str.replace_all(p.loose_space, " ").str.strip_chars(" ")
+    text = text.str.replace_all(p.separators, " ").str.replace_all("!!+", "!").str.replace_all(r"\?\?+", "?")
+    return text.str.strip_chars(" ")
 
 
 def long_texts(*arrays: pa.Array | None) -> bool:

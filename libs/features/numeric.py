@@ -14,10 +14,16 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from libs.features.charclasses import UNICODE, Classes, classes_for, has_byte
+from libs.features.charclasses import ASCII, UNICODE, Classes, classes_for, has_byte
 from libs.features.cleaning import cleaned, combined, long_texts, normalised
 from libs.features.contract import CONTRACT
-from libs.features.signals import clean_signals, raw_signals
+from libs.features.signals import (
+    COUNT_COLUMNS,
+    ascii_counts,
+    features_from_counts,
+    raw_signals,
+    regex_counts,
+)
 from libs.features.text import text_array
 
 TEXT_COLUMN = "text"
@@ -47,8 +53,9 @@ def combined_texts(reviews: pa.Array, summaries: pa.Array | None = None) -> pl.S
 def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.Table:
     """One row per review: `text`, `clean_text` and the contract's numeric features.
 
-    One Polars query does it all, unless some texts need NFKC or entity decoding (which
-    runs on those rows only, between combining and cleaning).
+    One Polars query makes the texts and the cheap signals, unless some texts need NFKC or
+    entity decoding (which runs on those rows only, between combining and cleaning); the
+    letter, capital and space counts come from the bytes or from regexes (see `signals`).
     """
     frame, decoded = _texts(reviews, summaries), TEXT_COLUMN
     classes, entities = classes_for(reviews, summaries), has_byte(b"&", reviews, summaries)
@@ -59,9 +66,14 @@ def features_table(reviews: pa.Array, summaries: pa.Array | None = None) -> pa.T
         ).lazy()
         decoded = "_decoded"
     first, then = _feature_expressions(classes, decoded)
-    return (
-        frame.with_columns(*first).with_columns(*then).select(SCHEMA.names).collect().to_arrow().cast(SCHEMA)
-    )
+    table = frame.with_columns(*first).with_columns(*then).collect().to_arrow()
+    if classes is ASCII:
+        counts = ascii_counts(*(table[c].combine_chunks() for c in (TEXT_COLUMN, CLEAN_COLUMN)))
+    else:
+        counts = {name: table[name].to_numpy() for name in COUNT_COLUMNS}
+    computed = features_from_counts(counts)
+    columns = {name: computed[name] if name in computed else table[name] for name in SCHEMA.names}
+    return pa.table(columns).cast(SCHEMA)
 
 
 def _texts(reviews: pa.Array, summaries: pa.Array | None) -> pl.LazyFrame:
@@ -87,12 +99,11 @@ def _text_expression(summary: bool, bound: bool) -> pl.Expr:
 
 @cache
 def _feature_expressions(classes: Classes, decoded: str) -> tuple[list[pl.Expr], list[pl.Expr]]:
-    """(clean text and raw signals, then the clean-text signals, which read the clean text)."""
-    first = [
-        cleaned(pl.col(decoded), classes).alias(CLEAN_COLUMN),
-        *raw_signals(pl.col(TEXT_COLUMN), classes),
-    ]
-    return first, clean_signals(pl.col(CLEAN_COLUMN))
+    """(clean text and the cheap raw signals, then, for non-ASCII batches, the regex counts,
+    which read the clean text too)."""
+    first = [cleaned(pl.col(decoded), classes).alias(CLEAN_COLUMN), *raw_signals(pl.col(TEXT_COLUMN))]
+    then = [] if classes is ASCII else regex_counts(pl.col(TEXT_COLUMN), pl.col(CLEAN_COLUMN), classes)
+    return first, then
 
 
 def combine(review: object, summary: object = None) -> str:
