@@ -59,3 +59,10 @@ def _data(array: pa.Array) -> np.ndarray:
     """The UTF-8 bytes behind a string array (a slice's whole buffer: a superset, which is safe)."""
     buffer = array.buffers()[2]
     return np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.empty(0, dtype=np.uint8)
+
+
+def utf8_bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's own UTF-8 bytes and its offsets into them (starting at 0)."""
+    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
+    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+    return _data(array)[offsets[0] : offsets[-1]], (offsets - offsets[0]).astype(np.int64)

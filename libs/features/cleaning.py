@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from libs.features.charclasses import ASCII, SPACE_CHARS, UNICODE, Classes, classes_for, has_byte
+from libs.features.charclasses import ASCII, SPACE_CHARS, UNICODE, Classes, classes_for, has_byte, utf8_bytes
 from libs.features.text import MAX_TEXT_CHARS, text_array
 
 _TAG = r"<[^>]{0,200}>"
@@ -152,8 +152,5 @@ def _unescape(texts: pl.Series) -> pl.Series:
 def _longest_bytes(array: pa.Array) -> int:
     if not len(array):
         return 0
-    offsets = np.frombuffer(
-        array.buffers()[1], dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32
-    )
-    offsets = offsets[array.offset : array.offset + len(array) + 1]
-    return int(np.diff(offsets).max())
+    _, offsets = utf8_bytes(array)
+    return int(np.diff(offsets).max(initial=0))

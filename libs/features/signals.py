@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from libs.features.charclasses import Classes
+from libs.features.charclasses import Classes, utf8_bytes
 
 LETTERS, UPPER, SPACES, CLEAN_LENGTH = "_letters", "_upper", "_spaces", "_clean_length"
 COUNT_COLUMNS = (LETTERS, UPPER, SPACES, CLEAN_LENGTH)
@@ -47,9 +47,9 @@ def regex_counts(text: pl.Expr, clean: pl.Expr, classes: Classes) -> list[pl.Exp
 
 def ascii_counts(text: pa.Array, clean: pa.Array) -> dict[str, np.ndarray]:
     """The count columns from the bytes of ASCII texts (each byte one character)."""
-    raw, raw_offsets = _bytes(text)
+    raw, raw_offsets = utf8_bytes(text)
     folded = (raw | 0x20) - ord("a")  # ASCII letters fold to 0..25 (uint8 arithmetic wraps)
-    data, offsets = _bytes(clean)
+    data, offsets = utf8_bytes(clean)
     return {
         LETTERS: _per_text(folded < 26, raw_offsets),
         UPPER: _per_text(raw - np.uint8(ord("A")) < 26, raw_offsets),
@@ -68,20 +68,11 @@ def features_from_counts(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     return {"caps_ratio": caps, "word_count": words.astype(np.int64), "avg_word_length": average}
 
 
-def _bytes(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A string array's UTF-8 bytes and its offsets into them (starting at 0)."""
-    width = np.int64 if pa.types.is_large_string(array.type) else np.int32
-    offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
-    buffer = array.buffers()[2]
-    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.empty(0, dtype=np.uint8)
-    return data[offsets[0] : offsets[-1]], (offsets - offsets[0]).astype(np.int64)
-
-
 def _per_text(hits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """How many of each text's bytes are hits (`offsets` delimit the texts)."""
-    padded = np.append(hits, False).view(np.uint8)  # a last index equal to the length stays in range
     if len(offsets) < 2:
         return np.zeros(0, dtype=np.int64)
+    padded = np.append(hits, False).view(np.uint8)  # a last index equal to the length stays in range
     # 32-bit sums are exact (a text is at most MAX_TEXT_CHARS bytes) and twice as fast.
     sums = np.add.reduceat(padded, offsets[:-1], dtype=np.int32)
     sums[offsets[:-1] == offsets[1:]] = 0  # reduceat gives an empty text its next byte
