@@ -6,6 +6,7 @@
 - with the drift thread stalled (its shared state folder hangs) and maximal requests
   coming in, the queue stays within its bounds, the rest is dropped and counted, requests
   keep succeeding and the server's memory stays under a stated bound;
+- loading a champion compiles the TF-IDF scan, so no request waits for the compiler;
 - every MLflow download of a champion is removed once it is loaded or refused (a real
   SQLite registry, real reloads, a refused one included).
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -298,3 +301,18 @@ def test_each_mlflow_download_is_removed_once_loaded_or_refused(
         assert len(refusals) == 1 and f"{temp}/{DOWNLOAD_PREFIX}" in refusals[0], refusals
         assert list(temp.glob(f"{DOWNLOAD_PREFIX}*")) == []
         assert set(temp.iterdir()) == left_at_start  # three downloads, nothing left behind
+
+
+def test_loading_a_champion_compiles_the_tfidf_scan_before_any_request(bundle: Path) -> None:
+    """Compiling takes seconds without numba's cache: the load pays it, not the first request."""
+    script = (
+        "from libs.features.counting import _count\n"
+        "from services import runtime\n"
+        "assert not _count.signatures\n"
+        "assert runtime.load().ready\n"
+        "print(len(_count.signatures))\n"
+    )
+    env = {**os.environ, "KINDLE_BUNDLE_PATH": str(bundle), "KINDLE_MLFLOW_TRACKING_URI": ""}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"

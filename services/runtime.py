@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import bentoml
 import numpy as np
 
-from libs.features import CONTRACT
+from libs.features import CONTRACT, compute_features
 from libs.models.kinds import LABELS
 from libs.models.registry import CHAMPION, MODEL_NAME
 from libs.urls import redact_urls
@@ -131,10 +131,13 @@ def resolve_bundle_path(settings: ServiceSettings, mlflow_version: str | None = 
 
 
 def check_bundle(bundle: ModelBundle) -> None:
-    """The service's own checks on top of `load_bundle`'s: contract and label set."""
+    """The service's own checks on top of `load_bundle`'s: contract and label set; then one
+    review is scored, which compiles the TF-IDF scan (numba; read from its on-disk cache
+    after the first start) before the server says ready instead of in the first request."""
     CONTRACT.require_hash(bundle.contract_hash, f"model bundle {bundle.version}")
     if list(bundle.labels) != LABELS:
         raise ValueError(f"bundle labels are {list(bundle.labels)}; the service needs {LABELS}")
+    bundle.predict_features(compute_features(["a first review, scored before any request"]))
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:

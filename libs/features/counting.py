@@ -1,18 +1,24 @@
 """Per-text term counts of a batch as CSR parts: sorted term indices and their counts.
 
-A batch's terms arrive as one flat column per n (unigrams, bigrams...), each grouped by
-text; Polars joins each text's lists and sorts them (one list sort in Rust), and
-run-length counting on the flat result gives distinct indices and counts per text.
+One compiled pass (numba) over the cleaned texts' UTF-8 bytes finds each token
+(`tokens.next_token`), keys it and the n-grams ending at it (`vocabulary.token_key`),
+looks the keys up (`vocabulary.find`) and counts the known terms per text. The counts
+live in a vocabulary-sized array beside a two-level bitmap of the terms seen, so a text's
+distinct terms come out in index order by scanning set bits, with no sort; both are
+cleared as they are read, ready for the next text.
 """
 
 from __future__ import annotations
 
-from functools import cache
 from typing import NamedTuple
 
+import numba
 import numpy as np
-import polars as pl
 import pyarrow as pa
+
+from libs.features.charclasses import utf8_bytes
+from libs.features.tokens import next_token, not_clean_error
+from libs.features.vocabulary import FOLD, TermIndex, find, token_key
 
 
 class Counts(NamedTuple):
@@ -23,33 +29,89 @@ class Counts(NamedTuple):
     counts: np.ndarray
 
 
-def count_terms(parts: list[tuple[np.ndarray, np.ndarray]]) -> Counts:
-    """`parts`: (term indices, text offsets) per n; index -1 marks a term not in the vocabulary."""
-    lists, totals = {}, 0
-    for n, (indices, offsets) in enumerate(parts):
-        known = indices >= 0
-        seen = np.concatenate([[0], np.cumsum(known, dtype=np.int64)])
-        kept = seen[offsets]  # known terms before each text's first
-        lists[str(n)] = pa.LargeListArray.from_arrays(kept - kept[0], indices[known].astype(np.int32))
-        totals = totals + np.diff(kept)
-    joined = pl.DataFrame(lists).select(_sorted_lists(len(lists))).to_series()
-    ordered = joined.explode(empty_as_null=False, keep_nulls=False).to_numpy()
-    return _runs(ordered, np.concatenate([[0], np.cumsum(totals, dtype=np.int64)]))
+# The lowest set bit of a 64-bit word w is _LOWEST[(w ^ (w - 1)) * _DE_BRUIJN >> 58].
+_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_LOWEST = np.zeros(64, dtype=np.int64)
+_BELOW = np.uint64(2) ** np.arange(64, dtype=np.uint64) * np.uint64(2) - np.uint64(1)  # w ^ (w - 1), w = 2^i
+_LOWEST[(_BELOW * _DE_BRUIJN) >> np.uint64(58)] = np.arange(64)
 
 
-@cache
-def _sorted_lists(parts: int) -> pl.Expr:
-    """Columns "0".."parts-1" joined per row and sorted (built once: building costs as much as
-    a small batch's run)."""
-    return pl.concat_list([str(n) for n in range(parts)]).list.sort()
+@numba.njit(cache=True, nogil=True)
+def _lowest_bit(word: np.uint64) -> int:
+    return _LOWEST[((word ^ (word - np.uint64(1))) * _DE_BRUIJN) >> np.uint64(58)]
 
 
-def _runs(ordered: np.ndarray, offsets: np.ndarray) -> Counts:
-    """Distinct indices and their counts per text, from indices sorted within each text."""
-    starts = np.ones(len(ordered), dtype=bool)
-    starts[1:] = ordered[1:] != ordered[:-1]
-    starts[offsets[:-1][np.diff(offsets) > 0]] = True  # a text's first term starts a run
-    positions = np.flatnonzero(starts)
-    counts = np.diff(np.append(positions, len(ordered)))
-    indptr = np.searchsorted(positions, offsets).astype(np.int64)
-    return Counts(indptr, ordered[positions].astype(np.int32), counts)
+@numba.njit(cache=True, nogil=True)
+def _count(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    keys: np.ndarray,
+    positions: np.ndarray,
+    seed: np.uint64,
+    size: int,
+    ngram_max: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """(indptr, indices, counts, number of tokens, a byte that is not clean text or -1)."""
+    texts = len(offsets) - 1
+    counts = np.zeros(size, np.int64)
+    seen = np.zeros((size + 63) // 64, np.uint64)  # bit v: term v occurs in this text
+    seen_words = np.zeros((len(seen) + 63) // 64, np.uint64)  # bit w: word w of `seen` is not 0
+    longest = 0
+    for text in range(texts):
+        longest = max(longest, offsets[text + 1] - offsets[text])
+    token_keys = np.empty(longest, np.uint64)  # the current text's, for its n-grams
+    capacity = min(len(data) * ngram_max, texts * size)
+    out_indices = np.empty(capacity, np.int32)
+    out_counts = np.empty(capacity, np.int64)
+    indptr = np.zeros(texts + 1, np.int64)
+    filled = tokens = 0
+    for text in range(texts):
+        position, end, tokens_before = offsets[text], offsets[text + 1], tokens
+        while True:
+            start, stop = next_token(data, position, end)
+            if start < 0:
+                return indptr, out_indices[:0], out_counts[:0], tokens, stop
+            if start == end:
+                break
+            position = stop
+            last = tokens - tokens_before
+            token_keys[last] = token_key(data, start, stop, seed)
+            tokens += 1
+            for n in range(1, min(ngram_max, last + 1) + 1):
+                key = token_keys[last - n + 1]
+                for k in range(last - n + 2, last + 1):
+                    key = key * FOLD + token_keys[k]
+                term = find(keys, positions, key)
+                if term >= 0:
+                    if counts[term] == 0:
+                        seen[term >> 6] |= np.uint64(1) << np.uint64(term & 63)
+                        seen_words[term >> 12] |= np.uint64(1) << np.uint64((term >> 6) & 63)
+                    counts[term] += 1
+        for high in range(len(seen_words)):
+            words = seen_words[high]
+            while words:
+                word = high * 64 + _lowest_bit(words)
+                words &= words - np.uint64(1)
+                bits = seen[word]
+                while bits:
+                    term = word * 64 + _lowest_bit(bits)
+                    bits &= bits - np.uint64(1)
+                    out_indices[filled] = term
+                    out_counts[filled] = counts[term]
+                    counts[term] = 0
+                    filled += 1
+                seen[word] = 0
+            seen_words[high] = 0
+        indptr[text + 1] = filled
+    return indptr, out_indices[:filled].copy(), out_counts[:filled].copy(), tokens, -1
+
+
+def count_terms(cleaned: pa.Array, terms: TermIndex, ngram_max: int) -> tuple[Counts, int]:
+    """The counts of the vocabulary's n-grams (n <= ngram_max) per text, and the number of tokens."""
+    data, offsets = utf8_bytes(cleaned)
+    indptr, indices, counts, tokens, bad = _count(
+        data, offsets, terms.keys, terms.positions, terms.seed, terms.size, ngram_max
+    )
+    if bad >= 0:
+        raise not_clean_error(data, offsets, bad)
+    return Counts(indptr, indices, counts), tokens

@@ -27,7 +27,7 @@ from libs.features.atomic import write_json
 from libs.features.contract import CONTRACT, FeatureContractError, TfidfSpec
 from libs.features.counting import Counts, count_terms
 from libs.features.text import MAX_TEXT_CHARS, text_array
-from libs.features.tokens import ngrams, unigrams
+from libs.features.tokens import ngrams, require_pattern, unigrams
 from libs.features.vocabulary import TermIndex
 
 FORMAT_VERSION = 1
@@ -103,9 +103,8 @@ class Tfidf:
 
     def counts(self, cleaned: CleanTexts) -> Counts:
         """Per-text counts of the vocabulary's terms, as CSR parts."""
-        tokens = unigrams(_arrow(cleaned), self.spec)
-        parts = [self._terms.keys(tokens, n) for n in range(1, self.spec.ngram_max + 1)]
-        return count_terms([(self._terms.index(keys), offsets) for keys, offsets in parts])
+        require_pattern(self.spec)
+        return count_terms(_arrow(cleaned), self._terms, self.spec.ngram_max)[0]
 
     def vectors(self, counts: Counts) -> np.ndarray:
         """The L2-normalised TF-IDF values for `counts` (the data of the CSR matrix)."""
@@ -131,8 +130,9 @@ class Tfidf:
 
     def coverage(self, cleaned: CleanTexts) -> float:
         """Share of unigram tokens that are in the vocabulary (text drift signal)."""
-        keys, _ = self._terms.keys(unigrams(_arrow(cleaned), self.spec), 1)
-        return float(np.mean(self._terms.index(keys) >= 0)) if len(keys) else 1.0
+        require_pattern(self.spec)
+        known, tokens = count_terms(_arrow(cleaned), self._terms, 1)
+        return float(known.counts.sum() / tokens) if tokens else 1.0
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -108,3 +108,16 @@ def test_a_vectoriser_survives_pickling_for_spark_workers() -> None:
     before = tfidf.transform(["good book"])
     copy = pickle.loads(pickle.dumps(tfidf))
     assert (copy.transform(["good book"]) != before).nnz == 0
+
+
+def test_a_text_that_was_not_cleaned_is_refused_by_name() -> None:
+    """The scan relies on cleaning's alphabet; punctuation means a raw text slipped through."""
+    tfidf = Tfidf.fit(["good book", "bad book"], SPEC)
+    for call in (tfidf.transform, tfidf.coverage, lambda texts: tokenize(texts[1], SPEC)):
+        with pytest.raises(ValueError, match=r"text \d is not a cleaned text: it holds ','"):
+            call(["good book", "good, bad"])
+
+
+def test_words_of_other_scripts_are_tokens_of_two_characters_or_more() -> None:
+    # "é" is two bytes but one character: no token; "日本" and "ça" are.
+    assert tokenize("é 日本 ça 'é a'", SPEC)[:3] == ["日本", "ça", "a'"]

@@ -2,11 +2,12 @@
 
 Every candidate does the same task on the real Kindle reviews (both files, replicated):
 clean the review text and split it into the contract's tokens, the work all of them can
-do. The chosen kernels (`libs.features`, on Polars) are then timed on the whole job:
-text, clean text and numeric features (`features_table`), TF-IDF vectors
-(`Tfidf.transform`, unigrams + bigrams, 50,000 terms), and both; the per-row Python
-rules of contract 1.0.0 are the baseline. Figures are reviews per CPU-second (per core)
-in a process whose libraries are held to one thread.
+do. The chosen kernels (`libs.features`, on Polars, with the token scan and TF-IDF
+counting compiled by numba) are then timed on the whole job: text, clean text and
+numeric features (`features_table`), TF-IDF vectors (`Tfidf.transform`, unigrams +
+bigrams, 50,000 terms) beside scikit-learn's `TfidfVectorizer` with the same vocabulary,
+and both; the per-row Python rules of contract 1.0.0 are the baseline. Figures are
+reviews per CPU-second (per core) in a process whose libraries are held to one thread.
 
 `python -m tools.benchmarks.features [--quick]` measures and prints JSON lines; the
 `features` suite of `tools/bench` runs it in such a process.
@@ -90,7 +91,7 @@ def _candidates(reviews: list[str]) -> dict[str, Callable[[], object]]:
         "python re, per row (contract 1.0.0)": python_re,
         "pyarrow.compute (RE2)": pyarrow_compute,
         "tokenizers (onig, Rust)": hf_tokenizers,
-        "polars (libs.features)": polars_kernels,
+        "polars + numba scan (libs.features)": polars_kernels,
     }
 
 
@@ -120,12 +121,22 @@ _ONIG_STEPS = [
 
 def _kernels(reviews: list[str], summaries: list[object]) -> dict[tuple[str, str], Callable[[], object]]:
     """The whole feature job: the chosen kernels, and the per-row rules they replaced."""
-    from libs.features import Tfidf, features_table, text_array
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from libs.features import CONTRACT, Tfidf, features_table, text_array
     from tests.fixtures.feature_reference import reference_row, reference_vector
 
     arrow, arrow_summaries = text_array(reviews), text_array(summaries)
     cleaned = features_table(arrow, arrow_summaries)["clean_text"].combine_chunks()
     tfidf = Tfidf.fit(cleaned)
+    spec, texts = CONTRACT.tfidf, cleaned.to_pylist()
+    scikit = TfidfVectorizer(
+        vocabulary=tfidf.terms,
+        token_pattern=spec.token_pattern,
+        ngram_range=(1, spec.ngram_max),
+        sublinear_tf=spec.sublinear_tf,
+        lowercase=False,
+    ).fit(texts)
 
     def features_and_tfidf() -> object:
         return tfidf.transform(features_table(arrow, arrow_summaries)["clean_text"].combine_chunks())
@@ -140,6 +151,7 @@ def _kernels(reviews: list[str], summaries: list[object]) -> dict[tuple[str, str
     return {
         (chosen, "features"): lambda: features_table(arrow, arrow_summaries),
         (chosen, "tfidf transform"): lambda: tfidf.transform(cleaned),
+        ("scikit-learn TfidfVectorizer, same vocabulary", "tfidf transform"): lambda: scikit.transform(texts),
         (chosen, "features + tfidf"): features_and_tfidf,
         ("python re, per row (contract 1.0.0)", "features + tfidf"): python_rows,
     }
