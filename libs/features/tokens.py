@@ -53,10 +53,7 @@ def next_token(data: np.ndarray, position: int, end: int) -> tuple[int, int]:
             position += 1  # `\w` must come first: leading apostrophes start no token
         start, characters = position, 0
         while position < end and _BYTE_CLASS[data[position]] >= APOSTROPHE:
-            if _BYTE_CLASS[data[position]] == WORD:
-                characters += (data[position] & 0xC0) != 0x80  # not a UTF-8 continuation byte
-            else:
-                characters += 1
+            characters += (data[position] & 0xC0) != 0x80  # a character's first byte (' is one)
             position += 1
         if characters >= 2:
             return start, position
