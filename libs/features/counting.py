@@ -42,6 +42,14 @@ def _lowest_bit(word: np.uint64) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
+def _grown(array: np.ndarray, filled: int, least: int) -> np.ndarray:
+    """`array`'s first `filled` items in a new array of at least `least` (and twice its size)."""
+    grown = np.empty(max(least, 2 * len(array)), array.dtype)
+    grown[:filled] = array[:filled]
+    return grown
+
+
+@numba.njit(cache=True, nogil=True)
 def _count(
     data: np.ndarray,
     offsets: np.ndarray,
@@ -60,13 +68,17 @@ def _count(
     for text in range(texts):
         longest = max(longest, offsets[text + 1] - offsets[text])
     token_keys = np.empty(longest, np.uint64)  # the current text's, for its n-grams
-    capacity = min(len(data) * ngram_max, texts * size)
-    out_indices = np.empty(capacity, np.int32)
-    out_counts = np.empty(capacity, np.int64)
+    # Real texts hold about one term per four bytes; the bound per text is checked below.
+    out_indices = np.empty(len(data) // 2 + 64, np.int32)
+    out_counts = np.empty(len(out_indices), np.int64)
     indptr = np.zeros(texts + 1, np.int64)
     filled = tokens = 0
     for text in range(texts):
         position, end, tokens_before = offsets[text], offsets[text + 1], tokens
+        most = filled + ngram_max * ((end - position + 1) // 2)  # a token is 2 bytes, or 1 and a space
+        if most > len(out_indices):
+            out_indices = _grown(out_indices, filled, most)
+            out_counts = _grown(out_counts, filled, most)
         while True:
             start, stop = next_token(data, position, end)
             if start < 0:
@@ -103,7 +115,7 @@ def _count(
                 seen[word] = 0
             seen_words[high] = 0
         indptr[text + 1] = filled
-    return indptr, out_indices[:filled].copy(), out_counts[:filled].copy(), tokens, -1
+    return indptr, out_indices[:filled], out_counts[:filled], tokens, -1
 
 
 def count_terms(cleaned: pa.Array, terms: TermIndex, ngram_max: int) -> tuple[Counts, int]:

@@ -32,9 +32,9 @@ from libs.features.vocabulary import TermIndex
 
 FORMAT_VERSION = 1
 
-# 1 + ln(tf) for every count a bounded text can hold, computed once so the value of a
-# count never depends on the array it was computed in.
-_SUBLINEAR_TF = 1.0 + np.log(np.arange(1, MAX_TEXT_CHARS + 1, dtype=np.float64))
+# 1 + ln(tf) at index tf for every count a bounded text can hold (a count is never 0),
+# computed once so the value of a count never depends on the array it was computed in.
+_SUBLINEAR_TF = np.concatenate([[np.nan], 1.0 + np.log(np.arange(1, MAX_TEXT_CHARS + 1, dtype=np.float64))])
 
 CleanTexts: TypeAlias = Sequence[str] | pa.Array | pa.ChunkedArray | pl.Series
 
@@ -108,14 +108,19 @@ class Tfidf:
 
     def vectors(self, counts: Counts) -> np.ndarray:
         """The L2-normalised TF-IDF values for `counts` (the data of the CSR matrix)."""
-        tf = _sublinear(counts.counts) if self.spec.sublinear_tf else counts.counts.astype(np.float64)
-        values = tf * self.idf[counts.indices]
+        # In place where it can be: a batch's arrays are large, and every fresh one costs
+        # its pages' first-touch faults, which cost more than the arithmetic.
+        values = _sublinear(counts.counts) if self.spec.sublinear_tf else counts.counts.astype(np.float64)
+        scratch = self.idf[counts.indices]
+        values *= scratch
         lengths = np.diff(counts.indptr)
         filled = lengths > 0
         squares = np.zeros(len(lengths))
         if len(values):
-            squares[filled] = np.add.reduceat(values * values, counts.indptr[:-1][filled])
-        return values / np.repeat(np.sqrt(squares), lengths)
+            squared = np.multiply(values, values, out=scratch)
+            squares[filled] = np.add.reduceat(squared, counts.indptr[:-1][filled])
+        values /= np.repeat(np.sqrt(squares), lengths)
+        return values
 
     def transform(self, cleaned: CleanTexts) -> sparse.csr_matrix:
         counts = self.counts(cleaned)
@@ -166,8 +171,8 @@ class Tfidf:
 
 def _sublinear(counts: np.ndarray) -> np.ndarray:
     """1 + ln(count), from the table (a count beyond it, far past any bounded text, directly)."""
-    if counts.max(initial=0) <= len(_SUBLINEAR_TF):
-        return _SUBLINEAR_TF[counts - 1]
+    if counts.max(initial=0) < len(_SUBLINEAR_TF):
+        return _SUBLINEAR_TF[counts]
     return 1.0 + np.log(counts.astype(np.float64))
 
 
