@@ -73,11 +73,17 @@ class RowQueue:
                 self._ready.notify()
             return len(labels) - fits
 
-    def take(self, min_rows: int, wait_s: float) -> list[Block]:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def take(self, min_rows: int, wait_s: float, idle_s: float | None = None) -> list[Block]:
         """Every queued block, once there is one and then `min_rows` rows or `wait_s` seconds
-        have passed; waits for the first block; [] only once closed and empty."""
+        have passed; waits for the first block (at most `idle_s` seconds, when given); []
+        once closed and empty, or when `idle_s` passed with nothing queued."""
         with self._ready:
-            self._ready.wait_for(lambda: self._blocks or self._closed)
+            if not self._ready.wait_for(lambda: self._blocks or self._closed, timeout=idle_s):
+                return []
             deadline = time.monotonic() + wait_s
             while self.rows < min_rows and not self._closed:
                 left = deadline - time.monotonic()
@@ -138,6 +144,7 @@ class DriftFeed:
             registry=prometheus_client.REGISTRY,
             window_rows=self.settings.drift_window_rows,
             recompute_rows=self.settings.drift_recompute_rows,
+            recompute_seconds=self.settings.drift_recompute_seconds,
             state_dir=self.settings.drift_state_dir,
             webhook_url=self.settings.drift_webhook_url,
         )
@@ -185,10 +192,25 @@ class DriftFeed:
     def _run(self) -> None:
         # Gather up to FLUSH_ROWS rows (or FLUSH_SECONDS) per observation: the fixed cost
         # of a frame and a monitor update is then paid per batch, not per request, which
-        # keeps drift monitoring off the latency budget.
-        while blocks := self._queue.take(FLUSH_ROWS, FLUSH_SECONDS):
-            get_metrics().drift_queue_rows.set(self._queue.rows)
-            self._observe(blocks)
+        # keeps drift monitoring off the latency budget. The monitor recomputes at most once
+        # per drift_recompute_seconds; when traffic pauses, the rows that interval held back
+        # are taken once it has passed.
+        idle_s = self.settings.drift_recompute_seconds or None
+        while True:
+            blocks = self._queue.take(FLUSH_ROWS, FLUSH_SECONDS, idle_s)
+            if blocks:
+                get_metrics().drift_queue_rows.set(self._queue.rows)
+                self._observe(blocks)
+            elif self._queue.closed:
+                return
+            else:
+                self._catch_up()
+
+    def _catch_up(self) -> None:
+        try:
+            self.monitor.refresh_if_due()
+        except Exception:
+            logger.exception("drift recompute failed")
 
     def _observe(self, blocks: list[Block]) -> None:
         features = np.concatenate([block[0] for block in blocks])

@@ -65,12 +65,21 @@ def test_take_waits_for_enough_rows_within_its_time() -> None:
     assert 0.15 < time.monotonic() - started < 2.0
 
 
+def test_take_gives_up_after_its_idle_time_without_closing() -> None:
+    queue = RowQueue(max_rows=100, max_bytes=2**20)
+    started = time.monotonic()
+    assert queue.take(min_rows=1, wait_s=5, idle_s=0.2) == []
+    assert 0.15 < time.monotonic() - started < 2.0 and not queue.closed
+    queue.put(*block(2))
+    assert sum(len(b[1]) for b in queue.take(min_rows=1, wait_s=5, idle_s=0.2)) == 2
+
+
 def test_closing_hands_over_what_is_left_then_nothing() -> None:
     queue = RowQueue(max_rows=100, max_bytes=2**20)
     queue.put(*block(7))
     queue.close()
     assert sum(len(b[1]) for b in queue.take(min_rows=50, wait_s=30)) == 7
-    assert queue.take(min_rows=1, wait_s=30) == []
+    assert queue.take(min_rows=1, wait_s=30) == [] and queue.closed
     assert queue.put(*block(3)) == 3
 
 

@@ -189,7 +189,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     sentiments = list(type(bundle).sentiment(labels))
     metrics = get_metrics()
     metrics.request_items.labels(api).observe(len(reviews))
-    metrics.record_predictions(labels, sentiments, probabilities.max(axis=1).tolist())
+    metrics.record_predictions(labels, sentiments, probabilities.max(axis=1))
     drift.submit(features, labels)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})

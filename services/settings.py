@@ -68,6 +68,12 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     drift_enabled: bool = Field(True, description="Feed live traffic to the drift monitor.")
     drift_window_rows: int = Field(5_000, ge=10, description="Rows in the live drift window (all workers).")
     drift_recompute_rows: int = Field(100, ge=1, description="New rows between PSI recomputations.")
+    drift_recompute_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="Least seconds between a worker's PSI recomputations (each merges every worker's "
+        "window file); 0: one per drift_recompute_rows rows, however busy.",
+    )
     drift_queue_rows: int = Field(
         10_000, ge=1, description="Most feature rows waiting for the drift thread; beyond: dropped, counted."
     )

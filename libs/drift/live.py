@@ -53,7 +53,10 @@ class LiveMonitor:
 
     Defaults: window of the last 5,000 rows (`window_rows`, and/or `window_seconds`),
     PSI "insufficient" below 200 rows (`min_rows`), recomputed every 100 new rows
-    (`recompute_rows`), drift above 0.2 (`threshold`). `registry` is where the gauges
+    (`recompute_rows`) but at most once per `recompute_seconds` (default 0: no limit),
+    drift above 0.2 (`threshold`). A recompute merges every worker's state file, so
+    under heavy traffic its cost is paid per interval, not per batch; rows the interval
+    held back are taken by the next `observe` or `refresh_if_due`. `registry` is where the gauges
     go (the service passes its own); a private one is made when none is given.
     `worker_id` names this process's state file (default host-pid); `clock` gives the time
     slots are stamped with (default `time.time`).
@@ -67,6 +70,7 @@ class LiveMonitor:
         window_seconds: float | None = None,
         min_rows: int = DEFAULT_MIN_ROWS,
         recompute_rows: int = DEFAULT_RECOMPUTE_ROWS,
+        recompute_seconds: float = 0.0,
         threshold: float = DRIFT_THRESHOLD,
         state_dir: Path | None = None,
         webhook_url: str | None = None,
@@ -78,6 +82,9 @@ class LiveMonitor:
         self.window = CountWindow(window_rows, window_seconds)
         self.min_rows = min_rows
         self.recompute_rows = max(recompute_rows, 1)
+        if recompute_seconds < 0:
+            raise ValueError(f"recompute_seconds must be >= 0, got {recompute_seconds}")
+        self.recompute_seconds = recompute_seconds
         self.threshold = threshold
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.clock = clock
@@ -85,6 +92,7 @@ class LiveMonitor:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.report: DriftReport | None = None
         self._pending = 0
+        self._refreshed_at = -math.inf
         self._drifting: set[str] = set()
         self._lock = threading.Lock()
         self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
@@ -105,9 +113,19 @@ class LiveMonitor:
             bins = {b.name: b.counts(features[b.name]) for b in self.reference.features}
             self.window.add(bins, labels, len(features), self.clock())
             self._pending += len(features)
-            if self._pending < self.recompute_rows:
-                return None
-            return self._refresh()
+            return self._refresh() if self._due() else None
+
+    def refresh_if_due(self) -> DriftReport | None:
+        """Recomputes when enough rows are waiting and the interval has passed: the rows a
+        busy interval held back, once traffic pauses (the service's drift thread calls it)."""
+        with self._lock:
+            return self._refresh() if self._due() else None
+
+    def _due(self) -> bool:
+        return (
+            self._pending >= self.recompute_rows
+            and self.clock() - self._refreshed_at >= self.recompute_seconds
+        )
 
     def use_reference(self, reference: ReferenceProfile) -> None:
         """Compares from now on with `reference` (a new champion's): the window starts empty.
@@ -128,7 +146,7 @@ class LiveMonitor:
 
     def _refresh(self) -> DriftReport:
         self._pending = 0
-        now = self.clock()
+        now = self._refreshed_at = self.clock()
         summed = total(self._window_slots(now), self.reference.names, self._sizes)
         report = DriftReport(
             features=tuple(

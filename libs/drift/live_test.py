@@ -52,6 +52,29 @@ def test_psi_is_recomputed_once_enough_new_rows_arrived(
     assert report is not None and report.rows == 120
 
 
+def test_recomputes_are_at_most_one_per_interval_and_held_back_rows_are_taken_later(
+    reference: ReferenceProfile, halves: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    now = [1_000.0]
+    monitor = LiveMonitor(reference, recompute_rows=100, recompute_seconds=1.0, clock=lambda: now[0])
+    production = halves[1]
+    first = monitor.observe(production.iloc[:100])
+    assert first is not None and first.rows == 100  # the first recompute is not held back
+    now[0] += 0.5
+    assert monitor.observe(production.iloc[100:300]) is None  # 200 new rows, inside the interval
+    assert monitor.refresh_if_due() is None
+    assert monitor.report is first
+    now[0] += 0.5
+    late = monitor.refresh_if_due()
+    assert late is not None and late.rows == 300
+    assert monitor.refresh_if_due() is None  # nothing new since
+    now[0] += 5.0
+    assert monitor.observe(production.iloc[300:350]) is None  # too few rows, however long ago
+    assert monitor.refresh_if_due() is None
+    with pytest.raises(ValueError, match="recompute_seconds"):
+        LiveMonitor(reference, recompute_seconds=-1.0)
+
+
 def test_live_psi_equals_the_batch_psi_of_the_same_rows(
     reference: ReferenceProfile, halves: tuple[pd.DataFrame, pd.DataFrame]
 ) -> None:
