@@ -61,8 +61,8 @@ def call(server: Server, body: Any, raw: bytes | None, request_id: str | None) -
         reply = http_call(server, "predict", body, raw=raw, headers=headers)
         return str(reply.status_code), reply.headers.get("x-request-id")
     metadata = (("x-request-id", request_id),) if request_id else ()
-    code, _, initial = grpc_exchange(server, "predict", body, raw=raw, metadata=metadata)
-    return code.name, initial.get("x-request-id")
+    code, _, trailing = grpc_exchange(server, "predict", body, raw=raw, metadata=metadata)
+    return code.name, trailing.get("x-request-id")
 
 
 OK = {"http": "200", "grpc": grpc.StatusCode.OK.name}

@@ -3,7 +3,7 @@
 BentoML runs the API functions for both protocols, but what happens before them differs:
 an ASGI middleware sees HTTP requests, a gRPC interceptor sees RPCs. Both do the same
 four things with the same helpers: give the call a request id (echoed in the
-`x-request-id` response header / initial metadata), refuse it when the API
+`x-request-id` response header / trailing metadata), refuse it when the API
 key or the client's rate limit says so (401/UNAUTHENTICATED, 429/RESOURCE_EXHAUSTED;
 BentoML would map 429 to UNAVAILABLE), answer readiness from the model state, and count
 requests and latency per API and protocol.
@@ -167,8 +167,11 @@ class GrpcGate(grpc.aio.ServerInterceptor):
             token = REQUEST_ID.set(request_id)
             started, status = time.perf_counter(), "OK"
             try:
-                # Echoed first, so the client has the id on success and on every error code.
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                # Echoed in the trailing metadata, which reaches the client with the status
+                # of every call, OK or not (aborts keep it). Sent ahead as initial metadata
+                # it cost a batch operation of its own per call: a sixth of the throughput
+                # of single-review calls.
+                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 denial = await self.guard.admit(metadata.get("x-api-key"), _peer_host(context.peer()))
                 if denial is not None:
                     status = GRPC_CODES[denial.status].name
