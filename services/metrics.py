@@ -108,10 +108,6 @@ class ServiceMetrics:
         observe_all(self.confidence, confidences)
 
 
-_lock = threading.Lock()
-_metrics: ServiceMetrics | None = None
-
-
 def observe_all(histogram: Any, values: np.ndarray) -> None:
     """`histogram.observe(v)` for every v, with one update per bucket that got values.
 
@@ -131,6 +127,10 @@ def observe_all(histogram: Any, values: np.ndarray) -> None:
     for bucket, count in zip(histogram._buckets, counts[: len(bounds)].tolist(), strict=True):
         if count:
             bucket.inc(count)
+
+
+_lock = threading.Lock()
+_metrics: ServiceMetrics | None = None
 
 
 def get_metrics() -> ServiceMetrics:
