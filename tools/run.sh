@@ -6,7 +6,8 @@
 #
 # Runs the Flyte training pipeline locally (Spark local mode, MLflow on SQLite under
 # runs/, Optuna, the Bento build), starts `bentoml serve` on the new Bento at
-# 127.0.0.1:$PORT (default 3000), sends one review and prints the answer. The service
+# 127.0.0.1:$PORT (default 3000), sends the three reviews of workflows/demo_reviews.py (clearly
+# positive, clearly negative, mixed) and prints the answers. The service
 # keeps running afterwards; its PID and log are printed. Idempotent: a second run
 # re-uses Flyte's cache and restarts the service on the newest Bento.
 set -euo pipefail
@@ -39,8 +40,9 @@ for _ in $(seq 1 120); do
 done
 curl -sf "http://127.0.0.1:$port/readyz" > /dev/null || { echo "run: service not ready, see runs/service.log" >&2; exit 1; }
 
-request='{"texts": ["I could not put this book down, the characters felt real!"], "summaries": ["Loved it"]}'
-echo "run: POST /predict $request"
-curl -sf -X POST "http://127.0.0.1:$port/predict" -H 'content-type: application/json' -d "$request"
-echo
+python -m workflows.demo_reviews | while IFS=$'\t' read -r label request; do
+  echo "run: POST /predict ($label) $request"
+  curl -sf -X POST "http://127.0.0.1:$port/predict" -H 'content-type: application/json' -d "$request"
+  echo
+done
 echo "run: the service is up (pid $(cat runs/service.pid)); stop it with: kill \$(cat runs/service.pid)"
