@@ -83,8 +83,8 @@ def mib(size: float) -> float:
 def test_the_drift_feed_takes_the_features_scoring_computed(
     work: Path, bundle: Path, sample: pd.DataFrame, embedded: bool
 ) -> None:
-    from libs.drift.batches import LABEL_COLUMN, read_batches
     from libs.features import CONTRACT, compute_features
+    from libs.production import LABEL_COLUMN, read_batches
 
     name = "embedded" if embedded else "runner"
     env = {"KINDLE_BUNDLE_PATH": str(bundle), "KINDLE_RELOAD_INTERVAL_S": "0"}

@@ -27,9 +27,10 @@ import numpy as np
 from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from bentoml.io import JSON
 
-from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
+from libs.production import FeedbackWriter
 from services import heap, logs, runtime
+from services.batch_log import BatchLog
 from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
@@ -94,7 +95,7 @@ _guard = Guard(
 svc.add_asgi_middleware(HttpGate, guard=_guard, state=runtime.STATE, max_body_bytes=settings.max_body_bytes)
 svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
 
-drift = DriftFeed(settings)
+drift = DriftFeed(settings, BatchLog(settings))
 reloader = runtime.Reloader(settings, on_swap=drift.switch)
 _feedback = (
     FeedbackWriter(

@@ -29,7 +29,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from libs.drift import read_batches, read_feedback
+from libs.production import read_batches, read_feedback
 from tests import fixtures
 from tests.fixtures.service import Server, http_call, texts_and_summaries
 

@@ -94,7 +94,7 @@ def test_pipeline_registers_a_loadable_champion(env: dict[str, Path], first_run:
     settings = TrainingSettings(output_dir=env["out"], mlflow_tracking_uri=client.tracking_uri)
     bundle = load_bundle(download_bundle(settings, version, env["root"] / "downloaded"))
     assert bundle.contract_hash == CONTRACT.hash
-    assert bundle.drift_reference and bundle.drift_reference["rows"] > 500  # every kept review, no cap
+    assert bundle.drift_reference and bundle.drift_reference.rows > 500  # every kept review, no cap
     assert bundle.predict_proba(["Loved every page, wonderful!"], None).shape == (1, 5)
     assert any(a.path.endswith(".png") for a in client.list_artifacts(version.run_id, "reports"))
 

@@ -28,8 +28,9 @@ from flytekit import CronSchedule, LaunchPlan, Resources, conditional, current_c
 from flytekit.types.directory import FlyteDirectory
 from fsspec.implementations.local import LocalFileSystem
 
-from libs.drift import ReferenceProfile, compare, load_production, read_feedback, since
+from libs.drift import compare
 from libs.features import CLEAN_COLUMN
+from libs.production import load_production, read_feedback, since
 from workflows.image import TASK_IMAGE
 from workflows.settings import SETTINGS
 from workflows.training import training_pipeline
@@ -109,7 +110,7 @@ def load_champion(output_dir: str, mlflow_tracking_uri: str, model_name: str) ->
 
 
 def _local_copy(uri: str, folder: Path) -> Path:
-    """Production data may be an fsspec URL; libs.drift reads local paths."""
+    """Production data may be an fsspec URL; libs.production reads local paths."""
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, LocalFileSystem):
         return Path(path)
@@ -140,7 +141,6 @@ def drift_report(
     bundle = load_bundle(Path(champion.bundle.download()))
     if bundle.drift_reference is None:
         raise RuntimeError(f"champion v{champion.version} has no drift reference in its bundle")
-    profile = ReferenceProfile.from_dict(bundle.drift_reference, f"drift reference of v{champion.version}")
     start = (
         datetime.now(UTC) - timedelta(hours=window_hours)
         if window_hours
@@ -150,7 +150,7 @@ def drift_report(
     coverage = None
     if CLEAN_COLUMN in data.features.columns and bundle.tfidf is not None:
         coverage = bundle.tfidf.coverage(data.features[CLEAN_COLUMN].tolist())
-    report = compare(profile, data.features, data.predicted_labels, coverage, threshold)
+    report = compare(bundle.drift_reference, data.features, data.predicted_labels, coverage, threshold)
     folder = work / "drift_report"
     write_html_report(report, folder)
     mlflow.set_tracking_uri(_tracking_uri(output_dir, mlflow_tracking_uri))

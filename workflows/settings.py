@@ -17,9 +17,10 @@ from flytekitplugins.spark import Spark
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.drift import DRIFT_THRESHOLD, ProductionSettings
+from libs.drift import DRIFT_THRESHOLD
 from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
+from libs.production import ProductionSettings
 
 WORKFLOW_VERSION = "3"
 """Bump when a task's code changes its outputs: every cache key includes it."""

@@ -234,7 +234,7 @@ def finish_bundle(
     final = dataclasses.replace(
         candidate,
         metrics={**candidate.metrics, **{f"test_{key}": value for key, value in report.metrics.items()}},
-        drift_reference=drift_reference(candidate, reference, test).to_dict(),
+        drift_reference=drift_reference(candidate, reference, test),
         mlflow_run_id=run_id or candidate.mlflow_run_id,
     )
     path = save_bundle(final, out_dir / "bundle", model_files_from=champion.bundle)

@@ -116,9 +116,7 @@ def test_the_final_bundle_has_test_metrics_and_a_drift_reference_of_the_referenc
     bundle = load_bundle(finished.bundle)
     assert bundle.kind == finished.kind and bundle.kind in {r.kind for r in results}
     assert bundle.metrics["test_macro_f1"] == pytest.approx(finished.test["macro_f1"])
-    assert bundle.drift_reference is not None and bundle.drift_reference["rows"] == len(train_df) + len(
-        val_df
-    )
+    assert bundle.drift_reference is not None and bundle.drift_reference.rows == len(train_df) + len(val_df)
 
 
 def test_a_failed_registration_says_why_and_leaves_the_aliases(
