@@ -141,7 +141,7 @@ def since(frame: pd.DataFrame, start: datetime | None, strict: bool = False) -> 
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """A killed writer leaves a hidden `.batch-...` file that readers never match."""
+    """A killed writer leaves a hidden `.<prefix>-...` file that readers never match."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), HASH_KEY: CONTRACT.hash.encode()})
     with atomic_path(path) as temporary:
