@@ -54,7 +54,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
 def _settings(env: dict[str, Path], **changes: object) -> PipelineSettings:
     from workflows.settings import PipelineSettings
 
-    values = {"output_dir": env["out"], "kinds": "logreg", "trials": 2, "timeout_s": 60.0, "seed": 7, "build_bento": True}
+    values = {
+        "output_dir": env["out"],
+        "kinds": "logreg",
+        "trials": 2,
+        "timeout_s": 60.0,
+        "seed": 7,
+        "build_bento": True,
+    }
     return PipelineSettings(**{**values, **changes})
 
 
