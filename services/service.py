@@ -29,11 +29,14 @@ from bentoml.io import JSON
 
 from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
-from services import heap, logs, runtime
+from services import champion, heap, logs
 from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
+from services.model_source import bento_model
+from services.runner import explain as explain_reviews
+from services.runner import make_runner
 from services.security import Guard, make_rate_limiter
 from services.settings import get_settings
 from services.transport import GrpcGate, HttpGate
@@ -83,19 +86,19 @@ def _apply_server_defaults() -> None:
 
 _apply_server_defaults()
 
-runner = runtime.make_runner(settings)
-_model = runtime.bento_model(settings) if settings.bundle_path is None else None
+runner = make_runner(settings)
+_model = bento_model(settings) if settings.bundle_path is None else None
 svc = bentoml.legacy.Service(SERVICE_NAME, runners=[runner], models=[_model] if _model else [])
 
 _guard = Guard(
     settings.api_key.get_secret_value() if settings.api_key else None,
     make_rate_limiter(settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url),
 )
-svc.add_asgi_middleware(HttpGate, guard=_guard, state=runtime.STATE, max_body_bytes=settings.max_body_bytes)
-svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
+svc.add_asgi_middleware(HttpGate, guard=_guard, state=champion.STATE, max_body_bytes=settings.max_body_bytes)
+svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE)
 
 drift = DriftFeed(settings)
-reloader = runtime.Reloader(settings, on_swap=drift.switch)
+reloader = champion.Reloader(settings, on_swap=drift.switch)
 _feedback = (
     FeedbackWriter(
         Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
@@ -121,7 +124,7 @@ def _startup(_: bentoml.Context) -> None:
     and the reloader (which takes over from the source as it was before this load), then
     freeze the start-up heap out of the collector's walks (`heap.settle`)."""
     reloader.remember_current()
-    state = runtime.load(settings)
+    state = champion.load(settings)
     metrics = get_metrics()
     metrics.model_ready.set(0)
     if state.ready:
@@ -159,10 +162,10 @@ def _shut_down_on_sigterm() -> None:
 
 
 def _require_model(api: str) -> Any:
-    bundle = runtime.STATE.bundle
+    bundle = champion.STATE.bundle
     if bundle is None:
         record_error(api, "not_ready")
-        raise ServiceUnavailable(f"model not loaded: {runtime.STATE.error}")
+        raise ServiceUnavailable(f"model not loaded: {champion.STATE.error}")
     return bundle
 
 
@@ -236,7 +239,7 @@ async def explain(payload: Any) -> dict[str, Any]:
     try:
         # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls.
         explanations = await anyio.to_thread.run_sync(
-            runtime.explain, bundle, reviews.texts, reviews.summaries, top_k
+            explain_reviews, bundle, reviews.texts, reviews.summaries, top_k
         )
     except bentoml.exceptions.BentoMLException as error:
         record_error("explain", "unsupported")
@@ -252,7 +255,7 @@ async def feedback(payload: Any) -> dict[str, Any]:
     if _feedback is None:
         record_error("feedback", "not_configured")
         raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
-    bundle = runtime.STATE.bundle
+    bundle = champion.STATE.bundle
     version = str(bundle.version) if bundle is not None else None
     reviews = labelled.reviews
     # Written (atomic, fsynced) before the answer: an accepted rating is on disk.
@@ -272,7 +275,7 @@ async def feedback(payload: Any) -> dict[str, Any]:
 )
 async def metadata(_: Any) -> dict[str, Any]:
     """What is being served: model, metrics, feature contract, drift reference, limits."""
-    state = runtime.STATE
+    state = champion.STATE
     body: dict[str, Any] = {
         "service": SERVICE_NAME,
         "ready": state.ready,
