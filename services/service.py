@@ -40,19 +40,7 @@ from services.runner import make_runner
 from services.security import Guard, make_rate_limiter
 from services.settings import get_settings
 from services.transport import GrpcGate, HttpGate
-from services.validation import (
-    METADATA_SCHEMA,
-    InvalidRequest,
-    Reviews,
-    explain_schema,
-    feedback_schema,
-    parse_explain,
-    parse_feedback,
-    parse_predict,
-    parse_records,
-    predict_schema,
-    records_schema,
-)
+from services.validation import EXPLAIN, FEEDBACK, METADATA, PREDICT, PREDICT_BATCH, Feedback, Reviews
 
 SERVICE_NAME = "kindle_sentiment"
 
@@ -204,37 +192,28 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     }
 
 
-def _validated(api: str, parse: Any, payload: Any) -> Any:
-    try:
-        return parse(payload, max_items=settings.max_items, max_chars=settings.max_text_chars)
-    except InvalidRequest as error:
-        record_error(api, error.kind)
-        logger.debug("invalid request", extra={"api": api, "protocol": protocol(), "kind": error.kind})
-        raise
-
-
 _body = settings.max_body_bytes
 _limits = (settings.max_items, settings.max_text_chars)
 
 
-@svc.api(input=ReviewsJSON("predict", _body, predict_schema(*_limits)), output=JSON(), route="/predict")
-async def predict(payload: Any) -> dict[str, Any]:
+# Each input descriptor validates its API's request shape (`validation`) and hands the
+# function what it describes; a refused request never reaches the function.
+@svc.api(input=ReviewsJSON(PREDICT.bind(*_limits), _body), output=JSON(), route="/predict")
+async def predict(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of reviews: `{"texts": [...], "summaries": [...]?}`."""
-    return await _score("predict", _validated("predict", parse_predict, payload))
+    return await _score("predict", reviews)
 
 
-@svc.api(
-    input=ReviewsJSON("predict_batch", _body, records_schema(*_limits)), output=JSON(), route="/predict_batch"
-)
-async def predict_batch(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(PREDICT_BATCH.bind(*_limits), _body), output=JSON(), route="/predict_batch")
+async def predict_batch(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of dataset records: `[{"reviewText": ..., "summary": ...?, ...}, ...]`."""
-    return await _score("predict_batch", _validated("predict_batch", parse_records, payload))
+    return await _score("predict_batch", reviews)
 
 
-@svc.api(input=ReviewsJSON("explain", _body, explain_schema(*_limits)), output=JSON(), route="/explain")
-async def explain(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(EXPLAIN.bind(*_limits), _body), output=JSON(), route="/explain")
+async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
-    reviews, top_k = _validated("explain", parse_explain, payload)
+    reviews, top_k = request
     bundle = _require_model("explain")
     try:
         # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls.
@@ -247,11 +226,10 @@ async def explain(payload: Any) -> dict[str, Any]:
     return {"explanations": explanations, "model_version": str(bundle.version)}
 
 
-@svc.api(input=ReviewsJSON("feedback", _body, feedback_schema(*_limits)), output=JSON(), route="/feedback")
-async def feedback(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(FEEDBACK.bind(*_limits), _body), output=JSON(), route="/feedback")
+async def feedback(labelled: Feedback) -> dict[str, Any]:
     """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
     "request_ids": [...]?}`, stored with the serving model's version for retraining."""
-    labelled = _validated("feedback", parse_feedback, payload)
     if _feedback is None:
         record_error("feedback", "not_configured")
         raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
@@ -271,7 +249,7 @@ async def feedback(payload: Any) -> dict[str, Any]:
 
 
 @svc.api(
-    input=ReviewsJSON("metadata", _body, METADATA_SCHEMA, allow_empty=True), output=JSON(), route="/metadata"
+    input=ReviewsJSON(METADATA.bind(*_limits), _body, allow_empty=True), output=JSON(), route="/metadata"
 )
 async def metadata(_: Any) -> dict[str, Any]:
     """What is being served: model, metrics, feature contract, drift reference, limits."""
