@@ -173,11 +173,11 @@ def _printable(value: str) -> str:
 
 
 def _one_per_text(value: Any, info: ValidationInfo) -> Any:
-    """A list aligned with `texts` (checked before its items, as the old wording demands: a
-    miscount says more than an item); skipped when `texts` itself failed."""
+    """A list aligned with `texts`: its count is checked before its items (a miscount says more
+    than any one item); skipped when `texts` itself failed, whose error comes first anyway."""
     texts = info.data.get("texts")
     if isinstance(value, list) and texts is not None and len(value) != len(texts):
-        raise PydanticCustomError("length_mismatch", "{count} for {texts} texts", {"texts": len(texts)})
+        raise PydanticCustomError("length_mismatch", "one per text: {texts}", {"texts": len(texts)})
     return value
 
 
