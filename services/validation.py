@@ -287,7 +287,7 @@ def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
     return {key: _inline(value, definitions) for key, value in schema.items()}
 
 
-def published_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+def _published_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
     """The request schema as the OpenAPI document publishes it."""
     schema = adapter.json_schema(schema_generator=OpenAPI30Schema)
     definitions = schema.pop("$defs", {})
@@ -296,7 +296,6 @@ def published_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- refusals, worded
 
-FIELD_ORDER = ("texts", "summaries", "top_k", "ratings", "request_ids", "reviewText", "summary")
 LIST_OF = {"texts": "strings", "summaries": "strings", "ratings": "stars", "request_ids": "request ids"}
 MISSING = {
     "texts": "missing field 'texts' (a list of review strings)",
@@ -313,15 +312,11 @@ def _whole(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _rank(error: ErrorDetails) -> tuple[int, ...]:
-    """The request's own order: fields as declared, a list before its items, items by index,
-    a record's fields as declared. Union branches (deeper, unnamed) word alike."""
+def _rank(error: ErrorDetails, fields: list[str]) -> tuple[int, ...]:
+    """The request's own order: `fields` as declared, a list before its items, items by index.
+    Union branches (deeper, unnamed) are worded alike, so their order does not matter."""
     return tuple(
-        part
-        if isinstance(part, int)
-        else FIELD_ORDER.index(part)
-        if part in FIELD_ORDER
-        else len(FIELD_ORDER)
+        part if isinstance(part, int) else fields.index(part) if part in fields else len(fields)
         for part in error["loc"]
     )
 
@@ -403,7 +398,7 @@ class BoundShape(Generic[T]):
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
-        return published_schema(self.adapter)
+        return _published_schema(self.adapter)
 
     def from_json(self, raw: bytes) -> T:
         """Request bytes to what the API receives, validated straight from JSON. A refused body
@@ -434,7 +429,7 @@ class BoundShape(Generic[T]):
         if unknown:
             accepted = list(self.schema["properties"])
             return InvalidRequest("unknown_field", f"unknown field(s) {unknown}; accepted: {accepted}")
-        return self._worded(errors, ())
+        return self._worded(errors, (), list(self.schema["properties"]))
 
     def _records_refusal(self, payload: object) -> InvalidRequest:
         records = payload["records"] if isinstance(payload, dict) and "records" in payload else payload
@@ -445,11 +440,15 @@ class BoundShape(Generic[T]):
         try:  # the list alone: its errors are located as the client sent them (a union's are not)
             declare(self.max_items, self.max_chars)["records"].validate_python(records)
         except ValidationError as error:
-            return self._worded(error.errors(include_url=False), ("records",))
+            record = self.schema["oneOf"][0]["items"]
+            return self._worded(error.errors(include_url=False), ("records",), list(record["properties"]))
         raise AssertionError("a refused batch whose records are all valid")
 
-    def _worded(self, errors: list[ErrorDetails], prefix: tuple[str, ...]) -> InvalidRequest:
-        first = min(errors, key=_rank)
+    def _worded(
+        self, errors: list[ErrorDetails], prefix: tuple[str, ...], fields: list[str]
+    ) -> InvalidRequest:
+        """The first of `errors` (located below `prefix`; `fields` in their declared order), worded."""
+        first = min(errors, key=lambda error: _rank(error, fields))
         return InvalidRequest(*_wording((*prefix, *first["loc"]), first, self.max_items, self.max_chars))
 
 
