@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf.message import DecodeError
 
+from services.champion import ModelState
 from services.logs import REQUEST_ID
 from services.metrics import get_metrics, record_error, set_protocol
-from services.runtime import ModelState
 from services.security import Denial, Guard
 
 API_NAMES = ("predict", "predict_batch", "explain", "feedback", "metadata")
