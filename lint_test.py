@@ -1,5 +1,6 @@
 """`ruff check` and `ruff format --check` over the whole repository, `mypy` (strict)
-over the libraries, and no import of `tests` in the product folders' non-test modules.
+over the libraries, the service and the workflows, and no import of `tests` in the
+product folders' non-test modules.
 The pre-commit hooks (.pre-commit-config.yaml) run the same checks.
 
 The test finds the source tree through the runfiles link of pyproject.toml and is
@@ -28,10 +29,11 @@ def test_ruff(command: list[str]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_the_libraries() -> None:
-    """Every type hint in libs/ is checked (settings in pyproject.toml's [tool.mypy])."""
+def test_mypy_strict() -> None:
+    """Every type hint in the product's Python is checked: the paths (libs/, services/,
+    workflows/) and the settings are pyproject.toml's [tool.mypy]."""
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-incremental", "libs"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "mypy", "--no-incremental"], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

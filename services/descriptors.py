@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kindle.service")
 
 
-class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json",)):
+class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json",)):  # type: ignore[call-arg]
     def __init__(self, request: BoundShape[Any], max_body_bytes: int, allow_empty: bool = False) -> None:
         super().__init__()
         self.request = request

@@ -116,7 +116,7 @@ def _startup(_: bentoml.Context) -> None:
     state = champion.load(settings)
     metrics = get_metrics()
     metrics.model_ready.set(0)
-    if state.ready:
+    if state.bundle is not None:  # ready
         metrics.set_served(state.bundle.version, state.bundle.kind)
         drift.start(state.bundle)
     reloader.start()

@@ -192,11 +192,12 @@ def declare(max_items: int, max_chars: int) -> dict[str, TypeAdapter[Any]]:
     """Every request shape under `max_items` reviews per request and `max_chars` per text, as
     compiled validators by API name ("records": a batch's list alone, to word its errors).
     Built once per pair of limits: the service has one, tests use small ones to reach them."""
-    Text = Annotated[
-        Annotated[StrictStr, Field(max_length=max_chars)] | SkipJsonSchema[_Surrogates(max_chars).text],
+    # Built at run time from the limits, so mypy sees these annotations as plain values.
+    Text: Any = Annotated[
+        Annotated[StrictStr, Field(max_length=max_chars)] | SkipJsonSchema[_Surrogates(max_chars).text],  # type: ignore[misc]
         Field(union_mode="left_to_right"),
     ]
-    Summary = Annotated[
+    Summary: Any = Annotated[
         Text | SkipJsonSchema[Annotated[float, Strict(), AfterValidator(_nan_is_none)]] | None,
         Field(union_mode="left_to_right"),
     ]
@@ -246,7 +247,9 @@ def declare(max_items: int, max_chars: int) -> dict[str, TypeAdapter[Any]]:
     ]
     return {
         "predict": TypeAdapter(PredictRequest),
-        "predict_batch": TypeAdapter(Annotated[Records | RecordsEnvelope, Field(union_mode="left_to_right")]),
+        "predict_batch": TypeAdapter(
+            Annotated[Records | RecordsEnvelope, Field(union_mode="left_to_right")]  # type: ignore[arg-type]
+        ),
         "explain": TypeAdapter(ExplainRequest),
         "feedback": TypeAdapter(FeedbackRequest),
         "metadata": TypeAdapter(metadata),
