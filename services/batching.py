@@ -43,7 +43,7 @@ class CoalescerClosed(RuntimeError):
 class _Request:
     texts: list[str]
     summaries: list[str | None]
-    future: asyncio.Future
+    future: asyncio.Future[Rows]
     results: list[Rows | None]
     request_id: str = field(default_factory=REQUEST_ID.get)
 
@@ -70,7 +70,7 @@ class Coalescer:
         self.max_batch_size = max_batch_size
         self._queue: list[_Part] = []
         self._running: list[_Part] = []
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
     async def submit(self, texts: list[str], summaries: list[str | None]) -> Rows:
@@ -94,7 +94,7 @@ class Coalescer:
         self._closed = True
         error = CoalescerClosed("the server shut down before the request was scored")
         for part in [*self._running, *self._queue]:
-            _settle(part.request.future, error=error)
+            _settle(part.request.future, error)
         self._queue.clear()
         if self._worker is not None:
             self._worker.cancel()
@@ -135,7 +135,7 @@ class Coalescer:
             result = await self._score(texts, summaries)
         except Exception as error:
             if len(batch) == 1:
-                _settle(batch[0].request.future, error=error)
+                _settle(batch[0].request.future, error)
                 return
             # Isolate the failure: one bad request must not fail its batch-mates.
             for part in batch:
@@ -157,15 +157,15 @@ def _deliver(part: _Part, rows: Rows) -> None:
         return
     parts = [result for result in request.results if result is not None]
     if len(parts) == 1:
-        _settle(request.future, result=parts[0])
+        _settle(request.future, parts[0])
     else:
-        _settle(request.future, result=tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+        _settle(request.future, tuple(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
 
 
-def _settle(future: asyncio.Future, result: Rows | None = None, error: Exception | None = None) -> None:
+def _settle(future: asyncio.Future[Rows], outcome: Rows | Exception) -> None:
     if future.done():  # the client went away, or the request failed or was closed already
         return
-    if error is not None:
-        future.set_exception(error)
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
     else:
-        future.set_result(result)
+        future.set_result(outcome)

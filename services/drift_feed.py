@@ -3,8 +3,8 @@
 Requests hand the numeric contract features that scoring computed (one row per review)
 and the predicted labels to a bounded queue and return at once; one background thread
 feeds `libs.drift.LiveMonitor` (which publishes the `kindle_drift_*` gauges and persists
-its window) and writes the production batches. Features are computed once per request,
-by the model call: the feed never sees the texts.
+its window) and hands the same rows to the scored-batch log (`services.batch_log`).
+Features are computed once per request, by the model call: the feed never sees the texts.
 
 The queue is bounded by rows and by bytes (`KINDLE_DRIFT_QUEUE_ROWS`,
 `KINDLE_DRIFT_QUEUE_BYTES`), not by requests, so its memory does not depend on how large
@@ -19,17 +19,18 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from libs.features import CONTRACT
+from services.batch_log import BatchLog
 from services.metrics import get_metrics
 from services.settings import ServiceSettings
 
 if TYPE_CHECKING:
+    from libs.drift import LiveMonitor, ReferenceProfile
     from libs.models.bundle import ModelBundle
 
 logger = logging.getLogger("kindle.drift")
@@ -103,10 +104,10 @@ class RowQueue:
 
 
 class DriftFeed:
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, batches: BatchLog) -> None:
         self.settings = settings
         self.monitor: Any = None
-        self.writer: Any = None
+        self.batches = batches  # written from this feed's thread, with the rows the monitor observes
         self.version: str | None = None  # of the bundle being served, recorded with each batch
         self._queue = RowQueue(settings.drift_queue_rows, settings.drift_queue_bytes)
         self._thread: threading.Thread | None = None
@@ -119,28 +120,28 @@ class DriftFeed:
         """Builds the monitor from the bundle's drift reference; a failure disables drift only."""
         if not self.settings.drift_enabled or self.running:
             return
-        if not bundle.drift_reference:
+        if bundle.drift_reference is None:
             logger.warning("bundle %s has no drift reference: live drift monitoring off", bundle.version)
             return
         self.version = str(bundle.version)
         try:
-            self.monitor, self.writer = self._build(bundle)
+            self.monitor = self._build(bundle.drift_reference)
         except Exception:
             logger.exception("live drift monitor not started")
             return
         self._thread = threading.Thread(target=self._run, name="kindle-drift", daemon=True)
         self._thread.start()
 
-    def _build(self, bundle: ModelBundle) -> tuple[Any, Any]:
+    def _build(self, reference: ReferenceProfile) -> LiveMonitor:
         # Imported here, in the worker, after BentoML set PROMETHEUS_MULTIPROC_DIR.
         import prometheus_client
 
-        from libs.drift import BatchWriter, LiveMonitor, ReferenceProfile
+        from libs.drift import LiveMonitor
 
-        # Workers share both folders: LiveMonitor merges the workers' window files there
-        # (so every worker's gauges describe all traffic) and batch files carry the pid.
-        monitor = LiveMonitor(
-            ReferenceProfile.from_dict(bundle.drift_reference, what=f"drift reference of {bundle.version}"),
+        # Workers share the state folder: LiveMonitor merges the workers' window files there
+        # (so every worker's gauges describe all traffic).
+        return LiveMonitor(
+            reference,
             registry=prometheus_client.REGISTRY,
             window_rows=self.settings.drift_window_rows,
             recompute_rows=self.settings.drift_recompute_rows,
@@ -148,16 +149,6 @@ class DriftFeed:
             state_dir=self.settings.drift_state_dir,
             webhook_url=self.settings.drift_webhook_url,
         )
-        writer = (
-            BatchWriter(
-                Path(self.settings.batch_dir),
-                rows_per_file=self.settings.batch_rows_per_file,
-                seconds_per_file=self.settings.batch_seconds_per_file,
-            )
-            if self.settings.batch_dir
-            else None
-        )
-        return monitor, writer
 
     def switch(self, bundle: ModelBundle) -> None:
         """Follows a reloaded champion: its drift reference replaces the old one (the window
@@ -166,14 +157,10 @@ class DriftFeed:
             self.start(bundle)
             return
         self.version = str(bundle.version)
-        if not bundle.drift_reference:
+        if bundle.drift_reference is None:
             logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
             return
-        from libs.drift import ReferenceProfile
-
-        self.monitor.use_reference(
-            ReferenceProfile.from_dict(bundle.drift_reference, what=f"drift reference of {bundle.version}")
-        )
+        self.monitor.use_reference(bundle.drift_reference)
 
     def submit(self, features: np.ndarray, labels: list[int]) -> None:
         """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows).
@@ -220,8 +207,7 @@ class DriftFeed:
         )
         try:
             self.monitor.observe(frame, labels)
-            if self.writer is not None:
-                self.writer.write(frame, labels, self.version)
+            self.batches.write(frame, labels, self.version)
         except Exception:
             logger.exception("drift observation failed (%d rows skipped)", len(frame))
 
@@ -230,7 +216,7 @@ class DriftFeed:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        for closable in (self.writer, self.monitor):
+        for closable in (self.batches, self.monitor):
             close = getattr(closable, "close", None)
             if close is not None:
                 try:
@@ -242,16 +228,13 @@ class DriftFeed:
     def reference_summary(bundle: ModelBundle) -> dict[str, Any] | None:
         """A small view of the drift reference for `metadata` (not the histograms)."""
         reference = bundle.drift_reference
-        if not reference:
+        if reference is None:
             return None
-        features = reference.get("features") or {}
         return {
-            "rows": reference.get("rows"),
-            "features": list(features),
-            "bins": {name: len(spec.get("expected", [])) for name, spec in features.items()}
-            if isinstance(features, dict)
-            else None,
-            "predicted_label_shares": reference.get("labels"),
-            "tfidf_coverage": reference.get("coverage"),
-            "contract_hash": reference.get("contract_hash"),
+            "rows": reference.rows,
+            "features": reference.names,
+            "bins": {feature.name: len(feature.expected) for feature in reference.features},
+            "predicted_label_shares": dict(reference.labels),
+            "tfidf_coverage": reference.coverage,
+            "contract_hash": reference.contract_hash,
         }

@@ -178,12 +178,11 @@ def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(
     servers: dict[str, Server], bundles: dict[str, Path], sample: pd.DataFrame
 ) -> None:
     """Runs after the swap to B: the worker's persisted drift window is tied to B's reference."""
-    from libs.drift import ReferenceProfile
     from libs.models.bundle import load_bundle
 
     server = servers["reload"]
     assert served_version(server) == bundle_version(bundles["b"])
-    expected = ReferenceProfile.from_dict(load_bundle(bundles["b"]).drift_reference).fingerprint
+    expected = load_bundle(bundles["b"]).drift_reference.fingerprint
     for start in range(0, 120, 20):
         predict(server, sample.iloc[3000 + start : 3020 + start])
     state = server.state_dir / "drift"

@@ -66,9 +66,9 @@ def configure(level: str = "INFO") -> None:
         logger.setLevel(level if name in SERVICE_LOGGERS else logging.WARNING)
         logger.propagate = False
     for name in ("", "bentoml"):  # the root logger and BentoML's, as BentoML configured them
-        for handler in logging.getLogger(name).handlers:
-            if not isinstance(handler.formatter, JsonFormatter):
-                handler.setFormatter(JsonFormatter())
+        for existing in logging.getLogger(name).handlers:
+            if not isinstance(existing.formatter, JsonFormatter):
+                existing.setFormatter(JsonFormatter())
 
 
 class _DropClientErrorTracebacks(logging.Filter):

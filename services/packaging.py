@@ -21,7 +21,8 @@ import bentoml
 import yaml
 
 from libs.models.registry import CHAMPION, MODEL_NAME
-from services.runtime import BUNDLE_DIR, check_bundle
+from services.champion import check_bundle
+from services.model_source import BUNDLE_DIR
 
 REPO_ROOT = Path(__file__).absolute().parents[1]  # not resolve(): under Bazel, the runfiles tree
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")

@@ -14,7 +14,7 @@ from services.packaging import BENTOFILE, REPO_ROOT, _bentofile_for, _normalise,
 FIRST_PARTY = {"libs", "services", "tests", "workflows", "tools"}
 # What a server process imports: the service module, and what its startup hook imports
 # lazily (the bundle loader, the drift monitor and batch writer).
-SERVING_ROOTS = ("services.service", "libs.models.bundle", "libs.drift.live", "libs.drift.batches")
+SERVING_ROOTS = ("services.service", "libs.models.bundle", "libs.drift.live", "libs.production.batches")
 
 
 def test_bentofile_pins_match_the_lock() -> None:

@@ -29,7 +29,7 @@ import psutil
 import pytest
 import requests
 
-from services.runtime import DOWNLOAD_PREFIX
+from services.model_source import DOWNLOAD_PREFIX
 from tests.fixtures.service import (
     SOURCE_SERVICE,
     Server,
@@ -83,8 +83,8 @@ def mib(size: float) -> float:
 def test_the_drift_feed_takes_the_features_scoring_computed(
     work: Path, bundle: Path, sample: pd.DataFrame, embedded: bool
 ) -> None:
-    from libs.drift.batches import LABEL_COLUMN, read_batches
     from libs.features import CONTRACT, compute_features
+    from libs.production import LABEL_COLUMN, read_batches
 
     name = "embedded" if embedded else "runner"
     env = {"KINDLE_BUNDLE_PATH": str(bundle), "KINDLE_RELOAD_INTERVAL_S": "0"}
@@ -307,9 +307,9 @@ def test_loading_a_champion_compiles_the_tfidf_scan_before_any_request(bundle: P
     """Compiling takes seconds without numba's cache: the load pays it, not the first request."""
     script = (
         "from libs.features.counting import _count\n"
-        "from services import runtime\n"
+        "from services import champion\n"
         "assert not _count.signatures\n"
-        "assert runtime.load().ready\n"
+        "assert champion.load().ready\n"
         "print(len(_count.signatures))\n"
     )
     env = {**os.environ, "KINDLE_BUNDLE_PATH": str(bundle), "KINDLE_MLFLOW_TRACKING_URI": ""}

@@ -159,7 +159,7 @@ def test_metadata_and_explain(servers: dict[str, Server], probe: pd.DataFrame) -
 def test_feedback_is_stored_over_both_protocols_with_the_serving_version(
     servers: dict[str, Server], probe: pd.DataFrame
 ) -> None:
-    from libs.drift import read_feedback
+    from libs.production import read_feedback
 
     texts, summaries = texts_and_summaries(probe.head(4))
     ratings = [int(star) for star in probe["overall"].head(4)]

@@ -27,29 +27,21 @@ import numpy as np
 from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from bentoml.io import JSON
 
-from libs.drift.batches import FeedbackWriter
 from libs.features import CONTRACT
-from services import heap, logs, runtime
+from libs.production import FeedbackWriter
+from services import champion, heap, logs
+from services.batch_log import BatchLog
 from services.batching import Coalescer, CoalescerClosed, Rows
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
+from services.model_source import bento_model
+from services.runner import explain as explain_reviews
+from services.runner import make_runner
 from services.security import Guard, make_rate_limiter
 from services.settings import get_settings
 from services.transport import GrpcGate, HttpGate
-from services.validation import (
-    METADATA_SCHEMA,
-    InvalidRequest,
-    Reviews,
-    explain_schema,
-    feedback_schema,
-    parse_explain,
-    parse_feedback,
-    parse_predict,
-    parse_records,
-    predict_schema,
-    records_schema,
-)
+from services.validation import EXPLAIN, FEEDBACK, METADATA, PREDICT, PREDICT_BATCH, Feedback, Reviews
 
 SERVICE_NAME = "kindle_sentiment"
 
@@ -83,19 +75,19 @@ def _apply_server_defaults() -> None:
 
 _apply_server_defaults()
 
-runner = runtime.make_runner(settings)
-_model = runtime.bento_model(settings) if settings.bundle_path is None else None
+runner = make_runner(settings)
+_model = bento_model(settings) if settings.bundle_path is None else None
 svc = bentoml.legacy.Service(SERVICE_NAME, runners=[runner], models=[_model] if _model else [])
 
 _guard = Guard(
     settings.api_key.get_secret_value() if settings.api_key else None,
     make_rate_limiter(settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url),
 )
-svc.add_asgi_middleware(HttpGate, guard=_guard, state=runtime.STATE, max_body_bytes=settings.max_body_bytes)
-svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=runtime.STATE)
+svc.add_asgi_middleware(HttpGate, guard=_guard, state=champion.STATE, max_body_bytes=settings.max_body_bytes)
+svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE)
 
-drift = DriftFeed(settings)
-reloader = runtime.Reloader(settings, on_swap=drift.switch)
+drift = DriftFeed(settings, BatchLog(settings))
+reloader = champion.Reloader(settings, on_swap=drift.switch)
 _feedback = (
     FeedbackWriter(
         Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
@@ -121,10 +113,10 @@ def _startup(_: bentoml.Context) -> None:
     and the reloader (which takes over from the source as it was before this load), then
     freeze the start-up heap out of the collector's walks (`heap.settle`)."""
     reloader.remember_current()
-    state = runtime.load(settings)
+    state = champion.load(settings)
     metrics = get_metrics()
     metrics.model_ready.set(0)
-    if state.ready:
+    if state.bundle is not None:  # ready
         metrics.set_served(state.bundle.version, state.bundle.kind)
         drift.start(state.bundle)
     reloader.start()
@@ -159,10 +151,10 @@ def _shut_down_on_sigterm() -> None:
 
 
 def _require_model(api: str) -> Any:
-    bundle = runtime.STATE.bundle
+    bundle = champion.STATE.bundle
     if bundle is None:
         record_error(api, "not_ready")
-        raise ServiceUnavailable(f"model not loaded: {runtime.STATE.error}")
+        raise ServiceUnavailable(f"model not loaded: {champion.STATE.error}")
     return bundle
 
 
@@ -201,42 +193,33 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     }
 
 
-def _validated(api: str, parse: Any, payload: Any) -> Any:
-    try:
-        return parse(payload, max_items=settings.max_items, max_chars=settings.max_text_chars)
-    except InvalidRequest as error:
-        record_error(api, error.kind)
-        logger.debug("invalid request", extra={"api": api, "protocol": protocol(), "kind": error.kind})
-        raise
-
-
 _body = settings.max_body_bytes
 _limits = (settings.max_items, settings.max_text_chars)
 
 
-@svc.api(input=ReviewsJSON("predict", _body, predict_schema(*_limits)), output=JSON(), route="/predict")
-async def predict(payload: Any) -> dict[str, Any]:
+# Each input descriptor validates its API's request shape (`validation`) and hands the
+# function what it describes; a refused request never reaches the function.
+@svc.api(input=ReviewsJSON(PREDICT.bind(*_limits), _body), output=JSON(), route="/predict")
+async def predict(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of reviews: `{"texts": [...], "summaries": [...]?}`."""
-    return await _score("predict", _validated("predict", parse_predict, payload))
+    return await _score("predict", reviews)
 
 
-@svc.api(
-    input=ReviewsJSON("predict_batch", _body, records_schema(*_limits)), output=JSON(), route="/predict_batch"
-)
-async def predict_batch(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(PREDICT_BATCH.bind(*_limits), _body), output=JSON(), route="/predict_batch")
+async def predict_batch(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of dataset records: `[{"reviewText": ..., "summary": ...?, ...}, ...]`."""
-    return await _score("predict_batch", _validated("predict_batch", parse_records, payload))
+    return await _score("predict_batch", reviews)
 
 
-@svc.api(input=ReviewsJSON("explain", _body, explain_schema(*_limits)), output=JSON(), route="/explain")
-async def explain(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(EXPLAIN.bind(*_limits), _body), output=JSON(), route="/explain")
+async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
-    reviews, top_k = _validated("explain", parse_explain, payload)
+    reviews, top_k = request
     bundle = _require_model("explain")
     try:
         # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls.
         explanations = await anyio.to_thread.run_sync(
-            runtime.explain, bundle, reviews.texts, reviews.summaries, top_k
+            explain_reviews, bundle, reviews.texts, reviews.summaries, top_k
         )
     except bentoml.exceptions.BentoMLException as error:
         record_error("explain", "unsupported")
@@ -244,15 +227,14 @@ async def explain(payload: Any) -> dict[str, Any]:
     return {"explanations": explanations, "model_version": str(bundle.version)}
 
 
-@svc.api(input=ReviewsJSON("feedback", _body, feedback_schema(*_limits)), output=JSON(), route="/feedback")
-async def feedback(payload: Any) -> dict[str, Any]:
+@svc.api(input=ReviewsJSON(FEEDBACK.bind(*_limits), _body), output=JSON(), route="/feedback")
+async def feedback(labelled: Feedback) -> dict[str, Any]:
     """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
     "request_ids": [...]?}`, stored with the serving model's version for retraining."""
-    labelled = _validated("feedback", parse_feedback, payload)
     if _feedback is None:
         record_error("feedback", "not_configured")
         raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
-    bundle = runtime.STATE.bundle
+    bundle = champion.STATE.bundle
     version = str(bundle.version) if bundle is not None else None
     reviews = labelled.reviews
     # Written (atomic, fsynced) before the answer: an accepted rating is on disk.
@@ -268,11 +250,11 @@ async def feedback(payload: Any) -> dict[str, Any]:
 
 
 @svc.api(
-    input=ReviewsJSON("metadata", _body, METADATA_SCHEMA, allow_empty=True), output=JSON(), route="/metadata"
+    input=ReviewsJSON(METADATA.bind(*_limits), _body, allow_empty=True), output=JSON(), route="/metadata"
 )
 async def metadata(_: Any) -> dict[str, Any]:
     """What is being served: model, metrics, feature contract, drift reference, limits."""
-    state = runtime.STATE
+    state = champion.STATE
     body: dict[str, Any] = {
         "service": SERVICE_NAME,
         "ready": state.ready,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from libs.drift.batches import ProductionSettings
 from libs.models.registry import CHAMPION, MODEL_NAME, RegistrySettings
+from libs.production import ProductionSettings
 
 
 class ServiceSettings(RegistrySettings, ProductionSettings):

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf.message import DecodeError
 
+from services.champion import ModelState
 from services.logs import REQUEST_ID
 from services.metrics import get_metrics, record_error, set_protocol
-from services.runtime import ModelState
 from services.security import Denial, Guard
 
 API_NAMES = ("predict", "predict_batch", "explain", "feedback", "metadata")
@@ -71,7 +71,7 @@ class HttpGate:
         set_protocol("http")
         self.app, self.guard, self.state, self.max_body_bytes = app, guard, state, max_body_bytes
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -106,7 +106,7 @@ class HttpGate:
                 await self._reply(send, status, {"error": denial.message, "kind": denial.kind}, echo + extra)
                 return
 
-            async def send_with_id(message: dict) -> None:
+            async def send_with_id(message: dict[str, Any]) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -123,7 +123,9 @@ class HttpGate:
             REQUEST_ID.reset(token)
 
     @staticmethod
-    async def _reply(send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]]) -> None:
+    async def _reply(
+        send: Any, status: int, body: dict[str, object], headers: list[tuple[bytes, bytes]]
+    ) -> None:
         payload = json.dumps(body).encode()
         await send(
             {

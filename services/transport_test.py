@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from services.runtime import ModelState
+from services.champion import ModelState
 from services.security import Guard, MemoryTokenBucket
 from services.transport import HttpGate, _peer_host
 

@@ -1,28 +1,60 @@
-"""Request validation: every way a payload can be wrong becomes one named 400-class error.
+"""Request validation: each request shape is declared once, as pydantic models, and both the
+parser and the JSON schema the service publishes are derived from that declaration.
 
-Both protocols hand the API functions the same decoded JSON, so the checks below run
-once for HTTP and gRPC alike. Each failure raises `InvalidRequest`, a `BadInput`, which
-BentoML turns into HTTP 400 and gRPC INVALID_ARGUMENT; its `kind` feeds the error metric
-and its message names the field and the limit, so a client can fix the request.
-Nothing here touches the model: a bad request costs no inference.
+Both protocols hand the IO descriptor the same body (HTTP: bytes; gRPC: bytes, or a
+`Struct` already decoded to JSON values), so the checks below run once for HTTP and gRPC
+alike. Each failure raises `InvalidRequest`, a `BadInput`, which BentoML turns into HTTP
+400 and gRPC INVALID_ARGUMENT; its `kind` feeds the error metric and its message names the
+field and the limit, so a client can fix the request. Nothing here touches the model: a
+bad request costs no inference.
+
+Why pydantic: its validators are compiled (pydantic-core, Rust), so a valid 1,000-review
+body is checked without a Python call per review, and bytes are validated straight from
+JSON (`validate_json`) without building Python objects first. Why the messages are not
+pydantic's: clients and tests rely on the service's own wording, which names the field,
+the index and the limit. A refused body is therefore decoded again with `json` and the
+first problem in the request's own order (the body, its unknown fields, then field by
+field, container before items) is worded by `_refusal`, the one place that knows the
+wording. The error path may be slow; the valid path is not.
+
+The published schemas follow OpenAPI 3.0 (`nullable`, no `$defs`): BentoML puts them in
+its OpenAPI document, so clients and fuzzers see the real contract. Not expressible there
+and checked by the parser only: one summary, rating and request id per text.
 """
 
-from __future__ import annotations
-
+import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any, Generic, NotRequired, TypeVar
 
 from bentoml.exceptions import BadInput
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    with_config,
+)
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, SkipJsonSchema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
-PREDICT_FIELDS = ("texts", "summaries")
-EXPLAIN_FIELDS = (*PREDICT_FIELDS, "top_k")
-FEEDBACK_FIELDS = (*PREDICT_FIELDS, "ratings", "request_ids")
 MAX_TOP_K = 50
 MAX_REQUEST_ID_CHARS = 128
-STARS = (1, 2, 3, 4, 5)
+STARS = (1, 5)  # the lowest and the highest star rating
+T = TypeVar("T")
 
 
 class InvalidRequest(BadInput):
@@ -44,15 +76,6 @@ class BodyTooLarge(InvalidRequest):
 
 
 @dataclass(frozen=True)
-class Feedback:
-    """Validated labelled reviews: the reviews, their true stars, the requests they answer."""
-
-    reviews: Reviews
-    ratings: list[int]
-    request_ids: list[str | None] | None
-
-
-@dataclass(frozen=True)
 class Reviews:
     """A validated batch: review texts and, aligned with them, optional summaries."""
 
@@ -61,6 +84,15 @@ class Reviews:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Validated labelled reviews: the reviews, their true stars, the requests they answer."""
+
+    reviews: Reviews
+    ratings: list[int]
+    request_ids: list[str | None] | None
 
 
 def decode_json(raw: bytes) -> Any:
@@ -83,216 +115,380 @@ def decode_json(raw: bytes) -> Any:
         raise InvalidRequest("invalid_json", "request body is nested too deeply") from None
 
 
+# ----------------------------------------------------------------------------- field types
+
+
+@dataclass(frozen=True)
+class WholeNumber:
+    """An integer in `minimum..maximum`. A float without a fraction counts too, since gRPC's
+    Struct carries every number as a double (5.0 is a valid rating); booleans and numeric
+    strings do not. Compiled: a strict float (ints included) converted to an int."""
+
+    minimum: int
+    maximum: int
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        whole = core_schema.int_schema(ge=self.minimum, le=self.maximum)
+        return core_schema.chain_schema([core_schema.float_schema(strict=True), whole])
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "integer", "minimum": self.minimum, "maximum": self.maximum}
+
+
+def _nan_is_none(value: float) -> None:
+    """A missing summary as pandas writes it (NaN) is no summary; any other number is refused."""
+    if math.isnan(value):
+        return None
+    raise PydanticCustomError("string_type", "not a string")
+
+
+@dataclass(frozen=True)
+class _Surrogates:
+    """Texts holding lone surrogates (JSON escapes such as `\\ud800`, which `json` decodes)
+    are not Unicode, so the compiled length check refuses them; they have always been scored,
+    so they are counted here instead. Only they reach this Python check: a valid text is
+    accepted by the compiled branch before it."""
+
+    max_chars: int
+
+    def within(self, value: str) -> str:
+        if len(value) > self.max_chars:
+            raise PydanticCustomError("string_too_long", "too long")
+        return value
+
+    @property
+    def text(self) -> Any:
+        return Annotated[StrictStr, AfterValidator(self.within)]
+
+
+def _printable(value: str) -> str:
+    """Request ids end up in logs: no control or invisible characters."""
+    if not value.isprintable():
+        raise PydanticCustomError("not_printable", "not printable")
+    return value
+
+
+def _one_per_text(value: Any, info: ValidationInfo) -> Any:
+    """A list aligned with `texts`: its count is checked before its items (a miscount says more
+    than any one item); skipped when `texts` itself failed, whose error comes first anyway."""
+    texts = info.data.get("texts")
+    if isinstance(value, list) and texts is not None and len(value) != len(texts):
+        raise PydanticCustomError("length_mismatch", "one per text: {texts}", {"texts": len(texts)})
+    return value
+
+
+class _Strict(BaseModel):
+    """A request object: unknown fields are refused, so a misspelt optional field is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@functools.cache
+def declare(max_items: int, max_chars: int) -> dict[str, TypeAdapter[Any]]:
+    """Every request shape under `max_items` reviews per request and `max_chars` per text, as
+    compiled validators by API name ("records": a batch's list alone, to word its errors).
+    Built once per pair of limits: the service has one, tests use small ones to reach them."""
+    # Built at run time from the limits, so mypy sees these annotations as plain values.
+    Text: Any = Annotated[
+        Annotated[StrictStr, Field(max_length=max_chars)] | SkipJsonSchema[_Surrogates(max_chars).text],  # type: ignore[misc]
+        Field(union_mode="left_to_right"),
+    ]
+    Summary: Any = Annotated[
+        Text | SkipJsonSchema[Annotated[float, Strict(), AfterValidator(_nan_is_none)]] | None,
+        Field(union_mode="left_to_right"),
+    ]
+    RequestId = Annotated[StrictStr, Field(max_length=MAX_REQUEST_ID_CHARS), AfterValidator(_printable)]
+
+    def batch(item: Any) -> Any:
+        return Annotated[list[item], Field(min_length=1, max_length=max_items)]
+
+    class PredictRequest(_Strict):
+        """Reviews to rate: texts and, optionally, one summary (or null) per text."""
+
+        texts: batch(Text)  # type: ignore[valid-type]
+        summaries: batch(Summary) | None = None  # type: ignore[valid-type]
+
+        aligned = field_validator("summaries", mode="before")(_one_per_text)
+
+    class ExplainRequest(PredictRequest):
+        """Reviews to explain, and how many terms to report per review."""
+
+        top_k: Annotated[int, WholeNumber(1, MAX_TOP_K)] = 10
+
+    class FeedbackRequest(PredictRequest):
+        """Reviews with their true star ratings and, optionally, the requests they answer."""
+
+        ratings: batch(Annotated[int, WholeNumber(*STARS)])  # type: ignore[valid-type]
+        request_ids: batch(RequestId | None) | None = None  # type: ignore[valid-type]
+
+        feedback_aligned = field_validator("ratings", "request_ids", mode="before")(_one_per_text)
+
+    # A typed dict, not a model: a batch validates a thousand of them, and dicts are cheaper.
+    @with_config(ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": True}))
+    class Record(TypedDict):
+        """A dataset record: its review text and summary; other fields (overall, asin...) are ignored."""
+
+        reviewText: Text  # the dataset's field names
+        summary: NotRequired[Summary]
+
+    Records = batch(Record)
+
+    class RecordsEnvelope(BaseModel):
+        """The records, wrapped in an object."""
+
+        records: Records  # type: ignore[valid-type]
+
+    metadata = Annotated[
+        Any, WithJsonSchema({"type": "object", "description": "Ignored: send `{}` or an empty body."})
+    ]
+    return {
+        "predict": TypeAdapter(PredictRequest),
+        "predict_batch": TypeAdapter(
+            Annotated[Records | RecordsEnvelope, Field(union_mode="left_to_right")]  # type: ignore[arg-type]
+        ),
+        "explain": TypeAdapter(ExplainRequest),
+        "feedback": TypeAdapter(FeedbackRequest),
+        "metadata": TypeAdapter(metadata),
+        "records": TypeAdapter(Records),
+    }
+
+
+# ----------------------------------------------------------------------------- the published schema
+
+
+class OpenAPI30Schema(GenerateJsonSchema):
+    """JSON schemas in the OpenAPI 3.0 dialect BentoML's document uses: `nullable` instead of a
+    null type, `oneOf` for unions (their members never overlap here), no field titles."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:
+        return {**self.generate_inner(schema["schema"]), "nullable": True}
+
+    def union_schema(self, schema: core_schema.UnionSchema) -> JsonSchemaValue:
+        generated = super().union_schema(schema)
+        if "anyOf" in generated:
+            generated["oneOf"] = generated.pop("anyOf")
+        return generated
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def _inline(schema: Any, definitions: dict[str, Any]) -> Any:
+    """`$ref`s replaced by their definitions: the schema goes into someone else's document."""
+    if isinstance(schema, list):
+        return [_inline(item, definitions) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if ref is not None:
+        rest = {key: value for key, value in schema.items() if key != "$ref"}
+        return _inline({**definitions[ref.rsplit("/", 1)[-1]], **rest}, definitions)
+    return {key: _inline(value, definitions) for key, value in schema.items()}
+
+
+def _published_schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
+    """The request schema as the OpenAPI document publishes it."""
+    schema = adapter.json_schema(schema_generator=OpenAPI30Schema)
+    definitions = schema.pop("$defs", {})
+    return _inline(schema, definitions)
+
+
+# ----------------------------------------------------------------------------- refusals, worded
+
+LIST_OF = {"texts": "strings", "summaries": "strings", "ratings": "stars", "request_ids": "request ids"}
+MISSING = {
+    "texts": "missing field 'texts' (a list of review strings)",
+    "ratings": "missing field 'ratings' (the true star rating of each text)",
+}
+
+
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _check_count(count: int, what: str, max_items: int) -> None:
-    if count == 0:
-        raise InvalidRequest("empty", f"'{what}' is empty; send at least one review")
-    if count > max_items:
-        raise InvalidRequest("too_many", f"'{what}' has {count} items; at most {max_items} per request")
+def _whole(value: object) -> object:
+    """A number as the client meant it: gRPC's 5.0 is 5."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _check_text(value: object, where: str, max_chars: int, *, optional: bool) -> str | None:
-    if value is None or (optional and isinstance(value, float) and math.isnan(value)):
-        if optional:
-            return None
-        raise InvalidRequest("wrong_type", f"{where} is null; expected a string")
-    if not isinstance(value, str):
-        raise InvalidRequest("wrong_type", f"{where} is {_type_name(value)}; expected a string")
-    if len(value) > max_chars:
-        raise InvalidRequest(
-            "too_long", f"{where} has {len(value)} characters; at most {max_chars} are accepted"
+def _rank(error: ErrorDetails, fields: list[str]) -> tuple[int, ...]:
+    """The request's own order: `fields` as declared, a list before its items, items by index.
+    Union branches (deeper, unnamed) are worded alike, so their order does not matter."""
+    return tuple(
+        part if isinstance(part, int) else fields.index(part) if part in fields else len(fields)
+        for part in error["loc"]
+    )
+
+
+def _text_wording(where: str, value: object, max_chars: int) -> tuple[str, str]:
+    if isinstance(value, str):
+        return "too_long", f"{where} has {len(value)} characters; at most {max_chars} are accepted"
+    return "wrong_type", f"{where} is {_type_name(value)}; expected a string"
+
+
+def _wording(path: tuple[Any, ...], error: ErrorDetails, max_items: int, max_chars: int) -> tuple[str, str]:
+    """(kind, message) of the first error; `path` is its location from the field on
+    (`records` stands for a batch's list of records)."""
+    field, kind, value = path[0], error["type"], error["input"]
+    if len(path) == 1:
+        if kind == "missing":
+            return "missing_field", MISSING[field]
+        if kind == "length_mismatch":
+            texts = error.get("ctx", {})["texts"]
+            return "length_mismatch", f"{len(value)} {field} for {texts} texts; send one per text"
+        if field == "top_k":
+            return "wrong_type", f"'top_k' is {_whole(value)!r:.40}; expected an integer in 1..{MAX_TOP_K}"
+        if kind == "too_short":
+            return "empty", f"'{field}' is empty; send at least one review"
+        if kind == "too_long":
+            return "too_many", f"'{field}' has {len(value)} items; at most {max_items} per request"
+        return "wrong_type", f"'{field}' is {_type_name(value)}; expected a list of {LIST_OF[field]}"
+    where = f"{field}[{path[1]}]"
+    if field == "ratings":
+        return "wrong_value", f"{where} is {_whole(value)!r:.40}; expected a star rating 1..5"
+    if field == "request_ids":
+        return (
+            "wrong_value",
+            f"{where} must be a printable string of at most {MAX_REQUEST_ID_CHARS} characters",
         )
-    return value
+    if field == "records":
+        if len(path) == 2:
+            return "wrong_type", f"{where} is {_type_name(value)}; expected an object"
+        if kind == "missing":
+            return "missing_field", f"{where} has no '{path[2]}'"
+        where = f"{where}.{path[2]}"
+    return _text_wording(where, value, max_chars)
 
 
-def _require_object(payload: object, fields: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise InvalidRequest(
-            "wrong_type", f"request is a JSON {_type_name(payload)}; expected an object with 'texts'"
-        )
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        raise InvalidRequest("unknown_field", f"unknown field(s) {unknown}; accepted: {list(fields)}")
-    if "texts" not in payload:
-        raise InvalidRequest("missing_field", "missing field 'texts' (a list of review strings)")
-    return payload
+# ----------------------------------------------------------------------------- request shapes
 
 
-def parse_predict(payload: object, *, max_items: int, max_chars: int, fields=PREDICT_FIELDS) -> Reviews:
-    """`{"texts": [str], "summaries": [str|null] (optional)}` to `Reviews`."""
-    body = _require_object(payload, fields)
-    texts = body["texts"]
-    if not isinstance(texts, list):
-        raise InvalidRequest("wrong_type", f"'texts' is {_type_name(texts)}; expected a list of strings")
-    _check_count(len(texts), "texts", max_items)
-    checked = [_check_text(text, f"texts[{i}]", max_chars, optional=False) for i, text in enumerate(texts)]
-    summaries = body.get("summaries")
-    if summaries is not None:
-        if not isinstance(summaries, list):
-            raise InvalidRequest(
-                "wrong_type", f"'summaries' is {_type_name(summaries)}; expected a list of strings"
+@dataclass(frozen=True)
+class RequestShape(Generic[T]):
+    """One API's request: what the API receives from a valid one (`build`, from the validated
+    declaration named `name` in `declare`), and whether it is a batch of dataset records
+    (a list, alone or in an envelope) rather than an object. `bind` compiles it under the
+    service's limits."""
+
+    name: str
+    build: Callable[[Any], T]
+    records: bool = False
+
+    def bind(self, max_items: int, max_chars: int) -> "BoundShape[T]":
+        return _bind(self, max_items, max_chars)
+
+    def parse(self, payload: object, *, max_items: int, max_chars: int) -> T:
+        """Decoded JSON to what the API receives; raises `InvalidRequest`."""
+        return self.bind(max_items, max_chars).from_python(payload)
+
+    def schema(self, max_items: int, max_chars: int) -> dict[str, Any]:
+        """The request's JSON schema, as the OpenAPI document publishes it."""
+        return self.bind(max_items, max_chars).schema
+
+
+@dataclass(frozen=True)
+class BoundShape(Generic[T]):
+    """A request shape compiled under one pair of limits: its parsers and its published schema."""
+
+    shape: RequestShape[T]
+    adapter: TypeAdapter[Any]
+    max_items: int
+    max_chars: int
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        return _published_schema(self.adapter)
+
+    def from_json(self, raw: bytes) -> T:
+        """Request bytes to what the API receives, validated straight from JSON. A refused body
+        is decoded again with `json`: what it accepts is what the service accepts (the JSON
+        parser pydantic uses is stricter: lone surrogates, nesting past 200 levels), and
+        its errors get the service's wording."""
+        try:
+            return self.shape.build(self.adapter.validate_json(raw))
+        except ValidationError:
+            return self.from_python(decode_json(raw))
+
+    def from_python(self, payload: object) -> T:
+        """Decoded JSON (a gRPC Struct's, a test's) to what the API receives."""
+        try:
+            return self.shape.build(self.adapter.validate_python(payload))
+        except ValidationError as error:
+            raise self._refusal(error, payload) from None
+
+    def _refusal(self, error: ValidationError, payload: object) -> InvalidRequest:
+        if self.shape.records:
+            return self._records_refusal(payload)
+        if not isinstance(payload, dict):
+            return InvalidRequest(
+                "wrong_type", f"request is a JSON {_type_name(payload)}; expected an object with 'texts'"
             )
-        if len(summaries) != len(texts):
-            raise InvalidRequest(
-                "length_mismatch", f"{len(summaries)} summaries for {len(texts)} texts; send one per text"
+        errors = error.errors(include_url=False)
+        unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+        if unknown:
+            accepted = list(self.schema["properties"])
+            return InvalidRequest("unknown_field", f"unknown field(s) {unknown}; accepted: {accepted}")
+        return self._worded(errors, (), list(self.schema["properties"]))
+
+    def _records_refusal(self, payload: object) -> InvalidRequest:
+        records = payload["records"] if isinstance(payload, dict) and "records" in payload else payload
+        if not isinstance(records, list):
+            return InvalidRequest(
+                "wrong_type", f"request is a JSON {_type_name(records)}; expected a list of review records"
             )
-        summaries = [
-            _check_text(summary, f"summaries[{i}]", max_chars, optional=True)
-            for i, summary in enumerate(summaries)
-        ]
-    return Reviews(texts=checked, summaries=summaries)  # type: ignore[arg-type]
+        try:  # the list alone: its errors are located as the client sent them (a union's are not)
+            declare(self.max_items, self.max_chars)["records"].validate_python(records)
+        except ValidationError as error:
+            record = self.schema["oneOf"][0]["items"]
+            return self._worded(error.errors(include_url=False), ("records",), list(record["properties"]))
+        raise AssertionError("a refused batch whose records are all valid")
+
+    def _worded(
+        self, errors: list[ErrorDetails], prefix: tuple[str, ...], fields: list[str]
+    ) -> InvalidRequest:
+        """The first of `errors` (located below `prefix`; `fields` in their declared order), worded."""
+        first = min(errors, key=lambda error: _rank(error, fields))
+        return InvalidRequest(*_wording((*prefix, *first["loc"]), first, self.max_items, self.max_chars))
 
 
-def parse_records(payload: object, *, max_items: int, max_chars: int) -> Reviews:
-    """A list of dataset records (`reviewText`, optional `summary`, other fields ignored)."""
-    if isinstance(payload, dict) and "records" in payload:
-        payload = payload["records"]
-    if not isinstance(payload, list):
-        raise InvalidRequest(
-            "wrong_type", f"request is a JSON {_type_name(payload)}; expected a list of review records"
-        )
-    _check_count(len(payload), "records", max_items)
-    texts: list[str] = []
-    summaries: list[str | None] = []
-    for i, record in enumerate(payload):
-        if not isinstance(record, dict):
-            raise InvalidRequest("wrong_type", f"records[{i}] is {_type_name(record)}; expected an object")
-        if "reviewText" not in record:
-            raise InvalidRequest("missing_field", f"records[{i}] has no 'reviewText'")
-        texts.append(_check_text(record["reviewText"], f"records[{i}].reviewText", max_chars, optional=False))
-        summaries.append(
-            _check_text(record.get("summary"), f"records[{i}].summary", max_chars, optional=True)
-        )
-    return Reviews(texts=texts, summaries=summaries if any(s is not None for s in summaries) else None)
+@functools.cache
+def _bind(shape: RequestShape[T], max_items: int, max_chars: int) -> BoundShape[T]:
+    return BoundShape(shape, declare(max_items, max_chars)[shape.name], max_items, max_chars)
 
 
-def parse_explain(payload: object, *, max_items: int, max_chars: int) -> tuple[Reviews, int]:
-    """Like `predict`, plus `top_k` (1..50, default 10) tokens to report per review."""
-    reviews = parse_predict(payload, max_items=max_items, max_chars=max_chars, fields=EXPLAIN_FIELDS)
-    top_k = payload.get("top_k", 10)  # type: ignore[union-attr]
-    # gRPC's Struct carries every number as a double: 5.0 is a valid top_k.
-    if isinstance(top_k, float) and top_k.is_integer():
-        top_k = int(top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidRequest("wrong_type", f"'top_k' is {top_k!r:.40}; expected an integer in 1..{MAX_TOP_K}")
-    return reviews, top_k
+def _reviews(request: Any) -> Reviews:
+    return Reviews(texts=request.texts, summaries=request.summaries)
 
 
-def _aligned_list(body: dict[str, Any], field: str, count: int, what: str) -> list[Any]:
-    value = body[field]
-    if not isinstance(value, list):
-        raise InvalidRequest("wrong_type", f"'{field}' is {_type_name(value)}; expected a list of {what}")
-    if len(value) != count:
-        raise InvalidRequest("length_mismatch", f"{len(value)} {field} for {count} texts; send one per text")
-    return value
+def _records(request: Any) -> Reviews:
+    records = request if isinstance(request, list) else request.records
+    summaries = [record.get("summary") for record in records]
+    return Reviews(
+        texts=[record["reviewText"] for record in records],
+        summaries=summaries if any(summary is not None for summary in summaries) else None,
+    )
 
 
-def _star(value: object, where: str) -> int:
-    # gRPC's Struct carries every number as a double: 5.0 is a valid rating.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value not in STARS:
-        raise InvalidRequest("wrong_value", f"{where} is {value!r:.40}; expected a star rating 1..5")
-    return value
+PREDICT = RequestShape("predict", _reviews)
+"""`{"texts": [str], "summaries": [str|null] (optional)}` to `Reviews`."""
 
+PREDICT_BATCH = RequestShape("predict_batch", _records, records=True)
+"""A list of dataset records (`reviewText`, optional `summary`, other fields ignored), or
+`{"records": [...]}`, to `Reviews`."""
 
-def _request_id(value: object, where: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.isprintable() or len(value) > MAX_REQUEST_ID_CHARS:
-        raise InvalidRequest(
-            "wrong_value", f"{where} must be a printable string of at most {MAX_REQUEST_ID_CHARS} characters"
-        )
-    return value
+EXPLAIN = RequestShape("explain", lambda request: (_reviews(request), request.top_k))
+"""Like `predict`, plus `top_k` (1..50, default 10) tokens to report per review."""
 
+FEEDBACK = RequestShape(
+    "feedback",
+    lambda request: Feedback(_reviews(request), request.ratings, request.request_ids),
+)
+"""Like `predict`, plus `ratings` (one true star rating 1..5 per text, required) and
+`request_ids` (optional: the `x-request-id` of the prediction each one answers)."""
 
-def parse_feedback(payload: object, *, max_items: int, max_chars: int) -> Feedback:
-    """Like `predict`, plus `ratings` (one true star rating 1..5 per text, required) and
-    `request_ids` (optional: the `x-request-id` of the prediction each one answers)."""
-    reviews = parse_predict(payload, max_items=max_items, max_chars=max_chars, fields=FEEDBACK_FIELDS)
-    body: dict[str, Any] = payload  # type: ignore[assignment]  (parse_predict checked it)
-    if "ratings" not in body:
-        raise InvalidRequest("missing_field", "missing field 'ratings' (the true star rating of each text)")
-    ratings = [
-        _star(v, f"ratings[{i}]") for i, v in enumerate(_aligned_list(body, "ratings", len(reviews), "stars"))
-    ]
-    request_ids = None
-    if body.get("request_ids") is not None:
-        given = _aligned_list(body, "request_ids", len(reviews), "request ids")
-        request_ids = [_request_id(v, f"request_ids[{i}]") for i, v in enumerate(given)]
-    return Feedback(reviews, ratings, request_ids)
-
-
-# ----------------------------------------------------------------------------- OpenAPI schemas
-# The same rules as the parsers above, as JSON schemas (OpenAPI 3.0 dialect: `nullable`): the
-# service publishes them in its OpenAPI document, so clients and fuzzers see the real contract.
-# Not expressible here and checked by the parsers only: one summary per text.
-
-
-def _texts_schema(max_items: int, max_chars: int, nullable: bool = False) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "string", "maxLength": max_chars}
-    if nullable:
-        item["nullable"] = True
-    return {"type": "array", "minItems": 1, "maxItems": max_items, "items": item}
-
-
-def predict_schema(max_items: int, max_chars: int) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["texts"],
-        "additionalProperties": False,
-        "properties": {
-            "texts": _texts_schema(max_items, max_chars),
-            "summaries": {**_texts_schema(max_items, max_chars, nullable=True), "nullable": True},
-        },
-    }
-
-
-def explain_schema(max_items: int, max_chars: int) -> dict[str, Any]:
-    schema = predict_schema(max_items, max_chars)
-    schema["properties"]["top_k"] = {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 10}
-    return schema
-
-
-def feedback_schema(max_items: int, max_chars: int) -> dict[str, Any]:
-    schema = predict_schema(max_items, max_chars)
-    schema["required"] = ["texts", "ratings"]
-    stars = {"type": "integer", "minimum": 1, "maximum": 5}
-    schema["properties"]["ratings"] = {"type": "array", "minItems": 1, "maxItems": max_items, "items": stars}
-    ids = {"type": "string", "maxLength": MAX_REQUEST_ID_CHARS, "nullable": True}
-    schema["properties"]["request_ids"] = {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": max_items,
-        "items": ids,
-        "nullable": True,
-    }
-    return schema
-
-
-def records_schema(max_items: int, max_chars: int) -> dict[str, Any]:
-    record = {
-        "type": "object",
-        "required": ["reviewText"],
-        "properties": {
-            "reviewText": {"type": "string", "maxLength": max_chars},
-            "summary": {"type": "string", "maxLength": max_chars, "nullable": True},
-        },
-        "additionalProperties": True,  # the dataset's other fields (overall, asin...) are ignored
-    }
-    records = {"type": "array", "minItems": 1, "maxItems": max_items, "items": record}
-    return {
-        "oneOf": [
-            records,
-            {"type": "object", "required": ["records"], "properties": {"records": records}},
-        ]
-    }
-
-
-METADATA_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "Ignored: send `{}` or an empty body.",
-}
+METADATA = RequestShape("metadata", lambda _: None)
+"""Any JSON, ignored."""

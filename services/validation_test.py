@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from services.validation import (
-    InvalidRequest,
-    decode_json,
-    parse_explain,
-    parse_feedback,
-    parse_predict,
-    parse_records,
-)
+from services.validation import EXPLAIN, FEEDBACK, PREDICT, PREDICT_BATCH, InvalidRequest, decode_json
 
 LIMITS = {"max_items": 3, "max_chars": 10}
 
@@ -26,37 +20,40 @@ def kind_of(call, *args, **kwargs) -> str:
 
 
 def test_valid_predict_payload() -> None:
-    reviews = parse_predict({"texts": ["good", "bad"], "summaries": ["a", None]}, **LIMITS)
+    reviews = PREDICT.parse({"texts": ["good", "bad"], "summaries": ["a", None]}, **LIMITS)
     assert reviews.texts == ["good", "bad"] and reviews.summaries == ["a", None]
-    assert parse_predict({"texts": [""]}, **LIMITS).summaries is None
+    assert PREDICT.parse({"texts": [""]}, **LIMITS).summaries is None
+
+
+BAD_PREDICT = [
+    ({"texts": []}, "empty"),
+    ({"texts": ["a"] * 4}, "too_many"),
+    ({"texts": ["x" * 11]}, "too_long"),
+    ({"texts": ["ok"], "summaries": ["x" * 11]}, "too_long"),
+    ({"texts": "not a list"}, "wrong_type"),
+    ({"texts": [1]}, "wrong_type"),
+    ({"texts": [None]}, "wrong_type"),
+    ({"texts": [["nested"]]}, "wrong_type"),
+    ({"texts": ["a"], "summaries": "b"}, "wrong_type"),
+    ({"texts": ["a"], "summaries": ["b", "c"]}, "length_mismatch"),
+    ({"summaries": ["b"]}, "missing_field"),
+    ({"text": ["a"]}, "unknown_field"),
+    (["a"], "wrong_type"),
+    ("a", "wrong_type"),
+    (None, "wrong_type"),
+]
 
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [
-        ({"texts": []}, "empty"),
-        ({"texts": ["a"] * 4}, "too_many"),
-        ({"texts": ["x" * 11]}, "too_long"),
-        ({"texts": ["ok"], "summaries": ["x" * 11]}, "too_long"),
-        ({"texts": "not a list"}, "wrong_type"),
-        ({"texts": [1]}, "wrong_type"),
-        ({"texts": [None]}, "wrong_type"),
-        ({"texts": [["nested"]]}, "wrong_type"),
-        ({"texts": ["a"], "summaries": "b"}, "wrong_type"),
-        ({"texts": ["a"], "summaries": ["b", "c"]}, "length_mismatch"),
-        ({"summaries": ["b"]}, "missing_field"),
-        ({"text": ["a"]}, "unknown_field"),
-        (["a"], "wrong_type"),
-        ("a", "wrong_type"),
-        (None, "wrong_type"),
-    ],
+    BAD_PREDICT,
 )
 def test_bad_predict_payloads(payload: object, kind: str) -> None:
-    assert kind_of(parse_predict, payload, **LIMITS) == kind
+    assert kind_of(PREDICT.parse, payload, **LIMITS) == kind
 
 
 def test_records() -> None:
-    reviews = parse_records(
+    reviews = PREDICT_BATCH.parse(
         [
             {"reviewText": "fine", "summary": math.nan, "overall": 5},
             {"reviewText": "meh", "summary": "so so"},
@@ -64,30 +61,33 @@ def test_records() -> None:
         **LIMITS,
     )
     assert reviews.texts == ["fine", "meh"] and reviews.summaries == [None, "so so"]
-    assert parse_records({"records": [{"reviewText": "x"}]}, **LIMITS).summaries is None
+    assert PREDICT_BATCH.parse({"records": [{"reviewText": "x"}]}, **LIMITS).summaries is None
+
+
+BAD_RECORDS = [
+    ([], "empty"),
+    ([{"reviewText": "a"}] * 4, "too_many"),
+    ([{"summary": "a"}], "missing_field"),
+    ([{"reviewText": 3}], "wrong_type"),
+    (["a"], "wrong_type"),
+    ({"texts": ["a"]}, "wrong_type"),
+    ([{"reviewText": "x" * 11}], "too_long"),
+]
 
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [
-        ([], "empty"),
-        ([{"reviewText": "a"}] * 4, "too_many"),
-        ([{"summary": "a"}], "missing_field"),
-        ([{"reviewText": 3}], "wrong_type"),
-        (["a"], "wrong_type"),
-        ({"texts": ["a"]}, "wrong_type"),
-        ([{"reviewText": "x" * 11}], "too_long"),
-    ],
+    BAD_RECORDS,
 )
 def test_bad_records(payload: object, kind: str) -> None:
-    assert kind_of(parse_records, payload, **LIMITS) == kind
+    assert kind_of(PREDICT_BATCH.parse, payload, **LIMITS) == kind
 
 
 def test_explain_top_k() -> None:
-    assert parse_explain({"texts": ["a"], "top_k": 3.0}, **LIMITS)[1] == 3
-    assert parse_explain({"texts": ["a"]}, **LIMITS)[1] == 10
+    assert EXPLAIN.parse({"texts": ["a"], "top_k": 3.0}, **LIMITS)[1] == 3
+    assert EXPLAIN.parse({"texts": ["a"]}, **LIMITS)[1] == 10
     for bad in (0, 51, 2.5, "3", True):
-        assert kind_of(parse_explain, {"texts": ["a"], "top_k": bad}, **LIMITS) == "wrong_type"
+        assert kind_of(EXPLAIN.parse, {"texts": ["a"], "top_k": bad}, **LIMITS) == "wrong_type"
 
 
 @pytest.mark.parametrize(
@@ -115,42 +115,78 @@ def test_integer_literals_over_pythons_digit_limit_are_a_client_error() -> None:
 
 
 def test_published_schemas_accept_what_the_parsers_accept() -> None:
-    from services.validation import explain_schema, predict_schema, records_schema
-
-    predict = predict_schema(3, 10)
+    predict = PREDICT.schema(3, 10)
     assert predict["properties"]["texts"]["maxItems"] == 3
     assert predict["properties"]["texts"]["items"]["maxLength"] == 10
-    assert set(explain_schema(3, 10)["properties"]) == {"texts", "summaries", "top_k"}
-    assert records_schema(3, 10)["oneOf"][0]["items"]["required"] == ["reviewText"]
+    assert set(EXPLAIN.schema(3, 10)["properties"]) == {"texts", "summaries", "top_k"}
+    assert PREDICT_BATCH.schema(3, 10)["oneOf"][0]["items"]["required"] == ["reviewText"]
 
 
 def test_valid_feedback_payload() -> None:
-    labelled = parse_feedback(
+    labelled = FEEDBACK.parse(
         {"texts": ["good", "bad"], "ratings": [5, 1.0], "request_ids": ["abc", None]}, **LIMITS
     )
     assert labelled.reviews.texts == ["good", "bad"]
     assert labelled.ratings == [5, 1]  # gRPC's Struct sends numbers as doubles
     assert labelled.request_ids == ["abc", None]
-    assert parse_feedback({"texts": ["ok"], "ratings": [3]}, **LIMITS).request_ids is None
+    assert FEEDBACK.parse({"texts": ["ok"], "ratings": [3]}, **LIMITS).request_ids is None
+
+
+BAD_FEEDBACK = [
+    ({"texts": ["a"]}, "missing_field"),
+    ({"texts": ["a"], "ratings": 5}, "wrong_type"),
+    ({"texts": ["a"], "ratings": [6]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": [0]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": [4.5]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": [True]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": ["5"]}, "wrong_value"),
+    ({"texts": ["a", "b"], "ratings": [5]}, "length_mismatch"),
+    ({"texts": ["a"], "ratings": [5], "request_ids": ["x", "y"]}, "length_mismatch"),
+    ({"texts": ["a"], "ratings": [5], "request_ids": ["\n"]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": [5], "request_ids": ["x" * 129]}, "wrong_value"),
+    ({"texts": ["a"], "ratings": [5], "stars": [5]}, "unknown_field"),
+    ({"texts": [], "ratings": []}, "empty"),
+]
 
 
 @pytest.mark.parametrize(
     ("payload", "kind"),
-    [
-        ({"texts": ["a"]}, "missing_field"),
-        ({"texts": ["a"], "ratings": 5}, "wrong_type"),
-        ({"texts": ["a"], "ratings": [6]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": [0]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": [4.5]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": [True]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": ["5"]}, "wrong_value"),
-        ({"texts": ["a", "b"], "ratings": [5]}, "length_mismatch"),
-        ({"texts": ["a"], "ratings": [5], "request_ids": ["x", "y"]}, "length_mismatch"),
-        ({"texts": ["a"], "ratings": [5], "request_ids": ["\n"]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": [5], "request_ids": ["x" * 129]}, "wrong_value"),
-        ({"texts": ["a"], "ratings": [5], "stars": [5]}, "unknown_field"),
-        ({"texts": [], "ratings": []}, "empty"),
-    ],
+    BAD_FEEDBACK,
 )
 def test_invalid_feedback_payloads_name_the_problem(payload: object, kind: str) -> None:
-    assert kind_of(parse_feedback, payload, **LIMITS) == kind
+    assert kind_of(FEEDBACK.parse, payload, **LIMITS) == kind
+
+
+REFUSED = [(PREDICT, payload) for payload, _ in BAD_PREDICT] + [
+    *((PREDICT_BATCH, payload) for payload, _ in BAD_RECORDS),
+    *((FEEDBACK, payload) for payload, _ in BAD_FEEDBACK),
+    *((EXPLAIN, {"texts": ["a"], "top_k": bad}) for bad in (0, 51, 2.5, "3", True)),
+]
+
+
+@pytest.mark.parametrize(("shape", "payload"), REFUSED)
+def test_bytes_are_refused_with_the_words_of_their_decoded_json(shape, payload: object) -> None:
+    """HTTP bodies and gRPC bytes are validated straight from JSON, Structs and tests' payloads
+    as decoded JSON: a refusal is the same either way."""
+    bound = shape.bind(**LIMITS)
+    with pytest.raises(InvalidRequest) as from_bytes:
+        bound.from_json(json.dumps(payload).encode())
+    with pytest.raises(InvalidRequest) as decoded:
+        bound.from_python(payload)
+    assert (from_bytes.value.kind, str(from_bytes.value)) == (decoded.value.kind, str(decoded.value))
+
+
+@pytest.mark.parametrize(
+    ("shape", "payload"),
+    [
+        (PREDICT, {"texts": ["good", "bad"], "summaries": ["a", math.nan]}),
+        (PREDICT, {"texts": ["\ud800"]}),  # a lone surrogate: not Unicode, scored as it always was
+        (PREDICT_BATCH, [{"reviewText": "fine", "summary": math.nan, "overall": 5}]),
+        (PREDICT_BATCH, {"records": [{"reviewText": "x"}], "source": "kindle"}),
+        (EXPLAIN, {"texts": ["a"], "top_k": 5.0}),
+        (FEEDBACK, {"texts": ["a", "b"], "ratings": [5, 1.0], "request_ids": ["r-1", None]}),
+    ],
+)
+def test_bytes_are_accepted_as_their_decoded_json_is(shape, payload: object) -> None:
+    bound = shape.bind(**LIMITS)
+    assert bound.from_json(json.dumps(payload).encode()) == bound.from_python(payload)

@@ -29,7 +29,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from libs.drift import read_batches, read_feedback
+from libs.production import read_batches, read_feedback
 from tests import fixtures
 from tests.fixtures.service import Server, http_call, texts_and_summaries
 
@@ -66,10 +66,12 @@ def aliases(env: dict[str, Path]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def bento(env: dict[str, Path]) -> str:
-    from workflows.training import training_pipeline
+    from workflows.pipeline import training_pipeline
+    from workflows.settings import PipelineSettings
 
     summary = training_pipeline(
-        input=str(env["input"]), output_dir=str(env["out"]), **{**PIPELINE, "build_bento": True}
+        input=str(env["input"]),
+        settings=PipelineSettings(output_dir=env["out"], **{**PIPELINE, "build_bento": True}),
     )
     assert "registered: kindle-sentiment v1" in summary, summary
     return next(
@@ -163,15 +165,14 @@ class Clients:
 
 
 def drift_check(env: dict[str, Path], server: Server) -> str:
-    from workflows.drift import Retraining
     from workflows.drift import drift_check as check
+    from workflows.settings import PipelineSettings
 
     return check(
         batch_dir=str(server.state_dir / "batches"),
         feedback_dir=str(env["root"] / "feedback"),
         training_input=str(env["input"]),
-        output_dir=str(env["out"]),
-        retraining=Retraining(**PIPELINE),
+        settings=PipelineSettings(output_dir=env["out"], **PIPELINE),
     )
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -21,6 +22,9 @@ from mlflow import MlflowClient
 
 from tests import fixtures
 from tests.fixtures.servers import ServerProcess, started
+
+if TYPE_CHECKING:
+    from workflows.settings import PipelineSettings
 
 ROWS = 600
 
@@ -47,16 +51,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     os.environ.update(saved)
 
 
-def _pipeline_kwargs(env: dict[str, Path]) -> dict:
-    return {
-        "input": str(env["data"] / "kindle_600.csv"),
-        "output_dir": str(env["out"]),
+def _settings(env: dict[str, Path], **changes: object) -> PipelineSettings:
+    from workflows.settings import PipelineSettings
+
+    values = {
+        "output_dir": env["out"],
         "kinds": "logreg",
         "trials": 2,
         "timeout_s": 60.0,
         "seed": 7,
         "build_bento": True,
     }
+    return PipelineSettings(**{**values, **changes})
+
+
+def _pipeline_kwargs(env: dict[str, Path], **changes: object) -> dict:
+    return {"input": str(env["data"] / "kindle_600.csv"), "settings": _settings(env, **changes)}
 
 
 def _client(env: dict[str, Path]) -> MlflowClient:
@@ -66,7 +76,7 @@ def _client(env: dict[str, Path]) -> MlflowClient:
 
 @pytest.fixture(scope="module")
 def first_run(env: dict[str, Path]) -> tuple[str, float]:
-    from workflows.training import training_pipeline
+    from workflows.pipeline import training_pipeline
 
     started = time.perf_counter()
     summary = training_pipeline(**_pipeline_kwargs(env))
@@ -94,7 +104,7 @@ def test_pipeline_registers_a_loadable_champion(env: dict[str, Path], first_run:
     settings = TrainingSettings(output_dir=env["out"], mlflow_tracking_uri=client.tracking_uri)
     bundle = load_bundle(download_bundle(settings, version, env["root"] / "downloaded"))
     assert bundle.contract_hash == CONTRACT.hash
-    assert bundle.drift_reference and bundle.drift_reference["rows"] > 500  # every kept review, no cap
+    assert bundle.drift_reference and bundle.drift_reference.rows > 500  # every kept review, no cap
     assert bundle.predict_proba(["Loved every page, wonderful!"], None).shape == (1, 5)
     assert any(a.path.endswith(".png") for a in client.list_artifacts(version.run_id, "reports"))
 
@@ -151,11 +161,11 @@ def test_the_bento_holds_no_test_training_or_development_code(first_run: tuple[s
 def test_second_run_comes_from_the_cache_and_registers_nothing(
     env: dict[str, Path], first_run: tuple[str, float]
 ) -> None:
-    from workflows.training import training_pipeline
+    from workflows.pipeline import training_pipeline
 
     _, first = first_run
     started = time.perf_counter()
-    summary = training_pipeline(**{**_pipeline_kwargs(env), "build_bento": False})
+    summary = training_pipeline(**_pipeline_kwargs(env, build_bento=False))
     second = time.perf_counter() - started
     print(f"\ncache timings: first run {first:.1f} s, second run {second:.1f} s")
     assert "decision: unchanged: the champion v1 is this very model" in summary, summary
@@ -166,12 +176,12 @@ def test_second_run_comes_from_the_cache_and_registers_nothing(
 
 
 def test_drift_same_domain_ends_with_no_drift(env: dict[str, Path], first_run: tuple[str, float]) -> None:
-    from workflows.drift import Retraining, drift_check
+    from workflows.drift import drift_check
+    from workflows.settings import PipelineSettings
 
     result = drift_check(
         batch_dir=str(env["data"] / "same_domain.csv"),
-        output_dir=str(env["out"]),
-        retraining=Retraining(build_bento=False),
+        settings=PipelineSettings(output_dir=env["out"], build_bento=False),
     )
     assert result.startswith("no drift"), result
 
@@ -179,13 +189,13 @@ def test_drift_same_domain_ends_with_no_drift(env: dict[str, Path], first_run: t
 def test_drift_without_new_feedback_does_not_retrain(
     env: dict[str, Path], first_run: tuple[str, float]
 ) -> None:
-    from workflows.drift import Retraining, drift_check
+    from workflows.drift import drift_check
+    from workflows.settings import PipelineSettings
 
     result = drift_check(
         batch_dir=str(env["data"] / "devices.csv"),
         training_input=str(env["data"] / "kindle_600.csv"),
-        output_dir=str(env["out"]),
-        retraining=Retraining(build_bento=False),
+        settings=PipelineSettings(output_dir=env["out"], build_bento=False),
     )
     assert result.startswith("drift (max PSI") and "no labelled feedback newer" in result, result
     runs = _client(env).search_runs(
@@ -214,7 +224,7 @@ class TrackingServer(ServerProcess):
 def test_credentials_in_the_tracking_uri_never_reach_the_pipeline_output(
     env: dict[str, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from workflows.training import training_pipeline
+    from workflows.pipeline import training_pipeline
 
     secret = "s3cret-token-5e1f"
     work = env["root"] / "remote"
@@ -222,12 +232,7 @@ def test_credentials_in_the_tracking_uri_never_reach_the_pipeline_output(
     with started(TrackingServer(work)) as server:
         uri = f"http://kindle:{secret}@127.0.0.1:{server.port}"
         summary = training_pipeline(
-            **{
-                **_pipeline_kwargs(env),
-                "output_dir": str(work / "runs"),
-                "mlflow_tracking_uri": uri,
-                "build_bento": False,
-            }
+            **_pipeline_kwargs(env, output_dir=work / "runs", mlflow_tracking_uri=uri, build_bento=False)
         )
     output = capfd.readouterr()
     assert f"registered: kindle-sentiment v1 (alias champion) at http://127.0.0.1:{server.port}" in summary

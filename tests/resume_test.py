@@ -1,7 +1,7 @@
 """A training pipeline killed during its model search: the re-run takes every finished step
 from Flyte's cache and finishes only the search trials still owed.
 
-`pyflyte run workflows/training.py training_pipeline` runs in a child process on 600 real
+`pyflyte run workflows/pipeline.py training_pipeline` runs in a child process on 600 real
 reviews and is SIGKILLed once the kind's Optuna study (in the output folder) holds
 finished trials, i.e. while the search runs. The re-run must reuse the cached steps (their
 cache entries keep the time they were stored), keep the finished trials as they were, and
@@ -10,6 +10,7 @@ run only the missing ones.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -31,24 +32,25 @@ PYFLYTE = "from flytekit.clis.sdk_in_container.pyflyte import main; main()"
 
 
 def _pyflyte_run(data: Path, out: Path) -> list[str]:
-    options = {
-        "input": data,
-        "output_dir": out,
+    settings = {
+        "output_dir": str(out),
         "kinds": "logreg",
         "trials": TRIALS,
         "timeout_s": 0,
         "seed": 7,
+        "build_bento": False,
     }
-    arguments = [item for key, value in options.items() for item in (f"--{key}", str(value))]
     return [
         sys.executable,
         "-c",
         PYFLYTE,
         "run",
-        "workflows/training.py",
+        "workflows/pipeline.py",
         "training_pipeline",
-        *arguments,
-        "--no_build_bento",
+        "--input",
+        str(data),
+        "--settings",
+        json.dumps(settings),
     ]
 
 
@@ -117,7 +119,7 @@ def test_a_killed_pipeline_resumes_from_the_cache(setup: tuple[dict[str, str], P
     assert child.returncode == -signal.SIGKILL
     before, cached = _finished_trials(out), _cache_entries(home)
     assert KILL_AFTER <= len(before) < TRIALS, "killed too late: the search had finished"
-    assert any(key.startswith(ETL_TASK) for key in cached) and not any(".train." in key for key in cached)
+    assert any(key.startswith(ETL_TASK) for key in cached) and not any(".search." in key for key in cached)
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=KILL_DEADLINE_S)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -133,4 +135,4 @@ def test_a_killed_pipeline_resumes_from_the_cache(setup: tuple[dict[str, str], P
     again = _cache_entries(home)
     redone = [key for key, stored in cached.items() if again.get(key) != stored]
     assert not redone, f"finished steps were run again: {redone}"
-    assert any(".train." in key for key in set(again) - set(cached)), sorted(again)
+    assert any(".search." in key for key in set(again) - set(cached)), sorted(again)

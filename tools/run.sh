@@ -2,7 +2,8 @@
 # The README's main job: train end to end, then serve the champion and answer a request.
 #
 #   tools/run.sh                      # synthetic Kindle-like sample (clearly labelled)
-#   tools/run.sh --input PATH [...]   # real data; any training_pipeline option may follow
+#   tools/run.sh --input PATH [...]   # real data; any training_pipeline option may follow,
+#                                     # e.g. --settings '{"kinds": "logreg", "trials": 4}'
 #
 # Runs the Flyte training pipeline locally (Spark local mode, MLflow on SQLite under
 # runs/, Optuna, the Bento build), starts `bentoml serve` on the new Bento at
@@ -19,7 +20,7 @@ port="${PORT:-3000}"
 mkdir -p runs
 export BENTOML_HOME="${BENTOML_HOME:-$PWD/runs/bentoml}"
 
-pyflyte run workflows/training.py training_pipeline "$@" 2>&1 | tee runs/training.log
+pyflyte run workflows/pipeline.py training_pipeline "$@" 2>&1 | tee runs/training.log
 tag=$(sed -n 's/^Bento tag: \([^ ]*\)$/\1/p' runs/training.log | tail -1)
 if [ -z "$tag" ] || [ "$tag" = "(not" ]; then
   echo "run: the pipeline built no Bento (see runs/training.log)" >&2

@@ -1,5 +1,5 @@
-"""The run's MLflow parent, the champion's final bundle, and its promotion: thin adapters over
-`libs.models.training.stages` (`finish_bundle`, `decide`, `publish`).
+"""The run's MLflow parent and its champion: thin adapters over `libs.models.training.stages`
+(`open_run`, `conclude`).
 
 Why the parent run is opened by a task of its own and closed by `publish_champion`: the
 kind branches are cached tasks that may run in other pods; each nests its run under the
@@ -16,31 +16,23 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from flytekit import Resources, current_context, task
 from flytekit.types.directory import FlyteDirectory
 
+from libs.models.training.stages import conclude, open_run
 from workflows.etl import EtlStats, Features, Reference
 from workflows.image import TASK_IMAGE
 from workflows.ingest import IngestStats
-from workflows.train import KindOutcome, SearchOptions, read_split, training_settings
-
-if TYPE_CHECKING:
-    from libs.models.training.stages import KindResult
-
-
-@dataclass
-class Champion:
-    kind: str
-    bundle: FlyteDirectory
-    test_metrics: dict[str, float]
-    reports: FlyteDirectory
+from workflows.search import Candidate, read_split
+from workflows.settings import PipelineSettings
 
 
 @dataclass
 class Publication:
+    champion: str  # the kind chosen
+    test_metrics: dict[str, float]
     promoted: bool
     reason: str
     version: str  # the promoted version, "" when nothing was registered
@@ -48,70 +40,13 @@ class Publication:
     run_id: str
     tracking_uri: str
     model_name: str
-    bundle: FlyteDirectory  # the bundle the Bento is built from (the final one)
-
-
-def _kind_result(outcome: KindOutcome) -> KindResult:
-    from libs.models.training.stages import KindResult
-
-    return KindResult(
-        kind=outcome.kind,
-        params=json.loads(outcome.params),
-        validation=dict(outcome.validation),
-        latency_ms=outcome.latency_ms,
-        trials=outcome.trials,
-        feasible=outcome.feasible,
-        study=outcome.study,
-        seconds=outcome.seconds,
-        bundle=Path(outcome.bundle.download()),
-        run_id=outcome.run_id or None,
-    )
+    bundle: FlyteDirectory  # the champion's final bundle, which the Bento is built from
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="512Mi"))
-def open_training_run(options: SearchOptions, source: str, source_fingerprint: str) -> str:
-    """Creates the run's parent MLflow run, left RUNNING for the branches to nest under;
-    `publish_champion` finishes it."""
-    import mlflow
-
-    from libs.models.training.tracking import configure, run_tags
-
-    settings = training_settings(options)
-    configure(settings)
-    experiment = mlflow.get_experiment_by_name(settings.experiment)
-    assert experiment is not None  # configure() created it
-    client = mlflow.MlflowClient(settings.tracking_uri())
-    run = client.create_run(
-        experiment.experiment_id,
-        run_name="training",
-        tags={**run_tags(source_fingerprint), "kind": "training", "source": source},
-    )
-    return run.info.run_id
-
-
-@task(
-    container_image=TASK_IMAGE,
-    requests=Resources(cpu="1", mem="2Gi"),
-    limits=Resources(cpu="2", mem="4Gi"),
-)
-def finish_champion(
-    results: list[KindOutcome], test: Features, reference: Reference, parent_run_id: str
-) -> Champion:
-    """Picks the champion by validation macro-F1; writes its final bundle (test report, drift reference)."""
-    from libs.models.training.stages import finish_bundle, select_champion
-
-    champion = select_champion([_kind_result(outcome) for outcome in results])
-    out = Path(current_context().working_directory) / "champion"
-    finished = finish_bundle(
-        champion, read_split(test), reference.open(pd.DataFrame).all(), out, parent_run_id
-    )
-    print(f"champion: {finished.kind}; test {json.dumps(finished.test, sort_keys=True)}")
-    return Champion(
-        finished.kind,
-        FlyteDirectory(str(finished.bundle)),
-        finished.test,
-        FlyteDirectory(str(out / "reports")),
-    )
+def open_training_run(settings: PipelineSettings, source: str, source_fingerprint: str) -> str:
+    """The run's parent MLflow run, left RUNNING for the branches; `publish_champion` finishes it."""
+    return open_run(settings, source, source_fingerprint)
 
 
 @task(
@@ -120,66 +55,42 @@ def finish_champion(
     limits=Resources(cpu="2", mem="4Gi"),
 )
 def publish_champion(
-    champion: Champion,
-    results: list[KindOutcome],
+    candidates: list[Candidate],
     test: Features,
-    options: SearchOptions,
-    model_name: str,
-    promotion_margin: float,
+    reference: Reference,
+    settings: PipelineSettings,
     parent_run_id: str,
     ingest_stats: IngestStats,
     etl_stats: EtlStats,
 ) -> Publication:
-    """Scores the challenger against the serving champion on the same test split, records the
-    decision in the parent run, and registers and promotes a winner."""
-    import mlflow
-
+    """Picks the champion, writes its final bundle, scores it against the serving champion on
+    the same test split, and registers and promotes a winner; the parent run records it all."""
     from libs.models.registry import CHAMPION
-    from libs.models.training.stages import Finished, decide, publish
-    from libs.models.training.tracking import alias_version, client_for, configure, current_champion
+    from libs.models.training.tracking import alias_version, client_for
 
-    settings = training_settings(options).model_copy(
-        update={"model_name": model_name, "promotion_margin": promotion_margin}
-    )
-    configure(settings)
-    work = Path(current_context().working_directory)
-    serving = current_champion(settings, work / "serving")
-    bundle = Path(champion.bundle.download())
-    decision = decide(
-        bundle,
-        serving[1] if serving else None,
+    concluded = conclude(
+        [candidate.local() for candidate in candidates],
         read_split(test),
-        promotion_margin,
-        str(serving[0].version) if serving else None,
+        reference.open(pd.DataFrame).all(),
+        settings,
+        parent_run_id,
+        Path(current_context().working_directory) / "champion",
+        dataclasses.asdict(etl_stats),
+        ingest_stats.feedback_until,
     )
-    finished = Finished(champion.kind, bundle, champion.test_metrics, [])
-    with mlflow.start_run(run_id=parent_run_id):
-        mlflow.log_params(
-            {
-                "champion_kind": champion.kind,
-                "kinds": ",".join(r.kind for r in results),
-                **{f"{r.kind}.best_params": r.params[:500] for r in results},
-            }
-        )
-        metrics = {f"test_{k}": v for k, v in champion.test_metrics.items()}
-        metrics |= {f"{r.kind}.val_macro_f1": r.validation["macro_f1"] for r in results}
-        metrics["challenger_macro_f1"] = decision.challenger_macro_f1
-        if decision.champion_macro_f1 is not None:
-            metrics["champion_macro_f1"] = decision.champion_macro_f1
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({"decision": decision.reason, "promoted": str(decision.promote).lower()})
-        mlflow.log_artifacts(champion.reports.download(), "reports")
-        mlflow.log_text(json.dumps(dataclasses.asdict(etl_stats), indent=1), "data/etl_stats.json")
-        version = publish(finished, decision, settings, parent_run_id, ingest_stats.feedback_until)
+    finished, decision = concluded.finished, concluded.decision
+    print(f"champion: {finished.kind}; test {json.dumps(finished.test, sort_keys=True)}")
     print(f"publish: {decision.reason}")
-    now = alias_version(client_for(settings), model_name, CHAMPION)
+    now = alias_version(client_for(settings), settings.model_name, CHAMPION)
     return Publication(
-        promoted=version is not None,
+        champion=finished.kind,
+        test_metrics=finished.test,
+        promoted=concluded.version is not None,
         reason=decision.reason,
-        version=version or "",
+        version=concluded.version or "",
         champion_version=str(now.version) if now else "",
         run_id=parent_run_id,
         tracking_uri=settings.tracking_uri(),
-        model_name=model_name,
-        bundle=champion.bundle,
+        model_name=settings.model_name,
+        bundle=FlyteDirectory(str(finished.bundle)),
     )

@@ -2,7 +2,10 @@
 on labelled feedback when the traffic has drifted.
 
     pyflyte run workflows/drift.py drift_check --batch_dir BATCHES --feedback_dir FEEDBACK \\
-        --training_input PATH
+        --training_input PATH [--settings '{"kinds": "logreg"}']
+
+`settings` are the training pipeline's (`PipelineSettings`): the MLflow store, model and
+experiment the check reads, and how a challenger is trained.
 
 1. The champion (MLflow alias `champion`): its version, when it was registered, the
    newest feedback it was trained on, and its bundle (drift reference, vocabulary).
@@ -28,11 +31,12 @@ from flytekit import CronSchedule, LaunchPlan, Resources, conditional, current_c
 from flytekit.types.directory import FlyteDirectory
 from fsspec.implementations.local import LocalFileSystem
 
-from libs.drift import ReferenceProfile, compare, load_production, read_feedback, since
+from libs.drift import compare
 from libs.features import CLEAN_COLUMN
+from libs.production import load_production, read_feedback, since
 from workflows.image import TASK_IMAGE
-from workflows.settings import SETTINGS
-from workflows.training import training_pipeline
+from workflows.pipeline import resolve_settings, training_pipeline
+from workflows.settings import RUN_SETTINGS, SETTINGS, PipelineSettings
 
 
 @dataclass
@@ -54,47 +58,25 @@ class DriftOutcome:
     mlflow_run_id: str
 
 
-@dataclass
-class Retraining:
-    """How the drift check trains a challenger: the training pipeline's search and promotion
-    settings, defaulting to the same settings (`--retraining '{"kinds": "logreg"}'`)."""
-
-    kinds: str = SETTINGS.kinds_text()
-    trials: int = SETTINGS.trials
-    timeout_s: float = SETTINGS.timeout_s
-    promotion_margin: float = SETTINGS.promotion_margin
-    seed: int = SETTINGS.seed
-    build_bento: bool = SETTINGS.build_bento
-
-
 class RetrainDecision(NamedTuple):
     retrain: bool
     message: str
 
 
-def _tracking_uri(output_dir: str, mlflow_tracking_uri: str) -> str:
-    return mlflow_tracking_uri or f"sqlite:///{Path(output_dir).resolve() / 'mlflow.db'}"
-
-
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="500m", mem="1Gi"))
-def load_champion(output_dir: str, mlflow_tracking_uri: str, model_name: str) -> ChampionInfo:
+def load_champion(settings: PipelineSettings) -> ChampionInfo:
     """The serving champion's version, registration time, feedback watermark and bundle.
 
     Not cached: the alias moves whenever a new champion is promoted.
     """
-    from libs.models.training.settings import TrainingSettings
     from libs.models.training.stages import FEEDBACK_TAG
     from libs.models.training.tracking import client_for, current_champion
 
-    settings = TrainingSettings(
-        output_dir=Path(output_dir),
-        mlflow_tracking_uri=_tracking_uri(output_dir, mlflow_tracking_uri),
-        model_name=model_name,
-    )
+    model_name = settings.model_name
     found = current_champion(settings, Path(current_context().working_directory) / "champion")
     if found is None:
         raise RuntimeError(
-            f"no champion of model {model_name!r} in the MLflow store of {output_dir}: "
+            f"no champion of model {model_name!r} in the MLflow store of {settings.output_dir}: "
             "run the training pipeline first"
         )
     version, bundle = found
@@ -109,7 +91,7 @@ def load_champion(output_dir: str, mlflow_tracking_uri: str, model_name: str) ->
 
 
 def _local_copy(uri: str, folder: Path) -> Path:
-    """Production data may be an fsspec URL; libs.drift reads local paths."""
+    """Production data may be an fsspec URL; libs.production reads local paths."""
     fs, path = fsspec.core.url_to_fs(uri)
     if isinstance(fs, LocalFileSystem):
         return Path(path)
@@ -126,21 +108,19 @@ def drift_report(
     production: str,
     window_hours: float,
     threshold: float,
-    output_dir: str,
-    mlflow_tracking_uri: str,
-    experiment: str,
+    settings: PipelineSettings,
 ) -> DriftOutcome:
     """libs.drift's batch check of the window + HTML report, logged as an MLflow run."""
     import mlflow
 
     from libs.drift.reports import log_report_to_mlflow, write_html_report
     from libs.models.bundle import load_bundle
+    from libs.models.training.tracking import configure
 
     work = Path(current_context().working_directory)
     bundle = load_bundle(Path(champion.bundle.download()))
     if bundle.drift_reference is None:
         raise RuntimeError(f"champion v{champion.version} has no drift reference in its bundle")
-    profile = ReferenceProfile.from_dict(bundle.drift_reference, f"drift reference of v{champion.version}")
     start = (
         datetime.now(UTC) - timedelta(hours=window_hours)
         if window_hours
@@ -150,11 +130,10 @@ def drift_report(
     coverage = None
     if CLEAN_COLUMN in data.features.columns and bundle.tfidf is not None:
         coverage = bundle.tfidf.coverage(data.features[CLEAN_COLUMN].tolist())
-    report = compare(profile, data.features, data.predicted_labels, coverage, threshold)
+    report = compare(bundle.drift_reference, data.features, data.predicted_labels, coverage, threshold)
     folder = work / "drift_report"
     write_html_report(report, folder)
-    mlflow.set_tracking_uri(_tracking_uri(output_dir, mlflow_tracking_uri))
-    mlflow.set_experiment(experiment)
+    configure(settings)
     with mlflow.start_run(run_name="drift-check") as run:
         mlflow.set_tags(
             {"kind": "drift_check", "champion_version": champion.version, "window_start": start.isoformat()}
@@ -219,24 +198,13 @@ def drift_check(
     training_input: str = SETTINGS.training_input,
     window_hours: float = SETTINGS.drift_window_hours,
     threshold: float = SETTINGS.drift_threshold,
-    output_dir: str = str(SETTINGS.output_dir),
-    mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
-    model_name: str = SETTINGS.model_name,
-    experiment: str = SETTINGS.experiment,
-    retraining: Retraining = Retraining(),  # noqa: B008  (Flyte default literal, never mutated)
+    settings: PipelineSettings = RUN_SETTINGS,
 ) -> str:
     """Drift report on the production window; retrains on new labelled feedback when it drifted."""
-    champion = load_champion(
-        output_dir=output_dir, mlflow_tracking_uri=mlflow_tracking_uri, model_name=model_name
-    )
+    run = resolve_settings(settings=settings)
+    champion = load_champion(settings=run)
     outcome = drift_report(
-        champion=champion,
-        production=batch_dir,
-        window_hours=window_hours,
-        threshold=threshold,
-        output_dir=output_dir,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-        experiment=experiment,
+        champion=champion, production=batch_dir, window_hours=window_hours, threshold=threshold, settings=run
     )
     retrain, message = decide_retraining(
         outcome=outcome, champion=champion, feedback=feedback_dir, training_input=training_input
@@ -244,22 +212,7 @@ def drift_check(
     return (
         conditional("drift_decision")
         .if_(retrain.is_true())
-        .then(
-            training_pipeline(
-                input=training_input,
-                feedback_dir=feedback_dir,
-                output_dir=output_dir,
-                mlflow_tracking_uri=mlflow_tracking_uri,
-                model_name=model_name,
-                experiment=experiment,
-                kinds=retraining.kinds,
-                trials=retraining.trials,
-                timeout_s=retraining.timeout_s,
-                promotion_margin=retraining.promotion_margin,
-                seed=retraining.seed,
-                build_bento=retraining.build_bento,
-            )
-        )
+        .then(training_pipeline(input=training_input, feedback_dir=feedback_dir, settings=settings))
         .else_()
         .then(no_retraining(message=message))
     )

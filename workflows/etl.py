@@ -252,8 +252,11 @@ def spark_etl(reviews: Reviews, params: EtlParams, spark_conf: dict[str, str]) -
     result.final_tfidf.save(folder / "final_tfidf.json")
     (folder / "etl_stats.json").write_text(json.dumps(asdict(result.stats), indent=1))
     print(f"etl: {json.dumps(asdict(result.stats))}")
+    train, validation, test = (StructuredDataset(dataframe=result.splits[name]) for name in SPLITS)
     return EtlOutputs(
-        *(StructuredDataset(dataframe=result.splits[name]) for name in SPLITS),
+        train,
+        validation,
+        test,
         StructuredDataset(dataframe=result.reference),
         FlyteFile(str(folder / "search_tfidf.json")),
         FlyteFile(str(folder / "final_tfidf.json")),

@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from libs.drift import read_feedback
+from libs.production import read_feedback
 from workflows.image import TASK_IMAGE
 from workflows.readers import (
     COLUMNS,

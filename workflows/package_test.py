@@ -31,7 +31,7 @@ def test_package_builds_offline_with_spark_task_and_cron_launch_plan(tmp_path: P
         "training_pipeline",
         "drift_check",
         "spark_etl",
-        "train_all_kinds",
+        "search_all_kinds",
         "kindle_drift_check_daily",
     ):
         assert entity in names, entity
@@ -50,13 +50,14 @@ def test_package_builds_offline_with_spark_task_and_cron_launch_plan(tmp_path: P
     assert plan.spec.entity_metadata.schedule.cron_schedule.schedule
 
 
-def test_drift_check_retraining_from_a_partial_json_object_keeps_the_other_defaults() -> None:
-    """What `pyflyte run workflows/drift.py drift_check --retraining '{...}'` hands the workflow."""
+def test_drift_check_settings_from_a_partial_json_object_keep_the_other_defaults() -> None:
+    """What `pyflyte run workflows/drift.py drift_check --settings '{...}'` hands the workflow."""
     from flytekit.interaction.click_types import JsonParamType
 
-    from workflows.drift import Retraining, drift_check
+    from workflows.drift import drift_check
+    from workflows.settings import PipelineSettings
 
-    assert drift_check.python_interface.inputs["retraining"] is Retraining
-    given = JsonParamType(Retraining).convert('{"kinds": "logreg", "trials": 3}', None, None)
-    assert given == Retraining(kinds="logreg", trials=3)
-    assert (given.timeout_s, given.seed) == (Retraining().timeout_s, Retraining().seed)
+    assert drift_check.python_interface.inputs["settings"] is PipelineSettings
+    given = JsonParamType(PipelineSettings).convert('{"kinds": "logreg", "trials": 3}', None, None)
+    assert given == PipelineSettings(kinds="logreg", trials=3)
+    assert (given.timeout_s, given.seed) == (PipelineSettings().timeout_s, PipelineSettings().seed)

@@ -3,7 +3,13 @@ read from `KINDLE_*` environment variables (pydantic-settings, like every deploy
 
 Why environment variables: the same values must reach `pyflyte run` (defaults of the
 workflow inputs), `pyflyte package` (the Spark task's static configuration, the image)
-and tests, without a config file to ship. Workflow inputs override them per run.
+and tests, without a config file to ship.
+
+Why `PipelineSettings` is a workflow input as it is: one typed value carries a run's
+settings from the CLI (`--settings '{"trials": 20}'`: the fields not given keep their
+environment defaults) to the last task, so a new setting is one field here or in
+`TrainingSettings`. Cached tasks take small projections of it (`EtlParams`,
+`search_settings`), so a setting they do not read never invalidates them.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from flytekitplugins.spark import Spark
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.drift import DRIFT_THRESHOLD, ProductionSettings
+from libs.drift import DRIFT_THRESHOLD
 from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
+from libs.production import ProductionSettings
 
 WORKFLOW_VERSION = "3"
 """Bump when a task's code changes its outputs: every cache key includes it."""
@@ -52,8 +59,8 @@ def parse_spark_conf(raw: object) -> dict[str, str]:
     return conf
 
 
-class PipelineSettings(TrainingSettings, ProductionSettings):
-    """Defaults of the training pipeline and the drift check (env prefix `KINDLE_`)."""
+class PipelineSettings(TrainingSettings):
+    """One training run: the search, the selection, the ETL and the Bento (env prefix `KINDLE_`)."""
 
     max_per_class: int = Field(
         0,
@@ -75,6 +82,13 @@ class PipelineSettings(TrainingSettings, ProductionSettings):
         description="'hash': each review's split is fixed by a seeded hash of its text, so adding data "
         "never moves a review between splits; 'time': oldest train, newest test.",
     )
+    build_bento: bool = Field(True, description="Build the service's Bento for a promoted champion.")
+
+
+class WorkflowSettings(PipelineSettings, ProductionSettings):
+    """The environment's defaults of the training pipeline and the drift check, and what is
+    fixed when the workflows are packaged (image, Spark configuration, schedule)."""
+
     drift_threshold: float = Field(
         DRIFT_THRESHOLD,
         gt=0,
@@ -86,7 +100,6 @@ class PipelineSettings(TrainingSettings, ProductionSettings):
         description="Production traffic the drift check compares: the last N hours (0: since the "
         "champion was registered).",
     )
-    build_bento: bool = Field(True, description="Build the service's Bento for a promoted champion.")
     spark_conf: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra Spark configuration (`k=v,k=v` or JSON), baked into the Spark task's config.",
@@ -112,13 +125,11 @@ class PipelineSettings(TrainingSettings, ProductionSettings):
     def _spark_conf(cls, value: object) -> dict[str, str]:
         return parse_spark_conf(value)
 
-    def kinds_text(self) -> str:
-        """The kinds as the workflow input takes them (comma-separated)."""
-        return ",".join(kind.value for kind in self.kinds)
 
-
-SETTINGS = PipelineSettings()
+SETTINGS = WorkflowSettings()
 """Read once at import: `pyflyte run` imports the module, then builds the CLI from it."""
+RUN_SETTINGS = PipelineSettings()
+"""The training run's part of the same environment: the default of the workflows' `settings` input."""
 
 
 def base_spark_conf(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -33,7 +33,7 @@ import requests
 import yaml
 from packaging.utils import canonicalize_name
 
-from deploy.container.podman import (
+from tests.fixtures.podman import (
     GRACE_S,
     ComposeProject,
     Container,
@@ -49,10 +49,10 @@ REASON = unsupported()
 if REASON is not None:
     pytest.skip(REASON, allow_module_level=True)
 
-from deploy.monitoring import prometheus_api  # noqa: E402
-from deploy.monitoring.promql import HERE as MONITORING  # noqa: E402
 from services.packaging import BENTOFILE, lock_pins  # noqa: E402
 from tests import fixtures  # noqa: E402
+from tests.fixtures import prometheus_api  # noqa: E402
+from tests.fixtures.promql import MONITORING  # noqa: E402
 from tests.fixtures.servers import START_TIMEOUT_S, started_together  # noqa: E402
 from tests.fixtures.service import (  # noqa: E402
     ServiceProcess,

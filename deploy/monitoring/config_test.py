@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.monitoring.promql import ALERT_RULES, DASHBOARD, HERE, Selector, parse, rule_queries
+from tests.fixtures.promql import ALERT_RULES, DASHBOARD, Selector, parse, rule_queries
+from tests.fixtures.promql import MONITORING as HERE
 
 PROMTOOL = shutil.which("promtool")
 

@@ -24,9 +24,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.monitoring import prometheus_api
-from deploy.monitoring.promql import ALERT_RULES, HERE, Query, all_queries, dashboard_queries
 from tests import fixtures
+from tests.fixtures import prometheus_api
+from tests.fixtures.promql import ALERT_RULES, Query, all_queries, dashboard_queries
+from tests.fixtures.promql import MONITORING as HERE
 from tests.fixtures.servers import ServerProcess, started
 from tests.fixtures.service import (
     Server,

@@ -12,24 +12,13 @@ Public API:
 - `LiveMonitor(reference, registry=..., window_rows=..., window_seconds=..., min_rows=...,
   state_dir=..., webhook_url=...)` with `.observe(features, predicted_labels)`: the service's
   live check, merged over worker processes, published as kindle_drift_* Prometheus metrics.
-- `BatchWriter(folder)` / `read_batches(folder)`: scored production batches as Parquet files;
-  `FeedbackWriter(folder)` / `read_feedback(folder)`: labelled feedback; `since(frame, start)`.
-- `load_production(path)`: a production dataset (raw reviews, features or batch folder).
 
 The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`.
+The production data it reads (scored batches, labelled feedback) is `libs.production`.
 """
 
-from libs.drift.batches import (
-    BatchWriter,
-    FeedbackWriter,
-    ProductionSettings,
-    read_batches,
-    read_feedback,
-    since,
-)
 from libs.drift.compare import DriftReport, FeatureDrift, LabelDrift, compare
 from libs.drift.live import LiveMonitor
-from libs.drift.production import ProductionData, load_production
 from libs.drift.profile import FeatureBins, ReferenceProfile
 from libs.drift.psi import (
     DEFAULT_MIN_ROWS,
@@ -50,24 +39,16 @@ __all__ = [
     "MODERATE_THRESHOLD",
     "PSI_EPSILON",
     "Band",
-    "BatchWriter",
     "DriftReport",
     "FeatureBins",
     "FeatureDrift",
-    "FeedbackWriter",
     "LabelDrift",
     "LiveMonitor",
-    "ProductionData",
-    "ProductionSettings",
     "ReferenceProfile",
     "band",
     "bin_counts",
     "categorical_psi",
     "compare",
-    "load_production",
     "psi",
     "psi_if_enough",
-    "read_batches",
-    "read_feedback",
-    "since",
 ]

@@ -34,13 +34,13 @@ from pathlib import Path
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from libs.atomic import write_json
 from libs.drift.alerts import Alerter
 from libs.drift.compare import DriftReport, feature_drift, label_drift
 from libs.drift.profile import ReferenceProfile, label_counts
 from libs.drift.psi import DEFAULT_MIN_ROWS, DRIFT_THRESHOLD, Band
 from libs.drift.window import CountWindow, Slot, recent, total
 from libs.features import FeatureContractError
-from libs.features.atomic import write_json
 
 logger = logging.getLogger("libs.drift.live")
 

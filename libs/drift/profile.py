@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from libs.atomic import write_json
 from libs.drift.psi import bin_counts
 from libs.features import CONTRACT, FeatureContractError
-from libs.features.atomic import write_json
 
 FORMAT_VERSION = 1
 DEFAULT_BINS = 10

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import sparse
 
-from libs.features.atomic import write_json
+from libs.atomic import write_json
 from libs.features.contract import CONTRACT, FeatureContractError, TfidfSpec
 from libs.features.counting import Counts, count_terms
 from libs.features.text import MAX_TEXT_CHARS, text_array

@@ -8,7 +8,7 @@ Layout (format version 2):
     estimator/             transformer kinds: safetensors weights, tokenizer and hyperparameters
                            (JSON), as `save_pretrained` writes them
     tfidf.json             the fitted vectoriser (the one copy; re-attached on load)
-    drift_reference.json   libs.drift's reference profile, when given (opaque here)
+    drift_reference.json   libs.drift's reference profile (`ReferenceProfile.to_dict`), when given
 
 Why skops and not pickle: a pickle runs whatever code its bytes name when it is loaded,
 so anyone able to write a bundle folder or the MLflow artifact store could run code in
@@ -50,6 +50,8 @@ import pandas as pd
 import skops.io
 from skops.io.exceptions import UntrustedTypesFoundException
 
+from libs.atomic import fsync
+from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
 from libs.models.components import ExplanationUnavailable, StarPipeline
 from libs.models.kinds import LABELS, ModelKind, sentiment_of
@@ -107,7 +109,7 @@ class ModelBundle:
     tfidf: Tfidf | None
     data_fingerprint: str
     metrics: dict[str, float] = field(default_factory=dict)
-    drift_reference: dict[str, Any] | None = None
+    drift_reference: ReferenceProfile | None = None
     mlflow_run_id: str | None = None
     labels: list[int] = field(default_factory=lambda: list(LABELS))
     contract_hash: str = CONTRACT.hash
@@ -219,14 +221,6 @@ def _write_estimator(bundle: ModelBundle, folder: Path) -> None:
         bundle.estimator.attach(attached)
 
 
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 def _files(folder: Path) -> dict[str, str]:
     """{relative path: sha256} of every file in `folder` except the manifest."""
     return {
@@ -269,7 +263,7 @@ def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None =
             if bundle.tfidf is not None:
                 bundle.tfidf.save(temporary / TFIDF_FILE)
         if bundle.drift_reference is not None:
-            (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference))
+            (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference.to_dict()))
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind.value,
@@ -287,12 +281,12 @@ def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None =
         (temporary / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True))
         for file in temporary.rglob("*"):
             if file.is_file():
-                _fsync(file)
+                fsync(file)
         _replace(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    _fsync(path.parent)
+    fsync(path.parent)
     return path
 
 
@@ -399,7 +393,7 @@ def load_bundle(path: Path) -> ModelBundle:
     try:
         tfidf = Tfidf.load(path / TFIDF_FILE) if TFIDF_FILE in manifest["files"] else None
         estimator = _read_estimator(path, kind, tfidf)
-        drift = json.loads((path / DRIFT_FILE).read_text()) if DRIFT_FILE in manifest["files"] else None
+        drift = _read_drift_reference(path) if DRIFT_FILE in manifest["files"] else None
     except BundleError:
         raise
     except Exception as error:
@@ -417,6 +411,12 @@ def load_bundle(path: Path) -> ModelBundle:
         contract_hash=manifest["contract_hash"],
         library_versions=manifest["library_versions"],
     )
+
+
+def _read_drift_reference(path: Path) -> ReferenceProfile:
+    """The one place a bundle's drift reference is parsed: every consumer gets the checked object."""
+    data = json.loads((path / DRIFT_FILE).read_text())
+    return ReferenceProfile.from_dict(data, f"drift reference of bundle {path}")
 
 
 def _read_estimator(path: Path, kind: ModelKind, tfidf: Tfidf | None) -> Any:

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 import skops.io
 
+from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, Tfidf
 from libs.models.bundle import (
+    DRIFT_FILE,
     ESTIMATOR_FILE,
     MANIFEST,
     TFIDF_FILE,
@@ -44,7 +46,7 @@ def bundle(train_df: pd.DataFrame, tfidf: Tfidf) -> ModelBundle:
         tfidf,
         fingerprint(train_df),
         metrics={"val_macro_f1": np.float64(0.5)},
-        drift_reference={"features": {"text_len": [1, 2, 3]}},
+        drift_reference=ReferenceProfile.build(train_df),
         mlflow_run_id="run-1",
     )
 
@@ -88,6 +90,22 @@ def test_a_saved_bundle_loads_with_the_same_probabilities(bundle: ModelBundle, s
     assert (loaded.kind, loaded.version, loaded.labels) == (bundle.kind, bundle.version, [1, 2, 3, 4, 5])
     assert loaded.drift_reference == bundle.drift_reference
     assert loaded.tfidf is not None and loaded.tfidf.terms == bundle.tfidf.terms
+
+
+def test_the_drift_reference_is_stored_in_the_profiles_own_json_format(
+    bundle: ModelBundle, saved: Path
+) -> None:
+    """Bundles saved before the reference was typed hold this same JSON, so they still load."""
+    assert bundle.drift_reference is not None
+    assert json.loads((saved / DRIFT_FILE).read_text()) == bundle.drift_reference.to_dict()
+
+
+def test_a_drift_reference_this_code_cannot_read_refuses_the_bundle_at_load(saved: Path) -> None:
+    reference = json.loads((saved / DRIFT_FILE).read_text())
+    (saved / DRIFT_FILE).write_text(json.dumps({**reference, "format_version": 99}))
+    rehash(saved)
+    with pytest.raises(BundleError, match=r"drift reference of bundle .*: format version 99"):
+        load_bundle(saved)
 
 
 def test_probabilities_are_five_columns_summing_to_one(bundle: ModelBundle) -> None:

@@ -76,20 +76,21 @@ def baseline(training: pd.DataFrame) -> Any:
 
 def run_pipeline(training: pd.DataFrame, work: Path, quick: bool) -> tuple[str, Any]:
     """The training pipeline with its defaults (quick: fewer trials, one kind) in private stores."""
-    from workflows.training import training_pipeline
+    from workflows.pipeline import training_pipeline
+    from workflows.settings import PipelineSettings
 
     folder = work / "input"
     folder.mkdir()
     training.to_csv(folder / "reviews.csv", index=False)
-    options: dict[str, Any] = {"input": str(folder), "output_dir": str(work / "runs"), "build_bento": False}
+    settings: dict[str, Any] = {"output_dir": work / "runs", "build_bento": False}
     if quick:
-        options |= {"kinds": QUICK["kinds"], "trials": QUICK["trials"]}
+        settings |= {"kinds": QUICK["kinds"], "trials": QUICK["trials"]}
     saved = dict(os.environ)
     os.environ["HOME"] = str(work / "home")  # a private Flyte cache: a run from scratch
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     try:
         (work / "home").mkdir()
-        summary = training_pipeline(**options)
+        summary = training_pipeline(input=str(folder), settings=PipelineSettings(**settings))
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -11,6 +11,7 @@ with its defaults, in a fresh home (Flyte cache), MLflow store and BentoML store
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -145,8 +146,8 @@ def pipeline_row(report: Report, folder: Path) -> None:
     home.mkdir()
     source = fixtures.path(fixtures.KINDLE_SAMPLE)
     pyflyte = Path(sys.executable).with_name("pyflyte")
-    command = [str(pyflyte), "run", "workflows/training.py", "training_pipeline"]
-    command += ["--input", str(source), "--output_dir", str(output)]
+    command = [str(pyflyte), "run", "workflows/pipeline.py", "training_pipeline"]
+    command += ["--input", str(source), "--settings", json.dumps({"output_dir": str(output)})]
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINDLE_")}
     env.update(HOME=str(home), BENTOML_HOME=str(folder / "bentoml"))
     _, wall, peak = run_measured(command, env=env, cwd=ROOT)

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from libs.drift.compare import DriftReport, compare
-from libs.drift.production import load_production
 from libs.drift.profile import ReferenceProfile
 from libs.drift.psi import DEFAULT_MIN_ROWS, DRIFT_THRESHOLD
 from libs.drift.reports.html import write_html_report
 from libs.features import CLEAN_COLUMN, Tfidf
+from libs.production import load_production
 
 
 def check_drift(

@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from libs.drift import BatchWriter, ReferenceProfile
+from libs.drift import ReferenceProfile
 from libs.drift.reports import check_drift
 from libs.drift.reports.cli import main
 from libs.features import CONTRACT, Tfidf, compute_features
+from libs.production import BatchWriter
 from tests import fixtures
 
 

@@ -1,14 +1,14 @@
 """TrainingSettings: every knob of a training run in one typed, documented object.
 
 Read from `KINDLE_*` environment variables (pydantic-settings, like every deployable's
-settings); the training pipeline's inputs default to these values and override them per
-run. Defaults suit one 2-core machine: minutes, not hours.
+settings); the training pipeline's `settings` input defaults to these values and overrides
+them per run. Defaults suit one 2-core machine: minutes, not hours.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -20,8 +20,8 @@ from libs.models.registry import RegistrySettings
 class TrainingSettings(RegistrySettings):
     """The search, the selection and where a training run writes (env prefix `KINDLE_`)."""
 
-    kinds: Annotated[tuple[ModelKind, ...], NoDecode] = Field(
-        SKLEARN_KINDS,
+    kinds: Annotated[list[ModelKind], NoDecode] = Field(
+        default_factory=lambda: list(SKLEARN_KINDS),
         description="Comma-separated model kinds to train (default: every scikit-learn kind; "
         "the transformer kind is opt-in).",
     )
@@ -66,9 +66,9 @@ class TrainingSettings(RegistrySettings):
 
     @field_validator("kinds", mode="before")
     @classmethod
-    def _parse_kinds(cls, value: object) -> tuple[ModelKind, ...]:
+    def _parse_kinds(cls, value: object) -> list[ModelKind]:
         items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
-        kinds = tuple(dict.fromkeys(ModelKind.parse(item) for item in items if str(item).strip()))
+        kinds = list(dict.fromkeys(ModelKind.parse(item) for item in items if str(item).strip()))
         if not kinds:
             raise ValueError("name at least one model kind")
         return kinds
@@ -78,6 +78,14 @@ class TrainingSettings(RegistrySettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.output_dir.resolve() / 'mlflow.db'}"
+
+    def resolved(self) -> Self:
+        """These settings with the output folder absolute (and created) and the tracking URI
+        explicit: every step of a run then writes to the same stores, whatever its working
+        directory, and a step's cache key names them as they are."""
+        folder = self.output_dir.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return self.model_copy(update={"output_dir": folder, "mlflow_tracking_uri": self.tracking_uri()})
 
     def storage_url(self, study: str) -> str:
         """Optuna storage that outlives a crash, so a study resumes where it stopped.

@@ -1,10 +1,11 @@
-"""The training run as typed stages: search each kind -> select the champion -> finish its
-bundle -> decide against the serving champion -> register and promote.
+"""The training run as typed stages: open the run -> search each kind -> select the champion
+-> finish its bundle -> decide against the serving champion -> record and publish.
 
-The Flyte pipeline (`workflows/`) runs each stage as a task, a thin adapter that moves
-data in and files out; `train` chains the same stages in one process (tests, tools).
+The Flyte pipeline (`workflows/`) runs them as tasks, thin adapters that move data in and
+files out; the tests drive the very same functions in one process.
 
 What each stage guarantees:
+- `open_run`: the run's parent MLflow run, left running for the kinds to nest under.
 - `search_kind`: an Optuna study on train/validation (resumable: its storage outlives the
   task), then the chosen configuration refit on train + validation with the vocabulary
   fitted on both, saved as that kind's candidate bundle. No labelled row is held back
@@ -17,6 +18,8 @@ What each stage guarantees:
   promoted unless it is worse by more than the margin.
 - `publish`: a promoted challenger is registered and becomes `champion` (`previous` is
   the old one); a rejected one moves nothing.
+- `conclude`: the last four in order, each kind's outcome, the champion's report and the
+  decision recorded in the parent run, which it finishes.
 """
 
 from __future__ import annotations
@@ -103,6 +106,40 @@ class Decision:
     champion_macro_f1: float | None
     champion_version: str | None
     evaluation_rows: int
+
+
+@dataclass
+class Concluded:
+    """The run's end: the champion's final bundle, the decision, and the version it published."""
+
+    finished: Finished
+    decision: Decision
+    version: str | None
+
+
+NOT_SEARCHED = frozenset({"kinds", "model_name", "promotion_margin"})
+"""Settings `search_kind` does not read: choosing kinds, naming and promoting the champion."""
+
+
+def search_settings(settings: TrainingSettings) -> TrainingSettings:
+    """What a kind's search reads of `settings` (the rest at their defaults): as a cache key,
+    it changes with the search's results and with nothing else."""
+    searched = set(TrainingSettings.model_fields) - NOT_SEARCHED
+    return TrainingSettings.model_construct(**settings.model_dump(include=searched))
+
+
+def open_run(settings: TrainingSettings, source: str, source_fingerprint: str) -> str:
+    """Creates the run's parent MLflow run and returns its id; it stays RUNNING for the kinds'
+    runs (maybe in other processes) to nest under by id, until `conclude` finishes it."""
+    configure(settings)
+    experiment = mlflow.get_experiment_by_name(settings.experiment)
+    assert experiment is not None  # configure() created it
+    run = mlflow.MlflowClient(settings.tracking_uri()).create_run(
+        experiment.experiment_id,
+        run_name="training",
+        tags={**run_tags(source_fingerprint), "kind": "training", "source": source},
+    )
+    return str(run.info.run_id)
 
 
 def study_name(kind: ModelKind, settings: TrainingSettings, data_fingerprint: str) -> str:
@@ -234,7 +271,7 @@ def finish_bundle(
     final = dataclasses.replace(
         candidate,
         metrics={**candidate.metrics, **{f"test_{key}": value for key, value in report.metrics.items()}},
-        drift_reference=drift_reference(candidate, reference, test).to_dict(),
+        drift_reference=drift_reference(candidate, reference, test),
         mlflow_run_id=run_id or candidate.mlflow_run_id,
     )
     path = save_bundle(final, out_dir / "bundle", model_files_from=champion.bundle)
@@ -305,48 +342,44 @@ def publish(
     return version
 
 
-def train(
-    train_df: pd.DataFrame,
-    validation: pd.DataFrame,
+def conclude(
+    results: Sequence[KindResult],
     test: pd.DataFrame,
     reference: pd.DataFrame,
     settings: TrainingSettings,
-) -> tuple[list[KindResult], Finished, Decision, str | None]:
-    """Every stage in this process, under one parent MLflow run: what the pipeline does in tasks.
-
-    TF-IDF is fitted here in memory (the pipeline fits it with Spark): on train for the
-    search, on train + validation for the final models. The serving champion, if any, is
-    read from the registry and scored on the same test split as the challenger.
-    """
-    search_tfidf = Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
-    final_tfidf = Tfidf.fit(pd.concat([train_df, validation])[CLEAN_COLUMN].tolist())
+    run_id: str,
+    out_dir: Path,
+    data_stats: dict[str, Any],
+    feedback_until: str = "",
+) -> Concluded:
+    """Selects the champion, finishes its bundle in `out_dir`, scores it against the serving
+    champion on the same test split and publishes it as decided; the parent run `run_id`
+    records each kind's outcome, the champion's test report, the decision and `data_stats`."""
     configure(settings)
-    with mlflow.start_run(run_name="training") as parent:
-        work = settings.output_dir.resolve() / "runs" / parent.info.run_id
-        mlflow.set_tags(run_tags(fingerprint(train_df)))
-        results = [
-            search_kind(
-                kind,
-                train_df,
-                validation,
-                search_tfidf,
-                final_tfidf,
-                settings,
-                work / "candidates",
-                parent.info.run_id,
-            )
-            for kind in settings.kinds
-        ]
-        finished = finish_bundle(select_champion(results), test, reference, work, parent.info.run_id)
-        champion = current_champion(settings, work / "champion")
-        decision = decide(
-            finished.bundle,
-            champion[1] if champion else None,
-            test,
-            settings.promotion_margin,
-            str(champion[0].version) if champion else None,
+    finished = finish_bundle(select_champion(results), test, reference, out_dir, run_id)
+    serving = current_champion(settings, out_dir / "serving")
+    decision = decide(
+        finished.bundle,
+        serving[1] if serving else None,
+        test,
+        settings.promotion_margin,
+        str(serving[0].version) if serving else None,
+    )
+    with mlflow.start_run(run_id=run_id):
+        best = {f"{r.kind}.best_params": json.dumps(r.params, sort_keys=True, default=str) for r in results}
+        kinds = ",".join(r.kind for r in results)
+        mlflow.log_params(
+            {"champion_kind": finished.kind, "kinds": kinds, **{k: v[:500] for k, v in best.items()}}
         )
-        mlflow.log_metrics({f"test_{k}": v for k, v in finished.test.items()})
-        mlflow.set_tag("decision", decision.reason)
-        version = publish(finished, decision, settings, parent.info.run_id)
-    return results, finished, decision, version
+        metrics = {f"test_{k}": v for k, v in finished.test.items()}
+        metrics |= {f"{r.kind}.val_macro_f1": r.val_macro_f1 for r in results}
+        metrics["challenger_macro_f1"] = decision.challenger_macro_f1
+        if decision.champion_macro_f1 is not None:
+            metrics["champion_macro_f1"] = decision.champion_macro_f1
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"decision": decision.reason, "promoted": str(decision.promote).lower()})
+        for path in finished.report_files:
+            mlflow.log_artifact(str(path), "reports")
+        mlflow.log_text(json.dumps(data_stats, indent=1), "data/etl_stats.json")
+        version = publish(finished, decision, settings, run_id, feedback_until)
+    return Concluded(finished, decision, version)

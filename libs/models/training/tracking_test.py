@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from libs.features import CONTRACT
+from libs.features import CLEAN_COLUMN, CONTRACT, Tfidf
 from libs.models.bundle import load_bundle
 from libs.models.kinds import ModelKind
 from libs.models.registry import CHAMPION, PREVIOUS
+from libs.models.training.data import fingerprint
 from libs.models.training.settings import TrainingSettings
-from libs.models.training.stages import Decision, Finished, KindResult, train
+from libs.models.training.stages import Decision, Finished, KindResult, conclude, open_run, search_kind
 from libs.models.training.tracking import RegistrationError, promote, register
 
 NAME = "kindle-sentiment-test"
@@ -34,17 +35,40 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> TrainingSettings:
     )
 
 
+def run_stages(
+    train_df: pd.DataFrame,
+    validation: pd.DataFrame,
+    test: pd.DataFrame,
+    reference: pd.DataFrame,
+    settings: TrainingSettings,
+) -> Outcome:
+    """The stages the pipeline's tasks run, in their order, in this process; TF-IDF is fitted
+    in memory where the pipeline fits it with Spark."""
+    search_tfidf = Tfidf.fit(train_df[CLEAN_COLUMN].tolist())
+    final_tfidf = Tfidf.fit(pd.concat([train_df, validation])[CLEAN_COLUMN].tolist())
+    run_id = open_run(settings, "in-memory", fingerprint(train_df))
+    work = settings.output_dir / "runs" / run_id
+    results = [
+        search_kind(
+            kind, train_df, validation, search_tfidf, final_tfidf, settings, work / "candidates", run_id
+        )
+        for kind in settings.kinds
+    ]
+    concluded = conclude(results, test, reference, settings, run_id, work, {"rows_in": len(train_df)})
+    return results, concluded.finished, concluded.decision, concluded.version
+
+
 @pytest.fixture(scope="module")
 def trainings(
     store: TrainingSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, test_df: pd.DataFrame
 ) -> list[Outcome]:
     """Two trainings in a row: the second, on more data, is scored against the first's champion."""
     reference = pd.concat([train_df, val_df])
-    first = train(train_df, val_df, test_df, reference, store)
+    first = run_stages(train_df, val_df, test_df, reference, store)
     more = pd.concat([train_df, val_df.iloc[: len(val_df) // 2]], ignore_index=True)
     return [
         first,
-        train(
+        run_stages(
             more,
             val_df.iloc[len(val_df) // 2 :],
             test_df,
@@ -116,9 +140,7 @@ def test_the_final_bundle_has_test_metrics_and_a_drift_reference_of_the_referenc
     bundle = load_bundle(finished.bundle)
     assert bundle.kind == finished.kind and bundle.kind in {r.kind for r in results}
     assert bundle.metrics["test_macro_f1"] == pytest.approx(finished.test["macro_f1"])
-    assert bundle.drift_reference is not None and bundle.drift_reference["rows"] == len(train_df) + len(
-        val_df
-    )
+    assert bundle.drift_reference is not None and bundle.drift_reference.rows == len(train_df) + len(val_df)
 
 
 def test_a_failed_registration_says_why_and_leaves_the_aliases(

@@ -1,14 +1,10 @@
-"""Production data persisted as rotating Parquet files: scored batches and labelled feedback.
+"""A rotating log of Parquet files, the storage of every kind of production data.
 
-`BatchWriter` keeps what was scored (the contract's numeric features, the predicted label,
-the serving model's version and a UTC timestamp per row; raw text only when `keep_text`
-is set: reviews are customer data) for the batch drift check. `FeedbackWriter` keeps
-labelled reviews (text, summary, true star rating, the request it answers, the model
-version that served it and the time) for retraining. Both are a `ParquetLog`: rows are
-buffered, a file is written atomically every `rows_per_file` rows or `seconds_per_file`,
-and only the newest `max_files` are kept, so disk use is bounded. Monitoring must never
-take the service down: a full disk or an unwritable folder is a logged warning and the
-buffered rows are dropped (and counted), never an exception.
+Rows are buffered, a file is written atomically every `rows_per_file` rows or
+`seconds_per_file`, and only the newest `max_files` are kept, so disk use is bounded.
+Monitoring must never take the service down: a full disk or an unwritable folder is a
+logged warning and the buffered rows are dropped (and counted), never an exception,
+unless the log is `strict` (data the caller must not acknowledge unless it is on disk).
 """
 
 from __future__ import annotations
@@ -17,49 +13,25 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
-from libs.features.atomic import atomic_path
+from libs.atomic import atomic_path
+from libs.features import CONTRACT
 
-logger = logging.getLogger("libs.drift.batches")
+logger = logging.getLogger("libs.production.parquet_log")
 
-LABEL_COLUMN = "predicted_label"
 TIME_COLUMN = "timestamp"
 VERSION_COLUMN = "model_version"
 HASH_KEY = b"kindle_contract_hash"
-BATCH_PREFIX = "batch"
-FEEDBACK_PREFIX = "feedback"
-FEEDBACK_COLUMNS = ("reviewText", "summary", "overall", "request_id")
 DEFAULT_ROWS_PER_FILE = 5_000
 DEFAULT_SECONDS_PER_FILE = 300.0
 DEFAULT_MAX_FILES = 1_000
-
-
-class ProductionSettings(BaseSettings):
-    """Where the service writes production data and the drift check reads it (env prefix `KINDLE_`)."""
-
-    model_config = SettingsConfigDict(env_prefix="KINDLE_", extra="ignore", frozen=True)
-
-    batch_dir: str | None = Field(
-        None,
-        description="Folder of the scored production batches (Parquet): the service writes, "
-        "the drift check reads.",
-    )
-    feedback_dir: str | None = Field(
-        None,
-        description="Folder of the labelled feedback (Parquet, one file per request): the service writes "
-        "(unset: its feedback API answers 503), retraining reads.",
-    )
 
 
 class ParquetLog:
@@ -144,58 +116,9 @@ class ParquetLog:
             old.unlink(missing_ok=True)
 
 
-class BatchWriter(ParquetLog):
-    """Scored production batches: numeric features, predicted label, model version, time."""
-
-    def __init__(self, folder: Path, keep_text: bool = False, **options: Any) -> None:
-        super().__init__(folder, BATCH_PREFIX, **options)
-        self.keep_text = keep_text
-
-    def write(
-        self,
-        features: pd.DataFrame,
-        predicted_labels: Sequence[object] | None = None,
-        model_version: str | None = None,
-    ) -> None:
-        missing = [name for name in CONTRACT.numeric_names if name not in features.columns]
-        if missing:
-            raise FeatureContractError(f"batch lacks feature columns {missing}")
-        columns = CONTRACT.numeric_names + ([TEXT_COLUMN] if self.keep_text else [])
-        rows = features[columns].copy()
-        if predicted_labels is not None:
-            rows[LABEL_COLUMN] = [str(label) for label in predicted_labels]
-        self.append(rows, model_version)
-
-
-class FeedbackWriter(ParquetLog):
-    """Labelled reviews from production: text, summary, true stars, the request they answer."""
-
-    def __init__(self, folder: Path, **options: Any) -> None:
-        super().__init__(folder, FEEDBACK_PREFIX, **options)
-
-    def write(
-        self,
-        reviews: Sequence[str],
-        summaries: Sequence[str | None] | None,
-        ratings: Sequence[int],
-        request_ids: Sequence[str | None] | None,
-        model_version: str | None,
-    ) -> None:
-        n = len(reviews)
-        if len(ratings) != n:
-            raise ValueError(f"{len(ratings)} ratings for {n} reviews")
-        rows = pd.DataFrame(
-            {
-                "reviewText": list(reviews),
-                "summary": list(summaries) if summaries is not None else [None] * n,
-                "overall": pd.Series(ratings, dtype="int64"),
-                "request_id": list(request_ids) if request_ids is not None else [None] * n,
-            }
-        )
-        self.append(rows, model_version)
-
-
-def _read(folder: Path, prefix: str, check_contract: bool) -> pd.DataFrame:
+def read_log(folder: Path, prefix: str, check_contract: bool) -> pd.DataFrame:
+    """Every `<prefix>-*.parquet` file of a folder, oldest first; with `check_contract`,
+    files written under another feature contract are refused."""
     files = sorted(Path(folder).glob(f"{prefix}-*.parquet"))
     if not files:
         raise FileNotFoundError(f"no {prefix}-*.parquet files in {folder}")
@@ -209,19 +132,6 @@ def _read(folder: Path, prefix: str, check_contract: bool) -> pd.DataFrame:
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def read_batches(folder: Path) -> pd.DataFrame:
-    """All persisted batches of a folder, oldest first; refuses files of another contract."""
-    return _read(folder, BATCH_PREFIX, check_contract=True)
-
-
-def read_feedback(folder: Path) -> pd.DataFrame:
-    """All labelled feedback of a folder, oldest file first (empty frame if there is none)."""
-    try:
-        return _read(folder, FEEDBACK_PREFIX, check_contract=False)
-    except FileNotFoundError:
-        return pd.DataFrame(columns=[TIME_COLUMN, *FEEDBACK_COLUMNS, VERSION_COLUMN])
-
-
 def since(frame: pd.DataFrame, start: datetime | None, strict: bool = False) -> pd.DataFrame:
     """The rows stamped at or after `start` (after it, if `strict`; all of them when None)."""
     if start is None or frame.empty:
@@ -231,7 +141,7 @@ def since(frame: pd.DataFrame, start: datetime | None, strict: bool = False) -> 
 
 
 def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """A killed writer leaves a hidden `.batch-...` file that readers never match."""
+    """A killed writer leaves a hidden `.<prefix>-...` file that readers never match."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), HASH_KEY: CONTRACT.hash.encode()})
     with atomic_path(path) as temporary:

@@ -1,12 +1,16 @@
 """The training pipeline: ingest -> Spark ETL -> per-kind search and refit -> champion ->
 challenger-vs-champion decision -> MLflow registration and promotion -> Bento.
 
-    pyflyte run workflows/training.py training_pipeline --input PATH [--kinds logreg,...]
+    pyflyte run workflows/pipeline.py training_pipeline --input PATH \
+        [--settings '{"kinds": "logreg,hist_gb", "trials": 20}']
 
 Without --input it trains on a synthetic, clearly labelled CSV (workflows/synthetic.py),
 so a fresh machine can run it end to end. With --feedback_dir (the service's labelled
-feedback folder) those reviews are trained on too. Every expensive step is cached
-(`cache_version` = stage + workflow version + feature-contract hash); registration,
+feedback folder) those reviews are trained on too. Every knob is a field of `--settings`
+(`PipelineSettings`): the fields a run does not give keep their `KINDLE_*` defaults.
+
+Every expensive step is cached (`cache_version` = stage + workflow version +
+feature-contract hash), keyed by the settings it reads only; registration,
 promotion and the Bento build write to stores Flyte cannot see, so they are decided
 afresh on every run instead (a re-run on unchanged data registers nothing). The run ends
 with a summary table (also the workflow's output).
@@ -14,24 +18,29 @@ with a summary table (also the workflow's output).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flytekit import Resources, task, workflow
 
 from libs.urls import redact_url
 from workflows import bento, synthetic
-from workflows.champion import Champion, Publication, finish_champion, open_training_run, publish_champion
+from workflows.champion import Publication, open_training_run, publish_champion
 from workflows.etl import EtlParams, EtlStats, spark_etl
 from workflows.image import TASK_IMAGE
 from workflows.ingest import IngestStats, fingerprint_feedback, fingerprint_input, ingest
-from workflows.settings import SETTINGS
-from workflows.train import KindOutcome, SearchOptions, resolve_kinds, train_all_kinds
+from workflows.search import Candidate, search_all_kinds
+from workflows.settings import RUN_SETTINGS, SETTINGS, PipelineSettings
 
 SYNTHETIC_NAME = "synthetic_kindle_reviews.csv"
 
 
+@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
+def resolve_settings(settings: PipelineSettings) -> PipelineSettings:
+    """The run's settings as every later step reads them: output folder absolute (created),
+    MLflow URI explicit (by default SQLite in the output folder)."""
+    return settings.resolved()
+
+
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="512Mi"))
-def resolve_input(input: str, output_dir: str) -> str:
+def resolve_input(input: str, settings: PipelineSettings) -> str:
     """The input, or (none given) the synthetic CSV in the output folder.
 
     The synthetic file is rewritten only when its bytes would change, so its fingerprint,
@@ -39,7 +48,7 @@ def resolve_input(input: str, output_dir: str) -> str:
     """
     if input:
         return input
-    path = Path(output_dir).resolve() / SYNTHETIC_NAME
+    path = settings.output_dir / SYNTHETIC_NAME
     content = synthetic.generate().to_csv(index=True).encode()
     if not path.is_file() or path.read_bytes() != content:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,38 +58,32 @@ def resolve_input(input: str, output_dir: str) -> str:
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
-def make_options(
-    output_dir: str,
-    mlflow_tracking_uri: str,
-    experiment: str,
-    trials: int,
-    timeout_s: float,
-    seed: int,
-    latency_budget_ms: float,
-) -> SearchOptions:
-    """The run's search options; the MLflow URI defaults to SQLite in the output folder (created here)."""
-    folder = Path(output_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    uri = mlflow_tracking_uri or f"sqlite:///{folder / 'mlflow.db'}"
-    return SearchOptions(trials, timeout_s, seed, latency_budget_ms, str(folder), uri, experiment)
+def make_etl_params(settings: PipelineSettings) -> EtlParams:
+    """The ETL's part of the settings (its cache key), checked before Spark starts (bad
+    ratios fail in a second, not a minute)."""
+    params = EtlParams(
+        settings.max_per_class,
+        settings.balance_ratio,
+        settings.train_ratio,
+        settings.val_ratio,
+        settings.split,
+        settings.seed,
+    )
+    params.check()
+    return params
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
-def make_etl_params(
-    max_per_class: int, balance_ratio: float, train_ratio: float, val_ratio: float, split: str, seed: int
-) -> EtlParams:
-    """Checks the ETL options before Spark starts (bad ratios fail in a second, not a minute)."""
-    params = EtlParams(max_per_class, balance_ratio, train_ratio, val_ratio, split, seed)
-    params.check()
-    return params
+def bento_enabled(settings: PipelineSettings) -> bool:
+    """Whether this run builds the Bento (`build_bento`)."""
+    return settings.build_bento
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
 def summarize(
     ingest_stats: IngestStats,
     etl_stats: EtlStats,
-    results: list[KindOutcome],
-    champion: Champion,
+    candidates: list[Candidate],
     publication: Publication,
     bento_tag: str,
 ) -> str:
@@ -97,13 +100,13 @@ def summarize(
         "-" * 78,
         f"{'kind':<14}{'val macro-F1':>14}{'val acc':>10}{'latency ms/row':>16}{'trials':>8}  champion",
     ]
-    for result in sorted(results, key=lambda r: -r.validation["macro_f1"]):
-        mark = "*" if result.kind == champion.kind else ""
+    for result in sorted((c.result for c in candidates), key=lambda r: -r.val_macro_f1):
+        mark = "*" if result.kind == publication.champion else ""
         lines.append(
             f"{result.kind:<14}{result.validation['macro_f1']:>14.4f}{result.validation['accuracy']:>10.4f}"
             f"{result.latency_ms:>16.4f}{result.trials:>8}  {mark}"
         )
-    test = champion.test_metrics
+    test = publication.test_metrics
     registered = (
         f"registered: {publication.model_name} v{publication.version} (alias champion) at "
         f"{redact_url(publication.tracking_uri)}"
@@ -112,7 +115,7 @@ def summarize(
     )
     lines += [
         "-" * 78,
-        f"champion: {champion.kind}",
+        f"champion: {publication.champion}",
         "test: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(test.items())),
         f"decision: {publication.reason}",
         f"MLflow run id: {publication.run_id}",
@@ -129,37 +132,15 @@ def summarize(
 def training_pipeline(
     input: str = "",
     feedback_dir: str = SETTINGS.feedback_dir or "",
-    output_dir: str = str(SETTINGS.output_dir),
-    mlflow_tracking_uri: str = SETTINGS.mlflow_tracking_uri or "",
-    model_name: str = SETTINGS.model_name,
-    experiment: str = SETTINGS.experiment,
-    kinds: str = SETTINGS.kinds_text(),
-    trials: int = SETTINGS.trials,
-    timeout_s: float = SETTINGS.timeout_s,
-    latency_budget_ms: float = SETTINGS.latency_budget_ms,
-    promotion_margin: float = SETTINGS.promotion_margin,
-    max_per_class: int = SETTINGS.max_per_class,
-    balance_ratio: float = SETTINGS.balance_ratio,
-    train_ratio: float = SETTINGS.train_ratio,
-    val_ratio: float = SETTINGS.val_ratio,
-    split: str = SETTINGS.split,
-    seed: int = SETTINGS.seed,
-    spark_conf: dict[str, str] = {},  # noqa: B006  (Flyte default literal, never mutated)
+    settings: PipelineSettings = RUN_SETTINGS,
     encoding: str = "utf-8",
-    build_bento: bool = SETTINGS.build_bento,
+    spark_conf: dict[str, str] = {},  # noqa: B006  (Flyte default literal, never mutated)
 ) -> str:
-    """End to end on `input` (CSV/Parquet/JSON lines; file, folder or fsspec URL; "" = synthetic)
-    and the labelled feedback folder `feedback_dir` ("" = none)."""
-    options = make_options(
-        output_dir=output_dir,
-        mlflow_tracking_uri=mlflow_tracking_uri,
-        experiment=experiment,
-        trials=trials,
-        timeout_s=timeout_s,
-        seed=seed,
-        latency_budget_ms=latency_budget_ms,
-    )
-    source = resolve_input(input=input, output_dir=output_dir)
+    """End to end on `input` (CSV/Parquet/JSON lines in `encoding`; file, folder or fsspec URL;
+    "" = synthetic) and the labelled feedback folder `feedback_dir` ("" = none), as `settings`
+    say; `spark_conf`: runtime Spark SQL settings of this run's ETL."""
+    run = resolve_settings(settings=settings)
+    source = resolve_input(input=input, settings=run)
     content = fingerprint_input(uri=source)
     reviews, ingest_stats = ingest(
         uri=source,
@@ -168,33 +149,21 @@ def training_pipeline(
         feedback=feedback_dir,
         feedback_fingerprint=fingerprint_feedback(folder=feedback_dir),
     )
-    params = make_etl_params(
-        max_per_class=max_per_class,
-        balance_ratio=balance_ratio,
-        train_ratio=train_ratio,
-        val_ratio=val_ratio,
-        split=split,
-        seed=seed,
-    )
-    etl = spark_etl(reviews=reviews, params=params, spark_conf=spark_conf)
-    parent = open_training_run(options=options, source=source, source_fingerprint=content)
-    results = train_all_kinds(
-        kinds=resolve_kinds(kinds=kinds),
+    etl = spark_etl(reviews=reviews, params=make_etl_params(settings=run), spark_conf=spark_conf)
+    parent = open_training_run(settings=run, source=source, source_fingerprint=content)
+    candidates = search_all_kinds(
         train=etl.train,
         validation=etl.validation,
         search_tfidf=etl.search_tfidf,
         final_tfidf=etl.final_tfidf,
-        options=options,
+        settings=run,
         parent_run_id=parent,
     )
-    champion = finish_champion(results=results, test=etl.test, reference=etl.reference, parent_run_id=parent)
     publication = publish_champion(
-        champion=champion,
-        results=results,
+        candidates=candidates,
         test=etl.test,
-        options=options,
-        model_name=model_name,
-        promotion_margin=promotion_margin,
+        reference=etl.reference,
+        settings=run,
         parent_run_id=parent,
         ingest_stats=ingest_stats,
         etl_stats=etl.stats,
@@ -203,13 +172,12 @@ def training_pipeline(
         bundle=publication.bundle,
         promoted=publication.promoted,
         model_version=publication.version,
-        enabled=build_bento,
+        enabled=bento_enabled(settings=run),
     )
     return summarize(
         ingest_stats=ingest_stats,
         etl_stats=etl.stats,
-        results=results,
-        champion=champion,
+        candidates=candidates,
         publication=publication,
         bento_tag=bento_tag,
     )

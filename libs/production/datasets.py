@@ -1,4 +1,5 @@
-"""Reads a production dataset in any of the shapes the batch check is given."""
+"""Reads a production dataset in any of the shapes the batch drift check is given: a folder
+of scored batches, or a file of raw reviews or of features."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from libs.drift.batches import LABEL_COLUMN, read_batches, since
 from libs.features import CONTRACT, FeatureContractError, compute_features
+from libs.production.batches import LABEL_COLUMN, read_batches
+from libs.production.parquet_log import since
 
 REVIEW_COLUMN = "reviewText"
 SUMMARY_COLUMN = "summary"

@@ -1,11 +1,13 @@
 """Atomic files: every artefact the libraries save (vectoriser, drift profile, live drift
-state, production batches) is read by another process, which must see the old file or the
-new one, never half of one, even when the writer is killed mid-write.
+state, production batches and feedback, model bundles) is read by another process, which
+must see the old file or the new one, never half of one, even when the writer is killed
+mid-write. One implementation for all of them, so every writer gets the same guarantee.
 
 The new content goes to a hidden temporary file in the target's folder (`.<name>.<random>`,
 which readers' patterns such as `batch-*.parquet` or `*.json` lookups by name never match),
 is flushed to disk, and is renamed over the target; the folder is synced so the rename
 survives a power cut too. A writer killed before the rename leaves only that hidden file.
+Writers of whole folders (the model bundle) rename a folder instead and use `fsync` alone.
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
-        _fsync(temporary, os.O_RDONLY)
+        fsync(temporary)
         os.replace(temporary, path)
-        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fsync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
 
 
-def _fsync(path: Path, flags: int) -> None:
+def fsync(path: Path) -> None:
+    """Flushes a file's content, or a folder's entries (what makes a rename in it durable), to disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
     descriptor = os.open(path, flags)
     try:
         os.fsync(descriptor)

@@ -1,0 +1,37 @@
+"""libs.production: the data production leaves behind, written by the service and read by
+the drift check and retraining.
+
+Public API:
+
+- `BatchWriter(folder, keep_text=False, ...)` / `read_batches(folder)`: scored production
+  batches (numeric features, predicted label, model version, time) as rotating Parquet files.
+- `FeedbackWriter(folder, ...)` / `read_feedback(folder)`: labelled feedback (review,
+  summary, true stars, request id, model version, time).
+- `ParquetLog(folder, prefix, rows_per_file=5000, seconds_per_file=300, max_files=1000,
+  clock=time.time, strict=False)`: the rotating, atomic Parquet log both are made of.
+- `since(frame, start, strict=False)`: the rows of a log stamped at or after `start`.
+- `load_production(path, start=None)` -> `ProductionData`: a production dataset (raw
+  reviews, features or a batch folder) as features and predicted labels.
+- `ProductionSettings`: `KINDLE_BATCH_DIR` and `KINDLE_FEEDBACK_DIR`.
+"""
+
+from libs.production.batches import LABEL_COLUMN, BatchWriter, read_batches
+from libs.production.datasets import ProductionData, load_production
+from libs.production.feedback import FeedbackWriter, read_feedback
+from libs.production.parquet_log import TIME_COLUMN, VERSION_COLUMN, ParquetLog, since
+from libs.production.settings import ProductionSettings
+
+__all__ = [
+    "LABEL_COLUMN",
+    "TIME_COLUMN",
+    "VERSION_COLUMN",
+    "BatchWriter",
+    "FeedbackWriter",
+    "ParquetLog",
+    "ProductionData",
+    "ProductionSettings",
+    "load_production",
+    "read_batches",
+    "read_feedback",
+    "since",
+]

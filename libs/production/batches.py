@@ -1,0 +1,48 @@
+"""Scored production batches: what the service scored, kept for the batch drift check.
+
+Per row: the contract's numeric features, the predicted label, the serving model's
+version and a UTC timestamp; raw text only when `keep_text` is set (reviews are customer
+data). Files carry the contract hash, and reading refuses those of another contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
+from libs.production.parquet_log import ParquetLog, read_log
+
+LABEL_COLUMN = "predicted_label"
+BATCH_PREFIX = "batch"
+
+
+class BatchWriter(ParquetLog):
+    """Scored production batches: numeric features, predicted label, model version, time."""
+
+    def __init__(self, folder: Path, keep_text: bool = False, **options: Any) -> None:
+        super().__init__(folder, BATCH_PREFIX, **options)
+        self.keep_text = keep_text
+
+    def write(
+        self,
+        features: pd.DataFrame,
+        predicted_labels: Sequence[object] | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        missing = [name for name in CONTRACT.numeric_names if name not in features.columns]
+        if missing:
+            raise FeatureContractError(f"batch lacks feature columns {missing}")
+        columns = CONTRACT.numeric_names + ([TEXT_COLUMN] if self.keep_text else [])
+        rows = features[columns].copy()
+        if predicted_labels is not None:
+            rows[LABEL_COLUMN] = [str(label) for label in predicted_labels]
+        self.append(rows, model_version)
+
+
+def read_batches(folder: Path) -> pd.DataFrame:
+    """All persisted batches of a folder, oldest first; refuses files of another contract."""
+    return read_log(folder, BATCH_PREFIX, check_contract=True)
