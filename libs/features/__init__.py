@@ -14,7 +14,7 @@ service does not need pyspark):
 
 from libs.features.cleaning import clean_text
 from libs.features.contract import CONTRACT, FeatureContract, FeatureContractError, NumericFeature
-from libs.features.numeric import CLEAN_COLUMN, TEXT_COLUMN, combine, compute_features, features_table
+from libs.features.table import CLEAN_COLUMN, TEXT_COLUMN, combine, compute_features, features_table
 from libs.features.text import MAX_TEXT_CHARS, as_text, text_array
 from libs.features.tfidf import Tfidf
 from libs.features.tokens import tokenize

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from libs.features.contract import CONTRACT
-from libs.features.numeric import CLEAN_COLUMN, SCHEMA, TEXT_COLUMN, combined_texts, features_table
+from libs.features.table import CLEAN_COLUMN, SCHEMA, TEXT_COLUMN, combined_texts, features_table
 from libs.features.tfidf import Tfidf, document_frequencies, select_vocabulary
 
 _SPARK_TYPES = {"int64": T.LongType(), "float64": T.DoubleType()}

@@ -1,4 +1,5 @@
-"""The features of a batch of reviews: the function both Spark and the service call.
+"""The features table of a batch of reviews (its text, clean text and numeric features):
+the function both Spark and the service call.
 
 `features_table` is the kernel entry point (Arrow in, Arrow out: Spark hands it the
 columns of its record batches); `compute_features` is the pandas view of the same call
