@@ -11,7 +11,7 @@ import json
 import polars as pl
 import pytest
 
-from libs.features import CONTRACT, numeric
+from libs.features import CONTRACT, table
 from libs.features.charclasses import Classes
 from libs.features.cleaning import cleaned
 from tests.fixtures.feature_golden import FIXTURE, compute, differences
@@ -41,11 +41,11 @@ def test_a_changed_cleaning_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     def without_marks(text: pl.Expr, classes: Classes) -> pl.Expr:
         return cleaned(text, classes).str.replace_all("!", "", literal=True)
 
-    monkeypatch.setattr(numeric, "cleaned", without_marks)
-    numeric._feature_expressions.cache_clear()  # built once per process: rebuild with the change
+    monkeypatch.setattr(table, "cleaned", without_marks)
+    table._feature_expressions.cache_clear()  # built once per process: rebuild with the change
     try:
         problems = differences(json.loads(FIXTURE.read_text()), compute())
     finally:
         monkeypatch.undo()
-        numeric._feature_expressions.cache_clear()
+        table._feature_expressions.cache_clear()
     assert problems and "rows changed" in problems[0]
