@@ -6,6 +6,14 @@ looks the keys up (`vocabulary.find`) and counts the known terms per text. The c
 live in a vocabulary-sized array beside a two-level bitmap of the terms seen, so a text's
 distinct terms come out in index order by scanning set bits, with no sort; both are
 cleared as they are read, ready for the next text.
+
+Memory safety (numba checks no bounds) rests on two facts, not on what real texts look
+like. A token is at least one byte of its text (`next_token` returns `stop > start >=
+position` and the scan resumes at `stop`), so a text of L bytes has at most L tokens and
+the token-key buffer, sized to the longest text, holds any text's. A text's distinct terms
+are counted as they are first seen, and the output arrays are grown to hold them before
+they are written; no estimate of terms per byte is trusted (`!?`, two bytes, holds three
+terms: `!`, `?` and `! ?`).
 """
 
 from __future__ import annotations
@@ -68,17 +76,13 @@ def _count(
     for text in range(texts):
         longest = max(longest, offsets[text + 1] - offsets[text])
     token_keys = np.empty(longest, np.uint64)  # the current text's, for its n-grams
-    # Real texts hold about one term per four bytes; the bound per text is checked below.
+    # Real texts hold about one term per four bytes; a text that needs more grows them below.
     out_indices = np.empty(len(data) // 2 + 64, np.int32)
     out_counts = np.empty(len(out_indices), np.int64)
     indptr = np.zeros(texts + 1, np.int64)
     filled = tokens = 0
     for text in range(texts):
-        position, end, tokens_before = offsets[text], offsets[text + 1], tokens
-        most = filled + ngram_max * ((end - position + 1) // 2)  # a token is 2 bytes, or 1 and a space
-        if most > len(out_indices):
-            out_indices = _grown(out_indices, filled, most)
-            out_counts = _grown(out_counts, filled, most)
+        position, end, tokens_before, distinct = offsets[text], offsets[text + 1], tokens, 0
         while True:
             start, stop = next_token(data, position, end)
             if start < 0:
@@ -98,7 +102,11 @@ def _count(
                     if counts[term] == 0:
                         seen[term >> 6] |= np.uint64(1) << np.uint64(term & 63)
                         seen_words[term >> 12] |= np.uint64(1) << np.uint64((term >> 6) & 63)
+                        distinct += 1
                     counts[term] += 1
+        if filled + distinct > len(out_indices):
+            out_indices = _grown(out_indices, filled, filled + distinct)
+            out_counts = _grown(out_counts, filled, filled + distinct)
         for high in range(len(seen_words)):
             words = seen_words[high]
             while words:
