@@ -1,11 +1,13 @@
 """Combining and cleaning texts: Polars string expressions over whole columns.
 
-The rules (unchanged since contract 1.0.0, in order): the summary and the review are
-stripped and joined as "summary. review"; cleaning applies Unicode NFKC, decodes HTML
-entities exactly as `html.unescape` does, lower-cases, removes URLs, HTML tags and the
-sample dump's leftover entity digits (`8220`...), turns curly apostrophes into `'`,
-replaces everything but word characters, whitespace, `'`, `!` and `?` by a space,
-collapses repeated `!`/`?` and all whitespace, and strips the ends.
+The rules (those of contract 1.0.0, in order, and one bound): the summary and the review
+are stripped and joined as "summary. review"; cleaning applies Unicode NFKC and cuts its
+result to `MAX_TEXT_CHARS` again (the bound: it changes only texts that NFKC lengthens
+past the cut), decodes HTML entities exactly as `html.unescape` does, lower-cases,
+removes URLs, HTML tags and the sample dump's leftover entity digits (`8220`...), turns
+curly apostrophes into `'`, replaces everything but word characters, whitespace, `'`,
+`!` and `?` by a space, collapses repeated `!`/`?` and all whitespace, and strips the
+ends.
 
 Most steps are expressions, so a batch runs them in one Polars query (a query costs tens
 of microseconds per step whatever its size, which is what a single review pays). NFKC
@@ -73,12 +75,17 @@ def combined(review: pl.Expr, summary: pl.Expr | None, bound: bool = True) -> pl
 def normalised(texts: pl.Series, unicode: bool = True, entities: bool = True) -> pl.Series:
     """The first cleaning steps, NFKC then `html.unescape`, on the rows that need them.
 
+    NFKC can lengthen a text 18-fold (U+FDFA is 18 characters), so its result is cut to
+    `MAX_TEXT_CHARS` again: the cut bounds the work of every later step, not only the
+    input. A text whose NFKC form is within the cut is unchanged by it. The later steps
+    cannot undo the bound: `html.unescape` never lengthens a text (every reference is
+    longer than what it stands for) and lower-casing at most doubles it (U+0130 alone
+    becomes two characters).
+
     `unicode`/`entities` False promise that no text has non-ASCII characters / `&`.
     """
     if unicode:
-        texts = _on_rows(
-            texts, texts.str.len_bytes() != texts.str.len_chars(), lambda part: part.str.normalize("NFKC")
-        )
+        texts = _on_rows(texts, texts.str.len_bytes() != texts.str.len_chars(), _nfkc)
     if entities:
         texts = _on_rows(texts, texts.str.contains("&", literal=True), _unescape)
     return texts
@@ -132,6 +139,10 @@ def _on_rows(texts: pl.Series, rows: pl.Series, step: Callable[[pl.Series], pl.S
     if not rows.any():
         return texts
     return texts.clone().scatter(np.flatnonzero(rows.to_numpy()), step(texts.filter(rows)))
+
+
+def _nfkc(texts: pl.Series) -> pl.Series:
+    return texts.str.normalize("NFKC").str.slice(0, MAX_TEXT_CHARS)
 
 
 def _unescape(texts: pl.Series) -> pl.Series:
