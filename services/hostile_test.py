@@ -34,8 +34,6 @@ from hypothesis import strategies as st
 from tests import fixtures
 from tests.fixtures.service import Server, build_test_bento, metric_sum, running, scrape
 
-pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
-
 API_KEY = f"kindle-secret-{uuid.uuid4().hex}"
 BODY_LIMIT = 64 * 1024  # the guarded server's KINDLE_MAX_BODY_BYTES: small, so overflowing it is cheap
 APIS = ("predict", "predict_batch", "explain", "feedback", "metadata")

@@ -26,8 +26,6 @@ from tests.fixtures.service import (
     texts_and_summaries,
 )
 
-pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
-
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 

@@ -32,8 +32,6 @@ from tests.fixtures.service import (
     texts_and_summaries,
 )
 
-pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
-
 API_KEY = "test-key-123"
 
 

@@ -39,8 +39,6 @@ from tests import fixtures
 from tests.fixtures.servers import started
 from tests.fixtures.service import Server, build_test_bento, metric_sum, scrape
 
-pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
-
 TOTAL = 50_000
 WARM_UP = 5_000
 CONCURRENCY = 32

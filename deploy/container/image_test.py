@@ -33,6 +33,9 @@ import requests
 import yaml
 from packaging.utils import canonicalize_name
 
+from services.packaging import BENTOFILE, lock_pins
+from tests import fixtures
+from tests.fixtures import prometheus_api
 from tests.fixtures.podman import (
     GRACE_S,
     ComposeProject,
@@ -44,17 +47,9 @@ from tests.fixtures.podman import (
     podman,
     unsupported,
 )
-
-REASON = unsupported()
-if REASON is not None:
-    pytest.skip(REASON, allow_module_level=True)
-
-from services.packaging import BENTOFILE, lock_pins  # noqa: E402
-from tests import fixtures  # noqa: E402
-from tests.fixtures import prometheus_api  # noqa: E402
-from tests.fixtures.promql import MONITORING  # noqa: E402
-from tests.fixtures.servers import START_TIMEOUT_S, started_together  # noqa: E402
-from tests.fixtures.service import (  # noqa: E402
+from tests.fixtures.promql import MONITORING
+from tests.fixtures.servers import START_TIMEOUT_S, started_together
+from tests.fixtures.service import (
     ServiceProcess,
     build_test_bento,
     grpc_call,
@@ -65,6 +60,7 @@ from tests.fixtures.service import (  # noqa: E402
     scrape,
     texts_and_summaries,
 )
+from tests.fixtures.tools import unavailable
 
 PROTOCOLS = ("http", "grpc")
 SCORED = 300  # real reviews each container scores, compared with offline scoring
@@ -97,6 +93,15 @@ def keep_as_build_cache(image: str) -> None:
     if previous not in (None, image_id(BUILD_CACHE)):
         with contextlib.suppress(RuntimeError):  # still used by a run in parallel: it stays
             podman("rmi", previous)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def podman_runs_here() -> None:
+    """Every test here builds or runs images: where Podman cannot, each test is skipped with
+    the reason (failed in CI) before any fixture builds anything."""
+    reason = unsupported()
+    if reason is not None:
+        unavailable(reason)
 
 
 @pytest.fixture(scope="module")

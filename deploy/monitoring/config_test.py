@@ -7,7 +7,6 @@ unit tests on synthetic series, rules/kindle_alerts_test.yml).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import yaml
 
 from tests.fixtures.promql import ALERT_RULES, DASHBOARD, Selector, parse, rule_queries
 from tests.fixtures.promql import MONITORING as HERE
-
-PROMTOOL = shutil.which("promtool")
+from tests.fixtures.tools import require_tool
 
 
 def selectors(expr: str) -> set[tuple[str, frozenset[str]]]:
@@ -138,9 +136,8 @@ def test_grafana_has_no_default_admin_password() -> None:
 
 
 def promtool(*args: str, cwd: Path = HERE) -> str:
-    if PROMTOOL is None:
-        pytest.fail("promtool not found: tools/setup.sh installs Debian's prometheus package")
-    result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    command = [require_tool("promtool"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 

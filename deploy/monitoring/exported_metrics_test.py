@@ -11,7 +11,6 @@ every dashboard query and evaluates the alerts on this traffic.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +36,7 @@ from tests.fixtures.service import (
     running,
     texts_and_summaries,
 )
-
-pytest.importorskip("libs.models.bundle", reason="libs/models (the bundle format) is not in this checkout")
+from tests.fixtures.tools import require_tool
 
 # Labels Prometheus attaches to every scraped series (prometheus.yml's jobs and targets).
 TARGET_LABELS = frozenset({"job", "instance"})
@@ -82,9 +80,7 @@ class Prometheus(ServerProcess):
     """A Prometheus server scraping the test servers with prometheus.yml's jobs every second."""
 
     def __init__(self, servers: dict[str, Server], work: Path) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.fail("prometheus not found: tools/setup.sh installs Debian's prometheus package")
+        binary = require_tool("prometheus")
         config = yaml.safe_load((HERE / "prometheus.yml").read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         config["rule_files"] = [str(ALERT_RULES)]

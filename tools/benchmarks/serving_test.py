@@ -8,7 +8,6 @@ server here because it starts in seconds; the load tools talk plain HTTP to eith
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import requests
 from tests import fixtures
 from tests.fixtures.servers import ServerProcess, started
 from tests.fixtures.service import offline, python_path, texts_and_summaries, train_small_bundle
+from tests.fixtures.tools import require_tool
 from tools.benchmarks import serving
 
 
@@ -77,10 +77,10 @@ def test_baseline_scores_like_the_bundle(
     assert bad.status_code == 422
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tools/setup.sh installs it)")
 def test_wrk_script_counts_requests_and_errors(
     baseline: ServerProcess, bodies: dict[int, Path], work: Path
 ) -> None:
+    require_tool("wrk")
     served = serving.run_wrk(f"{baseline.url}/predict", bodies[10], 10, concurrency=2, seconds=1)
     assert served["requests"] > 0
     assert served["status_errors"] == served["socket_errors"] == served["timeouts"] == 0
@@ -121,10 +121,10 @@ class Counting(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (tools/setup.sh installs it)")
 @pytest.mark.parametrize("size", [1, 10, 50])
 def test_wrk_opens_a_new_connection_about_once_per_50_reviews(bodies: dict[int, Path], size: int) -> None:
     """What spreads the load over a server's workers: new connections, at a known rate."""
+    require_tool("wrk")
     Counting.connections = Counting.requests = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), Counting)  # port 0: the kernel's pick, held
     threading.Thread(target=server.serve_forever, daemon=True).start()
