@@ -30,7 +30,8 @@ def dropped(reason: str) -> float:
 
 def started(folder: Path | None, **settings: object) -> BatchLog:
     # Drift off, as with KINDLE_DRIFT_ENABLED=false: the batch log does not depend on it.
-    log = BatchLog(ServiceSettings(batch_dir=str(folder) if folder else None, drift_enabled=False, **settings))
+    batch_dir = str(folder) if folder else None
+    log = BatchLog(ServiceSettings(batch_dir=batch_dir, drift_enabled=False, **settings))
     log.version = "7"
     log.start()
     return log
