@@ -64,14 +64,11 @@ class BatchLog:
         self._thread.start()
 
     def submit(self, features: np.ndarray, labels: list[int]) -> None:
-        """Never blocks: rows beyond the queue's bound are dropped and counted (`queue_full`).
-
-        `features`: the scoring call's numeric features, one row per review, columns in
-        `CONTRACT.numeric_names` order.
-        """
+        """Never blocks: rows beyond the queue's bound are dropped and counted (`queue_full`);
+        the arguments are `RowQueue.put`'s."""
         if self._thread is None:
             return
-        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
+        dropped = self._queue.put(features, labels)
         if dropped:
             self._count_dropped(dropped, DROPPED_QUEUE_FULL)
 

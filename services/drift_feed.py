@@ -92,14 +92,11 @@ class DriftFeed:
         self.monitor.use_reference(bundle.drift_reference)
 
     def submit(self, features: np.ndarray, labels: list[int]) -> None:
-        """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows).
-
-        `features`: the scoring call's numeric features, one row per review, columns in
-        `CONTRACT.numeric_names` order.
-        """
+        """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows);
+        the arguments are `RowQueue.put`'s."""
         if self._thread is None:
             return
-        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
+        dropped = self._queue.put(features, labels)
         metrics = get_metrics()
         metrics.drift_queue_rows.set(self._queue.rows)
         if dropped:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,8 +39,13 @@ class RowQueue:
         self._closed = False
         self._ready = threading.Condition()
 
-    def put(self, features: np.ndarray, labels: np.ndarray) -> int:
-        """Queues what fits of the block (copied); returns the number of rows dropped."""
+    def put(self, features: np.ndarray, labels: Sequence[int] | np.ndarray) -> int:
+        """Queues what fits of the block (copied); returns the number of rows dropped.
+
+        `features`: a scoring call's numeric features, one row per review, columns in
+        `CONTRACT.numeric_names` order; `labels`: the predicted label of each row.
+        """
+        labels = np.asarray(labels, dtype=np.int64)
         if features.ndim != 2 or len(features) != len(labels):
             raise ValueError(f"features of shape {features.shape} for {len(labels)} labels")
         row_bytes = features.itemsize * features.shape[1] + labels.itemsize
