@@ -3,42 +3,110 @@
 What was scored (the numeric contract features, the predicted label, the version of the
 model that served it, the time) goes to `KINDLE_BATCH_DIR` as `libs.production` batch
 files, which the drift workflow compares with the champion's reference; unset, nothing
-is written. Rows arrive off the request path (today from the drift feed's thread, which
-has gathered them already) and a write never fails its caller: the writer logs and counts
-what it could not write. Workers share the folder; file names carry the process id.
+is written. Whether live drift monitoring runs or fails does not matter here: requests
+put their rows on a queue of this log's own (`services.row_queue`, bounded by
+`KINDLE_BATCH_QUEUE_ROWS`) and return at once, and one thread of its own writes them. A
+write never fails its caller: every row not written is logged and counted in
+`kindle_batch_dropped_rows_total` by reason (`queue_full`, `disk`, `error`), and what is
+buffered is written on shutdown. Workers share the folder; file names carry the process id.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
-from libs.production import BatchWriter
+from libs.features import CONTRACT
+from libs.production import DROPPED_DISK, DROPPED_ERROR, BatchWriter
+from services.metrics import get_metrics
+from services.row_queue import Block, RowQueue, rows_frame
 from services.settings import ServiceSettings
+
+logger = logging.getLogger("kindle.batches")
+
+DROPPED_QUEUE_FULL = "queue_full"
+DROP_REASONS = (DROPPED_QUEUE_FULL, DROPPED_DISK, DROPPED_ERROR)
+TAKE_ROWS = 1_024  # rows the thread gathers per write (or TAKE_SECONDS): one frame per write, not per request
+TAKE_SECONDS = 0.5
+STOP_SECONDS = 30.0  # longest wait for the writer on shutdown (a hung disk must not hang the worker)
+ROW_BYTES = len(CONTRACT.numeric) * 8 + 8  # a queued row: float64 features and an int64 label
 
 
 class BatchLog:
     """Scored rows to `KINDLE_BATCH_DIR`, in files of `KINDLE_BATCH_ROWS_PER_FILE` rows or
-    `KINDLE_BATCH_SECONDS_PER_FILE` seconds; does nothing when the folder is unset."""
+    `KINDLE_BATCH_SECONDS_PER_FILE` seconds, written from a thread of its own; does nothing
+    when the folder is unset."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self._writer = (
-            BatchWriter(
-                Path(settings.batch_dir),
-                rows_per_file=settings.batch_rows_per_file,
-                seconds_per_file=settings.batch_seconds_per_file,
-            )
-            if settings.batch_dir
-            else None
-        )
+        self.settings = settings
+        self.version: str | None = None  # of the bundle being served, recorded with each row
+        self._queue = RowQueue(settings.batch_queue_rows, settings.batch_queue_rows * ROW_BYTES)
+        self._thread: threading.Thread | None = None
 
-    def write(self, features: pd.DataFrame, labels: list[int], model_version: str | None) -> None:
-        """Buffers scored rows (`features` in `CONTRACT.numeric_names` columns, one label per row)."""
-        if self._writer is not None:
-            self._writer.write(features, labels, model_version)
+    def start(self) -> None:
+        """Starts the writer thread, in the worker (metrics exist only once BentoML set
+        PROMETHEUS_MULTIPROC_DIR): each drop reason is exported from the start, at 0."""
+        metrics = get_metrics()
+        for reason in DROP_REASONS:
+            metrics.batch_dropped.labels(reason)
+        if not self.settings.batch_dir or self._thread is not None:
+            return
+        writer = BatchWriter(
+            Path(self.settings.batch_dir),
+            rows_per_file=self.settings.batch_rows_per_file,
+            seconds_per_file=self.settings.batch_seconds_per_file,
+            on_drop=self._count_dropped,
+        )
+        self._thread = threading.Thread(target=self._run, args=(writer,), name="kindle-batches", daemon=True)
+        self._thread.start()
+
+    def submit(self, features: np.ndarray, labels: list[int]) -> None:
+        """Never blocks: rows beyond the queue's bound are dropped and counted (`queue_full`);
+        the arguments are `RowQueue.put`'s."""
+        if self._thread is None:
+            return
+        dropped = self._queue.put(features, labels)
+        if dropped:
+            self._count_dropped(dropped, DROPPED_QUEUE_FULL)
+
+    def _run(self, writer: BatchWriter) -> None:
+        # Idle waits are bounded by the file age, so that a pause in traffic still cuts a file.
+        idle_s = self.settings.batch_seconds_per_file
+        while True:
+            blocks = self._queue.take(TAKE_ROWS, TAKE_SECONDS, idle_s)
+            if blocks:
+                self._write(writer, blocks)
+            elif self._queue.closed:
+                writer.close()
+                return
+            writer.flush_if_due()
+
+    def _write(self, writer: BatchWriter, blocks: list[Block]) -> None:
+        rows = sum(len(labels) for _, labels in blocks)
+        try:
+            frame, labels = rows_frame(blocks)
+            # A file that fails is counted by the writer (on_drop); an exception here means
+            # the rows never reached its buffer.
+            writer.write(frame, labels, self.version)
+        except Exception:
+            logger.exception("%d scored rows not written", rows)
+            self._count_dropped(rows, DROPPED_ERROR)
+
+    @staticmethod
+    def _count_dropped(rows: int, reason: str) -> None:
+        get_metrics().batch_dropped.labels(reason).inc(rows)
 
     def close(self) -> None:
-        """Writes what is buffered."""
-        if self._writer is not None:
-            self._writer.close()
+        """Writes what is queued and buffered (the thread does, then ends); waits for it."""
+        self._queue.close()
+        if self._thread is None:
+            return
+        self._thread.join(timeout=STOP_SECONDS)
+        if self._thread.is_alive():
+            logger.error(
+                "batch writer still busy after %.0f s (%d rows queued)", STOP_SECONDS, self._queue.rows
+            )
+        self._thread = None

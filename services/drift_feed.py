@@ -1,10 +1,11 @@
 """Live drift monitoring fed from production traffic, off the request path.
 
 Requests hand the numeric contract features that scoring computed (one row per review)
-and the predicted labels to a bounded queue and return at once; one background thread
-feeds `libs.drift.LiveMonitor` (which publishes the `kindle_drift_*` gauges and persists
-its window) and hands the same rows to the scored-batch log (`services.batch_log`).
-Features are computed once per request, by the model call: the feed never sees the texts.
+and the predicted labels to a bounded queue (`services.row_queue`) and return at once; one
+background thread feeds `libs.drift.LiveMonitor` (which publishes the `kindle_drift_*`
+gauges and persists its window). Features are computed once per request, by the model
+call: the feed never sees the texts. The scored-batch log (`services.batch_log`) takes
+the same rows on a queue and thread of its own, so nothing drift does can lose a batch.
 
 The queue is bounded by rows and by bytes (`KINDLE_DRIFT_QUEUE_ROWS`,
 `KINDLE_DRIFT_QUEUE_BYTES`), not by requests, so its memory does not depend on how large
@@ -17,16 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from libs.features import CONTRACT
-from services.batch_log import BatchLog
 from services.metrics import get_metrics
+from services.row_queue import Block, RowQueue, rows_frame
 from services.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -38,77 +35,11 @@ logger = logging.getLogger("kindle.drift")
 FLUSH_ROWS = 64
 FLUSH_SECONDS = 0.5
 
-Block = tuple[np.ndarray, np.ndarray]
-"""(features (n, k) float64 in `CONTRACT.numeric_names` order, predicted labels (n,))."""
-
-
-class RowQueue:
-    """First in, first out blocks of rows, bounded by rows and by bytes; `put` never waits.
-
-    A block that does not fit whole is cut: its first rows are kept while there is room
-    and the rest is dropped, so one request larger than the whole queue still feeds it.
-    """
-
-    def __init__(self, max_rows: int, max_bytes: int) -> None:
-        if max_rows < 1 or max_bytes < 1:
-            raise ValueError(f"a row queue needs room: max_rows={max_rows}, max_bytes={max_bytes}")
-        self.max_rows, self.max_bytes = max_rows, max_bytes
-        self.rows = self.bytes = 0
-        self._blocks: deque[Block] = deque()
-        self._closed = False
-        self._ready = threading.Condition()
-
-    def put(self, features: np.ndarray, labels: np.ndarray) -> int:
-        """Queues what fits of the block (copied); returns the number of rows dropped."""
-        if features.ndim != 2 or len(features) != len(labels):
-            raise ValueError(f"features of shape {features.shape} for {len(labels)} labels")
-        row_bytes = features.itemsize * features.shape[1] + labels.itemsize
-        with self._ready:
-            if self._closed:
-                return len(labels)
-            fits = min(len(labels), self.max_rows - self.rows, (self.max_bytes - self.bytes) // row_bytes)
-            if fits > 0:
-                self._blocks.append((features[:fits].copy(), labels[:fits].copy()))
-                self.rows += fits
-                self.bytes += fits * row_bytes
-                self._ready.notify()
-            return len(labels) - fits
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def take(self, min_rows: int, wait_s: float, idle_s: float | None = None) -> list[Block]:
-        """Every queued block, once there is one and then `min_rows` rows or `wait_s` seconds
-        have passed; waits for the first block (at most `idle_s` seconds, when given); []
-        once closed and empty, or when `idle_s` passed with nothing queued."""
-        with self._ready:
-            if not self._ready.wait_for(lambda: self._blocks or self._closed, timeout=idle_s):
-                return []
-            deadline = time.monotonic() + wait_s
-            while self.rows < min_rows and not self._closed:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._ready.wait(left)
-            blocks = list(self._blocks)
-            self._blocks.clear()
-            self.rows = self.bytes = 0
-            return blocks
-
-    def close(self) -> None:
-        """`take` returns what is left without waiting, then []; `put` drops everything."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify_all()
-
 
 class DriftFeed:
-    def __init__(self, settings: ServiceSettings, batches: BatchLog) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.monitor: Any = None
-        self.batches = batches  # written from this feed's thread, with the rows the monitor observes
-        self.version: str | None = None  # of the bundle being served, recorded with each batch
         self._queue = RowQueue(settings.drift_queue_rows, settings.drift_queue_bytes)
         self._thread: threading.Thread | None = None
 
@@ -123,7 +54,6 @@ class DriftFeed:
         if bundle.drift_reference is None:
             logger.warning("bundle %s has no drift reference: live drift monitoring off", bundle.version)
             return
-        self.version = str(bundle.version)
         try:
             self.monitor = self._build(bundle.drift_reference)
         except Exception:
@@ -156,21 +86,17 @@ class DriftFeed:
         if not self.running:
             self.start(bundle)
             return
-        self.version = str(bundle.version)
         if bundle.drift_reference is None:
             logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
             return
         self.monitor.use_reference(bundle.drift_reference)
 
     def submit(self, features: np.ndarray, labels: list[int]) -> None:
-        """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows).
-
-        `features`: the scoring call's numeric features, one row per review, columns in
-        `CONTRACT.numeric_names` order.
-        """
+        """Never blocks: rows beyond the queue's bounds are dropped (kindle_drift_dropped_rows);
+        the arguments are `RowQueue.put`'s."""
         if self._thread is None:
             return
-        dropped = self._queue.put(features, np.asarray(labels, dtype=np.int64))
+        dropped = self._queue.put(features, labels)
         metrics = get_metrics()
         metrics.drift_queue_rows.set(self._queue.rows)
         if dropped:
@@ -200,14 +126,9 @@ class DriftFeed:
             logger.exception("drift recompute failed")
 
     def _observe(self, blocks: list[Block]) -> None:
-        features = np.concatenate([block[0] for block in blocks])
-        labels = np.concatenate([block[1] for block in blocks]).tolist()
-        frame = pd.DataFrame(
-            {feature.name: features[:, i].astype(feature.dtype) for i, feature in enumerate(CONTRACT.numeric)}
-        )
+        frame, labels = rows_frame(blocks)
         try:
             self.monitor.observe(frame, labels)
-            self.batches.write(frame, labels, self.version)
         except Exception:
             logger.exception("drift observation failed (%d rows skipped)", len(frame))
 
@@ -216,13 +137,12 @@ class DriftFeed:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        for closable in (self.batches, self.monitor):
-            close = getattr(closable, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    logger.exception("closing %s failed", type(closable).__name__)
+        close = getattr(self.monitor, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                logger.exception("closing the drift monitor failed")
 
     @staticmethod
     def reference_summary(bundle: ModelBundle) -> dict[str, Any] | None:

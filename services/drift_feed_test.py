@@ -1,4 +1,4 @@
-"""The drift feed's queue: bounded by rows and bytes, never blocking the request that puts."""
+"""The bounded row queue of the drift feed and the batch log: never blocking the request that puts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from libs.features import CONTRACT
-from services.drift_feed import RowQueue
+from services.row_queue import RowQueue
 
 WIDTH = len(CONTRACT.numeric)
 ROW_BYTES = WIDTH * 8 + 8  # float64 features + an int64 label

@@ -64,6 +64,11 @@ class ServiceMetrics:
             "Reviews waiting for the drift thread (bounded by KINDLE_DRIFT_QUEUE_ROWS per worker).",
             multiprocess_mode="livesum",
         )
+        self.batch_dropped = prom.Counter(
+            "kindle_batch_dropped_rows",
+            "Scored reviews not written to KINDLE_BATCH_DIR by reason: queue_full, disk (OSError), error.",
+            ["reason"],
+        )
         self.rate_limiter_errors = prom.Counter(
             "kindle_rate_limiter_errors",
             "Calls let through unlimited because the shared rate limiter (Redis) did not answer.",

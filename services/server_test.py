@@ -81,6 +81,8 @@ def servers(bento: tuple[str, Path], work: Path, bundle_dir: Path) -> Iterator[d
         "grpc_guarded": ("grpc", guarded),
         "http_corrupt": ("http", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
         "grpc_corrupt": ("grpc", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
+        # Scored batches do not depend on drift monitoring; small files so they show at once.
+        "http_no_drift": ("http", {"KINDLE_DRIFT_ENABLED": "false", "KINDLE_BATCH_ROWS_PER_FILE": "10"}),
     }
     with running(specs, tag, home, work, unready={"http_corrupt", "grpc_corrupt"}) as servers:
         yield servers
@@ -290,6 +292,31 @@ def test_metrics_and_drift_gauges_move(servers: dict[str, Server], sample: pd.Da
         assert len(psi) >= 6 and all(math.isfinite(v) for v in psi.values()), psi
         assert "kindle_drift_max_psi" in "".join(after) and "kindle_drift_state" in "".join(after)
         assert list((server.state_dir / "drift").glob("worker-*.json")), "drift window not persisted"
+
+
+def test_batches_are_written_with_drift_monitoring_off(
+    servers: dict[str, Server], probe: pd.DataFrame
+) -> None:
+    from libs.production import LABEL_COLUMN, VERSION_COLUMN, read_batches
+
+    server = servers["http_no_drift"]
+    texts, summaries = texts_and_summaries(probe)
+    reply = http_call(server, "predict", {"texts": texts, "summaries": summaries})
+    assert reply.status_code == 200
+    folder = server.state_dir / "batches"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(list(folder.glob("batch-*.parquet"))) < len(texts) // 10:
+        time.sleep(0.2)
+    batches = read_batches(folder)
+    assert len(batches) == len(texts), server.tail()
+    assert batches[LABEL_COLUMN].tolist() == [str(label) for label in reply.json()["labels"]]
+    assert set(batches[VERSION_COLUMN]) == {reply.json()["model_version"]}
+    metrics = scrape(server)
+    assert metric_sum(metrics, "kindle_drift_window_rows") == 0  # drift really is off
+    dropped = {k: v for k, v in metrics.items() if k.startswith("kindle_batch_dropped_rows_total")}
+    assert dropped == {
+        f'kindle_batch_dropped_rows_total{{reason="{r}"}}': 0.0 for r in ("queue_full", "disk", "error")
+    }
 
 
 def test_corrupt_bundle_keeps_server_up_but_not_ready(servers: dict[str, Server]) -> None:

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import bentoml
@@ -42,6 +42,9 @@ from services.security import Guard, make_rate_limiter
 from services.settings import get_settings
 from services.transport import GrpcGate, HttpGate
 from services.validation import EXPLAIN, FEEDBACK, METADATA, PREDICT, PREDICT_BATCH, Feedback, Reviews
+
+if TYPE_CHECKING:
+    from libs.models.bundle import ModelBundle
 
 SERVICE_NAME = "kindle_sentiment"
 
@@ -86,8 +89,17 @@ _guard = Guard(
 svc.add_asgi_middleware(HttpGate, guard=_guard, state=champion.STATE, max_body_bytes=settings.max_body_bytes)
 svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE)
 
-drift = DriftFeed(settings, BatchLog(settings))
-reloader = champion.Reloader(settings, on_swap=drift.switch)
+batches = BatchLog(settings)
+drift = DriftFeed(settings)
+
+
+def _serve(bundle: ModelBundle) -> None:
+    """Follows a reloaded champion: batches record its version, drift uses its reference."""
+    batches.version = str(bundle.version)
+    drift.switch(bundle)
+
+
+reloader = champion.Reloader(settings, on_swap=_serve)
 _feedback = (
     FeedbackWriter(
         Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
@@ -118,7 +130,9 @@ def _startup(_: bentoml.Context) -> None:
     metrics.model_ready.set(0)
     if state.bundle is not None:  # ready
         metrics.set_served(state.bundle.version, state.bundle.kind)
+        batches.version = str(state.bundle.version)
         drift.start(state.bundle)
+    batches.start()
     reloader.start()
     _shut_down_on_sigterm()
     heap.settle()
@@ -131,11 +145,12 @@ def _shutdown(_: bentoml.Context | None) -> None:
         _coalescer.close()
     reloader.stop()
     drift.stop()
+    batches.close()
 
 
 def _shut_down_on_sigterm() -> None:
     """BentoML's gRPC workers leave SIGTERM at its default action, which ends the process at
-    once: no shutdown hook runs, and the production rows the drift feed still holds are
+    once: no shutdown hook runs, and the scored rows the batch log still holds are
     lost. Where the worker has no handler of its own (uvicorn has one for HTTP), SIGTERM
     runs the shutdown hook on the event loop, then ends the process as it would have."""
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -159,8 +174,8 @@ def _require_model(api: str) -> Any:
 
 
 async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
-    """The one scoring path of every predicting API: runner, labels, metrics, drift feed
-    (which takes the features the model call computed)."""
+    """The one scoring path of every predicting API: runner, labels, metrics, drift feed and
+    batch log (which take the features the model call computed)."""
     bundle = _require_model(api)
     summaries = reviews.summaries or [None] * len(reviews)
     try:
@@ -183,6 +198,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1))
     drift.submit(features, labels)
+    batches.submit(features, labels)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {

@@ -86,6 +86,12 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
         None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
     )
     drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
+    batch_queue_rows: int = Field(
+        10_000,
+        ge=1,
+        description="Most scored rows waiting for the batch writer thread (per worker); beyond: dropped, "
+        "counted in kindle_batch_dropped_rows_total.",
+    )
     batch_rows_per_file: int = Field(5_000, ge=1, description="Production batch rows per Parquet file.")
     batch_seconds_per_file: float = Field(
         300.0, gt=0, description="Oldest buffered production row's age, in seconds, that cuts a file."

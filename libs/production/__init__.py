@@ -8,7 +8,9 @@ Public API:
 - `FeedbackWriter(folder, ...)` / `read_feedback(folder)`: labelled feedback (review,
   summary, true stars, request id, model version, time).
 - `ParquetLog(folder, prefix, rows_per_file=5000, seconds_per_file=300, max_files=1000,
-  clock=time.time, strict=False)`: the rotating, atomic Parquet log both are made of.
+  clock=time.time, strict=False, on_drop=None)`: the rotating, atomic Parquet log both are
+  made of; `on_drop(rows, reason)` hears of rows it could not write, the
+  reason `DROPPED_DISK` (an OSError) or `DROPPED_ERROR` (any other failure).
 - `since(frame, start, strict=False)`: the rows of a log stamped at or after `start`.
 - `load_production(path, start=None)` -> `ProductionData`: a production dataset (raw
   reviews, features or a batch folder) as features and predicted labels.
@@ -18,10 +20,19 @@ Public API:
 from libs.production.batches import LABEL_COLUMN, BatchWriter, read_batches
 from libs.production.datasets import ProductionData, load_production
 from libs.production.feedback import FeedbackWriter, read_feedback
-from libs.production.parquet_log import TIME_COLUMN, VERSION_COLUMN, ParquetLog, since
+from libs.production.parquet_log import (
+    DROPPED_DISK,
+    DROPPED_ERROR,
+    TIME_COLUMN,
+    VERSION_COLUMN,
+    ParquetLog,
+    since,
+)
 from libs.production.settings import ProductionSettings
 
 __all__ = [
+    "DROPPED_DISK",
+    "DROPPED_ERROR",
     "LABEL_COLUMN",
     "TIME_COLUMN",
     "VERSION_COLUMN",

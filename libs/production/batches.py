@@ -2,7 +2,8 @@
 
 Per row: the contract's numeric features, the predicted label, the serving model's
 version and a UTC timestamp; raw text only when `keep_text` is set (reviews are customer
-data). Files carry the contract hash, and reading refuses those of another contract.
+data). Files carry the contract hash, and reading skips (and counts) those of another
+contract.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
-from libs.production.parquet_log import ParquetLog, read_log
+from libs.production.parquet_log import LogRead, ParquetLog, read_log
 
 LABEL_COLUMN = "predicted_label"
 BATCH_PREFIX = "batch"
@@ -44,5 +45,10 @@ class BatchWriter(ParquetLog):
 
 
 def read_batches(folder: Path) -> pd.DataFrame:
-    """All persisted batches of a folder, oldest first; refuses files of another contract."""
+    """All persisted batches of a folder, oldest first, but for files of another contract."""
+    return read_batch_files(folder).rows
+
+
+def read_batch_files(folder: Path) -> LogRead:
+    """The batches of a folder (`.rows`) and the files of another contract left out (`.skipped`)."""
     return read_log(folder, BATCH_PREFIX, check_contract=True)

@@ -1,5 +1,6 @@
 """Persisted production batches: rotating Parquet files that never fail the caller."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from libs.features import CONTRACT, FeatureContractError, compute_features
-from libs.production import BatchWriter, read_batches
+from libs.production import DROPPED_DISK, DROPPED_ERROR, BatchWriter, load_production, read_batches
 from tests import fixtures
 
 
@@ -101,3 +102,58 @@ def test_batches_record_the_serving_model_version(features: pd.DataFrame, tmp_pa
         writer.write(features.iloc[:10], [4] * 10, model_version="v1")
         writer.write(features.iloc[10:20], [4] * 10, model_version="v2")
     assert read_batches(tmp_path)["model_version"].tolist() == ["v1"] * 10 + ["v2"] * 10
+
+
+def test_files_of_another_contract_are_skipped_counted_and_named(
+    features: pd.DataFrame, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a contract change the old files are left out, not the whole folder refused."""
+    old = pa.Table.from_pandas(features[CONTRACT.numeric_names].iloc[:7], preserve_index=False)
+    for name in (
+        "batch-00000000T000000000000-1-000001.parquet",
+        "batch-00000000T000000000000-1-000002.parquet",
+    ):
+        pq.write_table(old.replace_schema_metadata({b"kindle_contract_hash": b"feedface"}), tmp_path / name)
+    with BatchWriter(tmp_path, clock=lambda: 1_700_000_000.0) as writer:
+        writer.write(features.iloc[:10], [3] * 10, model_version="v2")
+    batches = read_batches(tmp_path)
+    assert len(batches) == 10 and set(batches["model_version"]) == {"v2"}
+    assert "2 batch files of another feature contract skipped" in caplog.text
+    assert "batch-00000000T000000000000-1-000002.parquet" in caplog.text
+    data = load_production(tmp_path, start=datetime(2023, 1, 1, tzinfo=UTC))
+    assert len(data.features) == 10
+    assert [path.name for path in data.skipped_files] == [
+        "batch-00000000T000000000000-1-000001.parquet",
+        "batch-00000000T000000000000-1-000002.parquet",
+    ]
+
+
+def test_a_writer_hears_of_every_row_it_could_not_write_with_the_reason(
+    features: pd.DataFrame, tmp_path: Path
+) -> None:
+    heard: list[tuple[int, str]] = []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with BatchWriter(
+        blocker / "batches", rows_per_file=100, on_drop=lambda n, why: heard.append((n, why))
+    ) as w:
+        w.write(features.iloc[:150])
+        w.write(features.iloc[150:170])
+    assert heard == [(150, DROPPED_DISK), (20, DROPPED_DISK)]
+    with BatchWriter(tmp_path / "ok", on_drop=lambda n, why: heard.append((n, why))) as w:
+        w.write(features.iloc[:5].assign(text_len=[1, "two", 3.0, 4, 5]))  # no Arrow column type fits
+    assert heard[2:] == [(5, DROPPED_ERROR)]
+
+
+def test_flush_if_due_cuts_a_file_only_once_the_oldest_row_is_old_enough(
+    features: pd.DataFrame, tmp_path: Path
+) -> None:
+    now = [0.0]
+    writer = BatchWriter(tmp_path, seconds_per_file=60, clock=lambda: now[0])
+    writer.write(features.iloc[:10])
+    now[0] = 59.0
+    writer.flush_if_due()
+    assert not list(tmp_path.glob("batch-*.parquet"))
+    now[0] = 60.0
+    writer.flush_if_due()
+    assert len(read_batches(tmp_path)) == 10

@@ -3,14 +3,14 @@ of scored batches, or a file of raw reviews or of features."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from libs.features import CONTRACT, FeatureContractError, compute_features
-from libs.production.batches import LABEL_COLUMN, read_batches
+from libs.production.batches import LABEL_COLUMN, read_batch_files
 from libs.production.parquet_log import since
 
 REVIEW_COLUMN = "reviewText"
@@ -19,10 +19,12 @@ SUMMARY_COLUMN = "summary"
 
 @dataclass(frozen=True)
 class ProductionData:
-    """Feature rows, and the model's predicted labels when the data carries them."""
+    """Feature rows, the model's predicted labels when the data carries them, and the batch
+    files left out because they were written under another feature contract."""
 
     features: pd.DataFrame
     predicted_labels: list[str] | None = None
+    skipped_files: tuple[Path, ...] = ()
 
 
 def load_production(path: Path, start: datetime | None = None) -> ProductionData:
@@ -30,7 +32,8 @@ def load_production(path: Path, start: datetime | None = None) -> ProductionData
     or a Parquet/CSV file of raw reviews or of features."""
     path = Path(path)
     if path.is_dir():
-        return as_production(since(read_batches(path), start))
+        batches = read_batch_files(path)
+        return replace(as_production(since(batches.rows, start)), skipped_files=tuple(batches.skipped))
     if path.suffix == ".parquet":
         return as_production(pd.read_parquet(path))
     if path.suffix == ".csv":

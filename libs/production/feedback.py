@@ -49,6 +49,6 @@ class FeedbackWriter(ParquetLog):
 def read_feedback(folder: Path) -> pd.DataFrame:
     """All labelled feedback of a folder, oldest file first (empty frame if there is none)."""
     try:
-        return read_log(folder, FEEDBACK_PREFIX, check_contract=False)
+        return read_log(folder, FEEDBACK_PREFIX, check_contract=False).rows
     except FileNotFoundError:
         return pd.DataFrame(columns=[TIME_COLUMN, *FEEDBACK_COLUMNS, VERSION_COLUMN])

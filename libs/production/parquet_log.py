@@ -2,9 +2,10 @@
 
 Rows are buffered, a file is written atomically every `rows_per_file` rows or
 `seconds_per_file`, and only the newest `max_files` are kept, so disk use is bounded.
-Monitoring must never take the service down: a full disk or an unwritable folder is a
-logged warning and the buffered rows are dropped (and counted), never an exception,
-unless the log is `strict` (data the caller must not acknowledge unless it is on disk).
+Monitoring must never take the service down: a full disk, an unwritable folder or any
+other failure to write a file is a logged warning and the buffered rows are dropped (and
+counted, by reason), never an exception, unless the log is `strict` (data the caller must
+not acknowledge unless it is on disk).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from libs.atomic import atomic_path
-from libs.features import CONTRACT
+from libs.features import CONTRACT, FeatureContractError
 
 logger = logging.getLogger("libs.production.parquet_log")
 
@@ -32,6 +34,12 @@ HASH_KEY = b"kindle_contract_hash"
 DEFAULT_ROWS_PER_FILE = 5_000
 DEFAULT_SECONDS_PER_FILE = 300.0
 DEFAULT_MAX_FILES = 1_000
+SKIPPED_NAMED = 10  # skipped files a warning names (a contract change may leave a thousand)
+DROPPED_DISK = "disk"  # an OSError: full disk, unwritable or missing folder
+DROPPED_ERROR = "error"  # any other failure to write a file
+
+DropHook = Callable[[int, str], None]
+"""Called with (rows, reason) for rows a log could not write: `DROPPED_DISK` or `DROPPED_ERROR`."""
 
 
 class ParquetLog:
@@ -39,8 +47,9 @@ class ParquetLog:
 
     Defaults: a file per 5,000 rows or 300 s (checked on each append, and on `close()`),
     the newest 1,000 files kept (None: all). A write that fails is logged and its rows
-    counted in `dropped_rows`; with `strict` the error is raised as well (for data the
-    caller must not acknowledge unless it is on disk).
+    counted in `dropped_rows` and handed to `on_drop` with the reason (so a service can
+    export them); with `strict` the error is raised as well (for data the caller must not
+    acknowledge unless it is on disk).
     """
 
     def __init__(
@@ -52,6 +61,7 @@ class ParquetLog:
         max_files: int | None = DEFAULT_MAX_FILES,
         clock: Callable[[], float] = time.time,
         strict: bool = False,
+        on_drop: DropHook | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.prefix = prefix
@@ -60,6 +70,7 @@ class ParquetLog:
         self.seconds_per_file = seconds_per_file
         self.max_files = max_files
         self.clock = clock
+        self.on_drop = on_drop
         self.dropped_rows = 0
         self._buffer: list[pd.DataFrame] = []
         self._buffered = 0
@@ -79,6 +90,13 @@ class ParquetLog:
             self._buffer.append(rows)
             self._buffered += len(rows)
             if self._buffered >= self.rows_per_file or now - self._first >= self.seconds_per_file:
+                self._flush()
+
+    def flush_if_due(self) -> None:
+        """Writes the buffer once its oldest row is `seconds_per_file` old, with no new row to
+        trigger it: a writer that calls this while traffic pauses keeps the files' age bound."""
+        with self._lock:
+            if self._buffer and self.clock() - self._first >= self.seconds_per_file:
                 self._flush()
 
     def close(self) -> None:
@@ -102,9 +120,11 @@ class ParquetLog:
         try:
             _write_atomically(frame, path)
             self._rotate()
-        except (OSError, pa.ArrowException) as error:
+        except Exception as error:
             self.dropped_rows += len(frame)
             logger.warning("%d %s rows not written to %s: %s", len(frame), self.prefix, self.folder, error)
+            if self.on_drop is not None:
+                self.on_drop(len(frame), DROPPED_DISK if isinstance(error, OSError) else DROPPED_ERROR)
             if self.strict:
                 raise
 
@@ -116,20 +136,50 @@ class ParquetLog:
             old.unlink(missing_ok=True)
 
 
-def read_log(folder: Path, prefix: str, check_contract: bool) -> pd.DataFrame:
-    """Every `<prefix>-*.parquet` file of a folder, oldest first; with `check_contract`,
-    files written under another feature contract are refused."""
+class LogRead(NamedTuple):
+    """The rows of a log's files, and the files left out for another feature contract."""
+
+    rows: pd.DataFrame
+    skipped: list[Path]
+
+
+def read_log(folder: Path, prefix: str, check_contract: bool) -> LogRead:
+    """Every `<prefix>-*.parquet` file of a folder, oldest first.
+
+    With `check_contract`, files written under another feature contract are skipped, counted
+    and logged (their features mean something else), and the rest are read: after a
+    contract change, old files must not blind the check until they rotate out. When every
+    file is of another contract there is nothing to read, and that is an error naming one.
+    """
     files = sorted(Path(folder).glob(f"{prefix}-*.parquet"))
     if not files:
         raise FileNotFoundError(f"no {prefix}-*.parquet files in {folder}")
-    tables = []
+    tables, skipped, refusal = [], [], None
     for path in files:
         table = pq.read_table(path)
         if check_contract:
             found = (table.schema.metadata or {}).get(HASH_KEY, b"").decode()
-            CONTRACT.require_hash(found, f"drift batch {path}")
+            try:
+                CONTRACT.require_hash(found, f"drift batch {path}")
+            except FeatureContractError as error:
+                skipped.append(path)
+                refusal = refusal or error
+                continue
         tables.append(table.replace_schema_metadata(None))
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    if not tables:
+        raise FeatureContractError(
+            f"every {prefix} file in {folder} is of another feature contract: {refusal}"
+        )
+    if skipped:
+        logger.warning(
+            "%d %s files of another feature contract skipped in %s: %s",
+            len(skipped),
+            prefix,
+            folder,
+            ", ".join(path.name for path in skipped[:SKIPPED_NAMED])
+            + (" ..." if len(skipped) > SKIPPED_NAMED else ""),
+        )
+    return LogRead(pa.concat_tables(tables, promote_options="default").to_pandas(), skipped)
 
 
 def since(frame: pd.DataFrame, start: datetime | None, strict: bool = False) -> pd.DataFrame:
