@@ -130,8 +130,12 @@ def served_version(server: Server) -> str:
     return http_call(server, "metadata", {}).json()["model"]["version"]
 
 
+def reloads_in(metrics: dict[str, float], result: str) -> float:
+    return metric_sum(metrics, "kindle_model_reloads_total", result=result)
+
+
 def reloads(server: Server, result: str) -> float:
-    return metric_sum(scrape(server), "kindle_model_reloads_total", result=result)
+    return reloads_in(scrape(server), result)
 
 
 def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
@@ -172,6 +176,71 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert metric_sum(metrics, "kindle_model_reloads_total", result="loaded") == 1
     assert metric_sum(metrics, "kindle_model_info", model_version=version_b) == 1
     assert metric_sum(metrics, "kindle_model_info", model_version=version_a) == 0
+
+
+def stored_copies(store: Path, version: str) -> list[Path]:
+    """The artifact folders of an MLflow store that hold bundle `version`."""
+    manifests = [p for p in store.rglob("manifest.json") if bundle_version(p.parent) == version]
+    assert manifests, f"bundle {version} not found under {store}"
+    return sorted({next(up for up in manifest.parents if up.name == "artifacts") for manifest in manifests})
+
+
+def reload_events(server: Server, result: str) -> list[dict]:
+    return [
+        entry
+        for line in server.tail(4000).splitlines()
+        if line.startswith("{")
+        and (entry := json.loads(line)).get("event") == "model_reload"
+        and entry["result"] == result
+    ]
+
+
+def test_a_champion_that_cannot_be_fetched_for_a_while_is_served_once_it_can(
+    work: Path, bundles: dict[str, Path]
+) -> None:
+    """B is promoted while its files are gone from MLflow's artifact store (moved away for a
+    few seconds): the worker keeps serving A, shows it is behind, tries B again with
+    exponential backoff, and serves B once its files are back. Nothing is refused."""
+    from libs.models.training.settings import TrainingSettings
+    from libs.models.training.tracking import promote, register
+
+    store = work / "mlflow_transient"
+    training = TrainingSettings(
+        output_dir=store,
+        mlflow_tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+        model_name="kindle-transient-test",
+    )
+    version_a, version_b = bundle_version(bundles["a"]), bundle_version(bundles["b"])
+    promote(str(register(bundles["a"], training).version), training)
+    registered_b = str(register(bundles["b"], training).version)
+    env = {
+        "KINDLE_MLFLOW_TRACKING_URI": training.tracking_uri(),
+        "KINDLE_MODEL_NAME": training.model_name,
+        "KINDLE_RELOAD_INTERVAL_S": str(RELOAD_INTERVAL_S),
+    }
+    with running({"mlflow": ("http", env)}, SOURCE_SERVICE, source_home(work), work) as started:
+        server = started["mlflow"]
+        assert served_version(server) == version_a
+        assert metric_sum(scrape(server), "kindle_model_behind") == 0
+        hidden = [(copy, copy.with_name("artifacts.hidden")) for copy in stored_copies(store, version_b)]
+        for folder, away in hidden:
+            folder.rename(away)
+        promote(registered_b, training)
+        wait_until(lambda: reloads(server, "unfetched") >= 3, "three failed fetches of B", server)
+        assert served_version(server) == version_a
+        assert metric_sum(scrape(server), "kindle_model_behind") == 1
+        time.sleep(2.0)  # the outage goes on: tries get further apart
+        for folder, away in hidden:
+            away.rename(folder)
+        wait_until(lambda: served_version(server) == version_b, "bundle B served", server)
+        metrics = scrape(server)
+        tries = reload_events(server, "unfetched")
+    assert metric_sum(metrics, "kindle_model_behind") == 0
+    assert reloads_in(metrics, "loaded") == 1 and reloads_in(metrics, "failed") == 0
+    assert reloads_in(metrics, "unfetched") == len(tries) >= 3, tries
+    delays = [entry["retry_in_s"] for entry in tries]
+    assert delays == [round(RELOAD_INTERVAL_S * 2**i, 3) for i in range(len(delays))], delays
+    assert all(entry["served"] == version_a and "artifacts" in entry["reason"] for entry in tries), tries
 
 
 def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(
