@@ -23,7 +23,7 @@ from libs.features import CONTRACT, compute_features
 from libs.models.kinds import LABELS
 from libs.urls import redact_urls
 from services import heap
-from services.model_source import resolve_bundle_path, source_fingerprint
+from services.model_source import Source, resolve_bundle_path, source_fingerprint
 from services.settings import ServiceSettings, get_settings
 
 if TYPE_CHECKING:
@@ -61,11 +61,16 @@ def check_bundle(bundle: ModelBundle) -> None:
 
 
 def load_checked(settings: ServiceSettings, mlflow_version: str | None = None) -> tuple[ModelBundle, str]:
-    """(bundle, source) that passed every check; raises with the reason otherwise. What was
-    downloaded for it is removed either way: `load_bundle` reads every file into memory."""
+    """(bundle, source) that passed every check; raises with the reason otherwise."""
+    return load_fetched(resolve_bundle_path(settings, mlflow_version))
+
+
+def load_fetched(source: Source) -> tuple[ModelBundle, str]:
+    """(bundle, description) of a fetched source that passed every check; raises with the
+    reason otherwise. What was downloaded for it is removed either way: `load_bundle` reads
+    every file into memory."""
     from libs.models.bundle import load_bundle
 
-    source = resolve_bundle_path(settings, mlflow_version)
     try:
         bundle = load_bundle(source.path)
         check_bundle(bundle)
@@ -114,14 +119,33 @@ def _install(state: ModelState, bundle: ModelBundle, source: str, load_s: float)
     )
 
 
+RETRY_CAP_S = 300.0  # the longest wait between two tries of a champion that could not be fetched
+
+
+def retry_delay(interval_s: float, failures: int) -> float:
+    """Seconds before the next try of a champion that could not be fetched `failures` times
+    in a row: the poll interval, doubled per failure, capped at `RETRY_CAP_S` (or at the
+    interval, if longer). A registry that is down for a moment is tried again at once; one
+    that is down for long is asked every five minutes, not every poll."""
+    return max(interval_s, min(interval_s * 2 ** (failures - 1), RETRY_CAP_S))
+
+
 class Reloader:
     """Polls the champion's source every `reload_interval_s` from a background thread.
 
     Each API worker runs one, so every worker swaps on its own, off the event loop. A new
-    source value is loaded and checked once: if it fails, the served bundle stays, the
-    failure is logged (JSON, with the reason) and counted, and that value is not tried
-    again; only the next change of the source is. The same rule covers a server that
-    started without a valid bundle: it becomes ready when a good one appears.
+    source value counts as seen only once it was fetched and checked:
+
+    - fetched and refused (corrupt, another contract...): the served bundle stays, the
+      refusal is logged (JSON, with the reason) and counted as `failed`, and that value is
+      not tried again; only the next change of the source is;
+    - not fetched (the registry or its artifact store did not answer, the download broke):
+      counted as `unfetched` and tried again after `retry_delay` (exponential backoff), so a
+      passing fault never leaves the worker on an older champion for good.
+
+    `kindle_model_behind` is 1 while the source points at something other than what the
+    worker serves (a fetch being retried, or a refused champion). The same rules cover a
+    server that started without a valid bundle: it becomes ready when a good one appears.
     """
 
     def __init__(
@@ -133,17 +157,25 @@ class Reloader:
         self.settings = settings
         self.on_swap = on_swap
         self.state = state
-        self.seen: str | None = None
+        self.seen: str | None = None  # the source value last loaded or refused
+        self.served: str | None = None  # the source value of the served bundle
+        self.failures = 0  # fetches of `retrying` failed in a row
+        self.retrying: str | None = None
+        self.retry_at = 0.0  # time.monotonic() of the next try of `retrying`
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def remember_current(self) -> None:
         """Records the source as it is before the first load, so only later changes reload."""
-        self.seen = self._fingerprint()
+        self.seen = self.served = self._fingerprint()
 
     def start(self) -> None:
+        """Starts polling. A worker that loaded nothing at start (say, the registry was down)
+        tries the source as it is at the first poll, not only after its next change."""
         if self.settings.reload_interval_s <= 0 or self._thread is not None:
             return
+        if self.state.bundle is None:
+            self.seen = self.served = None
         self._thread = threading.Thread(target=self._run, name="kindle-reload", daemon=True)
         self._thread.start()
 
@@ -165,32 +197,37 @@ class Reloader:
             return self.seen
 
     def check(self) -> str | None:
-        """One poll: 'loaded', 'failed', or None when the source did not change."""
-        current = self._fingerprint()
-        if current is None or current == self.seen:
-            return None
-        self.seen = current
+        """One poll: 'loaded', 'failed' (refused), 'unfetched' (tried again later), or None
+        when there was nothing to try (the source did not change, or a retry is not due)."""
         from services.metrics import get_metrics
 
         metrics = get_metrics()
+        current = self._fingerprint()
+        if current is not None:
+            metrics.model_behind.set(int(current != self.served))
+        if current is None or current == self.seen:
+            return None
+        if current == self.retrying and time.monotonic() < self.retry_at:
+            return None
         served = self.state.bundle.version if self.state.bundle is not None else None
         started = time.perf_counter()
         try:
             mlflow_version = current if self.settings.bundle_path is None else None
-            bundle, source = load_checked(self.settings, mlflow_version)
+            fetched = resolve_bundle_path(self.settings, mlflow_version)
+        except Exception as error:
+            return self._unfetched(current, served, error)
+        self.retrying, self.failures = None, 0
+        self.seen = current
+        try:
+            bundle, source = load_fetched(fetched)
         except Exception as error:
             metrics.model_reloads.labels("failed").inc()
-            reason = _reason(error)
-            logger.error(
-                "champion reload failed; still serving %s",
-                served or "nothing",
-                extra={"event": "model_reload", "result": "failed", "reason": reason, "served": served},
-            )
-            if self.state.bundle is None:
-                self.state.error = reason
+            self._log_failure("failed", served, error)
             return "failed"
         with self.state.lock:
             _install(self.state, bundle, source, time.perf_counter() - started)
+        self.served = current
+        metrics.model_behind.set(0)
         metrics.model_reloads.labels("loaded").inc()
         metrics.set_served(bundle.version, bundle.kind)
         try:
@@ -199,3 +236,28 @@ class Reloader:
             logger.exception("after the swap to %s", bundle.version)
         heap.settle()
         return "loaded"
+
+    def _unfetched(self, current: str, served: str | None, error: Exception) -> str:
+        """Schedules the next try of `current`, which could not be fetched."""
+        from services.metrics import get_metrics
+
+        self.failures = self.failures + 1 if current == self.retrying else 1
+        self.retrying = current
+        delay = retry_delay(self.settings.reload_interval_s, self.failures)
+        self.retry_at = time.monotonic() + delay
+        get_metrics().model_reloads.labels("unfetched").inc()
+        self._log_failure("unfetched", served, error, retry_in_s=round(delay, 3))
+        return "unfetched"
+
+    def _log_failure(self, result: str, served: str | None, error: Exception, **extra: float) -> None:
+        """A JSON log line of a reload that did not happen; a server still without a bundle
+        says why on /readyz."""
+        reason = _reason(error)
+        logger.error(
+            "champion reload %s; still serving %s",
+            result,
+            served or "nothing",
+            extra={"event": "model_reload", "result": result, "reason": reason, "served": served, **extra},
+        )
+        if self.state.bundle is None:
+            self.state.error = reason

@@ -14,8 +14,10 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -23,6 +25,7 @@ import pandas as pd
 import pytest
 import requests
 
+from services.settings import ServiceSettings
 from tests.fixtures.service import (
     SOURCE_SERVICE,
     Server,
@@ -39,6 +42,9 @@ from tests.fixtures.service import (
     wait_until,
 )
 from tests.fixtures.service import train_small_bundle as train
+
+if TYPE_CHECKING:
+    from libs.models.training.settings import TrainingSettings
 
 RELOAD_INTERVAL_S = 0.3
 
@@ -130,8 +136,12 @@ def served_version(server: Server) -> str:
     return http_call(server, "metadata", {}).json()["model"]["version"]
 
 
+def reloads_in(metrics: dict[str, float], result: str) -> float:
+    return metric_sum(metrics, "kindle_model_reloads_total", result=result)
+
+
 def reloads(server: Server, result: str) -> float:
-    return metric_sum(scrape(server), "kindle_model_reloads_total", result=result)
+    return reloads_in(scrape(server), result)
 
 
 def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
@@ -172,6 +182,135 @@ def test_a_broken_new_champion_is_refused_and_a_good_one_is_swapped_in(
     assert metric_sum(metrics, "kindle_model_reloads_total", result="loaded") == 1
     assert metric_sum(metrics, "kindle_model_info", model_version=version_b) == 1
     assert metric_sum(metrics, "kindle_model_info", model_version=version_a) == 0
+
+
+TRANSIENT_MODEL = "kindle-transient-test"
+
+
+def mlflow_registry(folder: Path, *champions: Path) -> TrainingSettings:
+    """A real SQLite MLflow registry in `folder` with `champions` registered and promoted in turn."""
+    from libs.models.training.settings import TrainingSettings
+    from libs.models.training.tracking import promote, register
+
+    training = TrainingSettings(
+        output_dir=folder, mlflow_tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", model_name=TRANSIENT_MODEL
+    )
+    for bundle in champions:
+        promote(str(register(bundle, training).version), training)
+    return training
+
+
+@contextmanager
+def files_gone(store: Path, version: str) -> Iterator[None]:
+    """Bundle `version`'s models moved out of MLflow's artifact store (so its download fails
+    while the registry still answers), and back at exit."""
+    manifests = [p for p in store.rglob("manifest.json") if bundle_version(p.parent) == version]
+    assert manifests, f"bundle {version} not found under {store}"
+    models = {next(up for up in manifest.parents if (up / "MLmodel").exists()) for manifest in manifests}
+    moved = [(model, model.with_name(f"{model.name}.hidden")) for model in models]
+    for model, away in moved:
+        model.rename(away)
+    try:
+        yield
+    finally:
+        for model, away in moved:
+            away.rename(model)
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Whether `condition()` holds within `timeout_s` (checked every 0.1 s)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def reload_events(server: Server, result: str) -> list[dict[str, Any]]:
+    return [
+        entry
+        for line in server.tail(4000).splitlines()
+        if line.startswith("{")
+        and (entry := json.loads(line)).get("event") == "model_reload"
+        and entry["result"] == result
+    ]
+
+
+def test_a_champion_that_cannot_be_fetched_for_a_while_is_served_once_it_can(
+    work: Path, bundles: dict[str, Path]
+) -> None:
+    """B is promoted while its files are gone from MLflow's artifact store (for a few
+    seconds): the worker keeps serving A, shows it is behind, tries B again with exponential
+    backoff, and serves B once its files are back. Nothing is refused."""
+    from libs.models.training.tracking import promote, register
+
+    training = mlflow_registry(work / "mlflow_transient", bundles["a"])
+    version_a, version_b = bundle_version(bundles["a"]), bundle_version(bundles["b"])
+    registered_b = str(register(bundles["b"], training).version)
+    env = {
+        "KINDLE_MLFLOW_TRACKING_URI": training.tracking_uri(),
+        "KINDLE_MODEL_NAME": training.model_name,
+        "KINDLE_RELOAD_INTERVAL_S": str(RELOAD_INTERVAL_S),
+    }
+    with running({"mlflow": ("http", env)}, SOURCE_SERVICE, source_home(work), work) as started:
+        server = started["mlflow"]
+        assert served_version(server) == version_a
+        assert metric_sum(scrape(server), "kindle_model_behind") == 0
+        with files_gone(training.output_dir, version_b):
+            promote(registered_b, training)
+            wait_until(lambda: reloads(server, "unfetched") >= 3, "three failed fetches of B", server)
+            assert served_version(server) == version_a
+            assert metric_sum(scrape(server), "kindle_model_behind") == 1
+            time.sleep(2.0)  # the outage goes on: tries get further apart
+        wait_until(lambda: served_version(server) == version_b, "bundle B served", server)
+        metrics = scrape(server)
+        tries = reload_events(server, "unfetched")
+    assert metric_sum(metrics, "kindle_model_behind") == 0
+    assert reloads_in(metrics, "loaded") == 1 and reloads_in(metrics, "failed") == 0
+    assert reloads_in(metrics, "unfetched") == len(tries) >= 3, tries
+    delays = [entry["retry_in_s"] for entry in tries]
+    assert delays == [round(RELOAD_INTERVAL_S * 2**i, 3) for i in range(len(delays))], delays
+    assert all(entry["served"] == version_a and entry["reason"] for entry in tries), tries
+
+
+def test_a_worker_that_could_not_fetch_its_first_champion_loads_it_once_it_can(
+    work: Path, bundles: dict[str, Path]
+) -> None:
+    """In this process: the champion's files are gone when the worker starts, so it loads
+    nothing; its reloader tries the unchanged alias again (with backoff) and loads A once the
+    files are back, instead of waiting for the alias to move."""
+    import prometheus_client
+
+    from services.champion import ModelState, Reloader, load
+
+    training = mlflow_registry(work / "mlflow_start", bundles["a"])
+    settings = ServiceSettings(
+        mlflow_tracking_uri=training.tracking_uri(),
+        model_name=training.model_name,
+        reload_interval_s=RELOAD_INTERVAL_S,
+    )
+    state = ModelState()
+    swapped: list[str] = []
+    reloader = Reloader(settings, on_swap=lambda bundle: swapped.append(bundle.version), state=state)
+
+    def unfetched() -> float:
+        return (
+            prometheus_client.REGISTRY.get_sample_value("kindle_model_reloads_total", {"result": "unfetched"})
+            or 0
+        )
+
+    try:
+        with files_gone(training.output_dir, bundle_version(bundles["a"])):
+            reloader.remember_current()
+            assert load(settings, state).bundle is None and state.error
+            reloader.start()
+            assert eventually(lambda: unfetched() >= 2) and not state.ready
+        assert eventually(lambda: state.ready), state.error
+    finally:
+        reloader.stop()
+    assert swapped == [bundle_version(bundles["a"])], state.error
+    assert prometheus_client.REGISTRY.get_sample_value("kindle_model_behind") == 0
 
 
 def test_after_a_reload_live_drift_compares_with_the_new_champions_reference(

@@ -75,8 +75,15 @@ class ServiceMetrics:
         )
         self.model_reloads = prom.Counter(
             "kindle_model_reloads",
-            "Champion reloads after the source changed: loaded, or failed (the old one kept serving).",
+            "Champion reloads after the source changed: loaded; failed (fetched and refused, the old "
+            "one kept serving); unfetched (not downloaded, tried again with backoff).",
             ["result"],
+        )
+        self.model_behind = prom.Gauge(
+            "kindle_model_behind",
+            "1 while the champion's source points at another bundle than the one this worker serves "
+            "(a fetch being retried, or a refused bundle).",
+            multiprocess_mode="livemax",
         )
         # One series per version a live worker serves: 1 while served, 0 once replaced; workers
         # that exit drop out ("live"), so a redeploy does not leave the old version behind.

@@ -62,12 +62,17 @@ def _download_from_mlflow(settings: ServiceSettings, version: str | None = None)
     folder = Path(tempfile.mkdtemp(prefix=DOWNLOAD_PREFIX))
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder)))
+        manifests = list(local.rglob(MANIFEST))
+        if not manifests:  # e.g. the artifact store lost the files: not a bundle to refuse
+            raise FileNotFoundError(
+                f"{uri} downloaded no {MANIFEST}: its files are not in the artifact store"
+            )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     # A bundle is the folder holding the manifest; it may sit one level down (the first in
     # path order: the download itself when it holds one, since a path sorts before its subpaths).
-    return min((manifest.parent for manifest in local.rglob(MANIFEST)), default=local), folder
+    return min(manifest.parent for manifest in manifests), folder
 
 
 def _mlflow_configured(settings: ServiceSettings) -> bool:

@@ -144,9 +144,7 @@ def promtool(*args: str, cwd: Path = HERE) -> str:
 
 def test_promtool_accepts_the_config_and_rules() -> None:
     assert "1 rule files found" in promtool("check", "config", "prometheus.yml")
-    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
-    rules = sum(len(group["rules"]) for group in groups)  # every rule of the file, one alert each
-    assert rules >= 6 and f"{rules} rules found" in promtool("check", "rules", str(ALERT_RULES))
+    assert "7 rules found" in promtool("check", "rules", str(ALERT_RULES))
 
 
 def test_alert_rules_fire_when_they_should_and_only_then() -> None:

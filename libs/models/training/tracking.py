@@ -7,7 +7,8 @@ and the feature contract hash, so any number in MLflow traces back to code and d
 Registering and promoting are separate steps: `register` adds a model version (the
 bundle as a pyfunc model, with signature and input example) and moves no alias;
 `promote` then makes it `champion` and the version it replaces `previous`. Aliases only
-move forwards: a version older than the current champion is never made champion.
+move forwards: a version older than the current champion is never made champion, also when
+several trainings promote at once (the check and the move run under `promotion_lock`).
 Failures raise `RegistrationError` naming the store (credentials redacted) and the step,
 with the aliases as they were.
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import subprocess
-from collections.abc import Callable
-from contextlib import nullcontext
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import mlflow
@@ -32,6 +35,12 @@ from mlflow.environment_variables import (
 )
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 from optuna.trial import FrozenTrial, TrialState
 
 from libs.features import CONTRACT
@@ -137,12 +146,22 @@ def client_for(settings: TrainingSettings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+# What the registry answers for a model (RESOURCE_DOES_NOT_EXIST) or alias (INVALID_PARAMETER_VALUE)
+# that does not exist.
+_ABSENT = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+
+
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version behind `alias`, or None when the model or the alias does not exist yet."""
+    """The version behind `alias`, or None when the model or the alias does not exist yet.
+
+    Any other failure (the store locked or unreachable) raises: read as "no champion", it
+    would let `promote` move the alias without comparing, possibly backwards."""
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in _ABSENT:
+            return None
+        raise
 
 
 def download_bundle(settings: TrainingSettings, version: ModelVersion, into: Path) -> Path:
@@ -208,15 +227,75 @@ def register(bundle_path: Path, settings: TrainingSettings, run_id: str | None =
     return version
 
 
+PROMOTION_LOCK_SUFFIX = ".promoting"  # the registered model that is the promotion lock of a model
+PROMOTION_LOCK_WAIT_S = 120.0  # how long a promotion waits for another one to finish
+PROMOTION_LOCK_STALE_S = 60.0  # a lock this old was left by a promotion that died: it is broken
+
+
+@contextmanager
+def promotion_lock(client: MlflowClient, name: str) -> Iterator[None]:
+    """Holds the promotion lock of model `name`: only one promotion reads and moves its aliases
+    at a time, in any number of processes, on SQLite as on a tracking server.
+
+    MLflow's aliases have no compare-and-set, but creating a registered model that already
+    exists fails (RESOURCE_ALREADY_EXISTS) atomically in every store: the lock is the
+    registered model `<name>.promoting`, created to take it and deleted to give it back. A
+    promotion takes milliseconds, so a lock older than `PROMOTION_LOCK_STALE_S` (by the
+    store's clock against this one's) was left by a process that died, and is broken.
+    """
+    lock = f"{name}{PROMOTION_LOCK_SUFFIX}"
+    deadline = time.monotonic() + PROMOTION_LOCK_WAIT_S
+    while True:
+        try:
+            client.create_registered_model(lock, description=f"held by pid {os.getpid()} promoting {name}")
+            break
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"promotion lock {lock!r} held for over {PROMOTION_LOCK_WAIT_S:.0f} s")
+        _break_if_stale(client, lock)
+        time.sleep(random.uniform(0.01, 0.1))  # jittered, so waiting promotions do not move in step
+    try:
+        yield
+    finally:
+        try:
+            client.delete_registered_model(lock)
+        except MlflowException as error:  # it goes stale and is broken by the next promotion
+            logger.error("could not release promotion lock %s: %s", lock, error)
+
+
+def _break_if_stale(client: MlflowClient, lock: str) -> None:
+    try:
+        held_s = time.time() - client.get_registered_model(lock).creation_timestamp / 1000
+        if held_s > PROMOTION_LOCK_STALE_S:
+            logger.warning("breaking promotion lock %s, held for %.0f s", lock, held_s)
+            client.delete_registered_model(lock)
+    except MlflowException:  # released (or broken) meanwhile: the next try takes it
+        pass
+
+
 def promote(version: str, settings: TrainingSettings) -> ModelVersion | None:
     """Makes `version` the champion and the old champion `previous`; returns the old champion.
 
-    Refuses to move `champion` backwards (to a version older than the current one). If
-    moving an alias fails, the aliases are put back as they were.
+    Refuses to move `champion` backwards (to a version older than the current one). The
+    check and the move happen under `promotion_lock`, so concurrent promotions never move it
+    backwards either: the newest version promoted ends as champion. If moving an alias
+    fails, the aliases are put back as they were.
     """
-    name = settings.model_name
     try:
         client = client_for(settings)
+        with promotion_lock(client, settings.model_name):
+            return _move_aliases(client, version, settings)
+    except (MlflowException, TimeoutError) as error:
+        step = "taking the promotion lock"
+        raise _failure(settings, f"promoting version {version} of", step, error) from error
+
+
+def _move_aliases(client: MlflowClient, version: str, settings: TrainingSettings) -> ModelVersion | None:
+    """`promote`'s read-check-write of the aliases; the caller holds the promotion lock."""
+    name = settings.model_name
+    try:
         current = alias_version(client, name, CHAMPION)
         old_previous = alias_version(client, name, PREVIOUS)
     except Exception as error:

@@ -2,6 +2,7 @@
 promotion and the aliases."""
 
 import shutil
+import threading
 from pathlib import Path
 
 import mlflow
@@ -16,7 +17,7 @@ from libs.models.registry import CHAMPION, PREVIOUS
 from libs.models.training.data import fingerprint
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import Decision, Finished, KindResult, conclude, open_run, search_kind
-from libs.models.training.tracking import RegistrationError, promote, register
+from libs.models.training.tracking import RegistrationError, alias_version, promote, register
 
 NAME = "kindle-sentiment-test"
 Outcome = tuple[list[KindResult], Finished, Decision, str | None]
@@ -168,3 +169,70 @@ def test_the_default_store_is_sqlite_in_the_output_folder(
     )
     monkeypatch.setenv("KINDLE_MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     assert TrainingSettings(output_dir=tmp_path).tracking_uri() == "sqlite:///elsewhere.db"
+
+
+RACE_ROUNDS = 25
+
+
+def promote_at(
+    start: threading.Barrier, version: str, settings: TrainingSettings, outcomes: dict[str, str]
+) -> None:
+    """Promotes `version` once every racer is at `start`; records "promoted" or the refusal."""
+    start.wait()
+    try:
+        promote(version, settings)
+        outcomes[version] = "promoted"
+    except RegistrationError as error:
+        outcomes[version] = str(error)
+
+
+def test_concurrent_promotions_end_on_the_newer_version_and_never_move_it_backwards(tmp_path: Path) -> None:
+    """Two threads promote a newer and an older version at the same instant, round after
+    round, on a real SQLite store, while a third reads `champion` all along: without the
+    promotion lock both read the same champion and the older one's write can land last."""
+    name = "kindle-sentiment-race"
+    settings = TrainingSettings(
+        output_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", model_name=name
+    )
+    registry = MlflowClient(settings.tracking_uri())
+    registry.create_registered_model(name)
+
+    def new_version() -> str:
+        return str(registry.create_model_version(name, source=tmp_path.as_uri()).version)
+
+    def champion() -> int:
+        version = alias_version(registry, name, CHAMPION)
+        assert version is not None
+        return int(version.version)
+
+    promote(new_version(), settings)
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.002):
+            seen.append(champion())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(RACE_ROUNDS):
+            older, newer = new_version(), new_version()
+            start = threading.Barrier(2)
+            outcomes: dict[str, str] = {}
+            racers = [
+                threading.Thread(target=promote_at, args=(start, version, settings, outcomes))
+                for version in (older, newer)
+            ]
+            for racer in racers:
+                racer.start()
+            for racer in racers:
+                racer.join()
+            assert outcomes[newer] == "promoted", outcomes
+            assert outcomes[older] == "promoted" or "backwards" in outcomes[older], outcomes
+            assert champion() == int(newer), outcomes
+    finally:
+        done.set()
+        watcher.join()
+    assert seen and seen == sorted(seen), seen
+    assert not [m.name for m in registry.search_registered_models() if m.name != name]  # no lock left
