@@ -85,6 +85,7 @@ def _counted(api: str, denial: Denial) -> str:
 
 
 def _not_ready(api: str, state: ModelState) -> Denial | None:
+    """The refusal of a call to `api` while no model is loaded (none for the exempt APIs)."""
     if api in READINESS_EXEMPT or state.ready:
         return None
     return Denial(503, "not_ready", f"model not loaded: {state.error}")
