@@ -35,6 +35,12 @@ Rows = tuple[np.ndarray, ...]
 Score = Callable[[list[str], list[str | None]], Awaitable[Rows]]
 
 
+def parts(count: int, max_batch_size: int) -> list[slice]:
+    """`count` reviews cut, in order, into slices of at most `max_batch_size`: the model calls a
+    request larger than one call is scored (or explained) in."""
+    return [slice(start, min(start + max_batch_size, count)) for start in range(0, count, max_batch_size)]
+
+
 class CoalescerClosed(RuntimeError):
     """The coalescer was closed (the server is shutting down): the request was not scored."""
 
@@ -80,10 +86,10 @@ class Coalescer:
         if not texts or len(summaries) != len(texts):
             raise ValueError(f"{len(texts)} texts and {len(summaries)} summaries: need as many, at least one")
         future = asyncio.get_running_loop().create_future()
-        bounds = range(0, len(texts), self.max_batch_size)
-        request = _Request(texts, summaries, future, [None] * len(bounds))
-        for index, start in enumerate(bounds):
-            self._queue.append(_Part(request, index, start, min(start + self.max_batch_size, len(texts))))
+        cuts = parts(len(texts), self.max_batch_size)
+        request = _Request(texts, summaries, future, [None] * len(cuts))
+        for index, cut in enumerate(cuts):
+            self._queue.append(_Part(request, index, cut.start, cut.stop))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future

@@ -62,8 +62,14 @@ def servers(work: Path, bento: tuple[str, Path]) -> Iterator[dict[str, Server]]:
         "KINDLE_MAX_BODY_BYTES": str(BODY_LIMIT),
         "KINDLE_LOG_LEVEL": "DEBUG",  # the most the service ever logs
         "KINDLE_ACCESS_LOG": "true",
+        "KINDLE_MAX_IN_FLIGHT": "1",  # the guarded servers' tests call one at a time
     }
-    specs = {"http": ("http", {}), "grpc": ("grpc", {}), "guarded": ("http", guarded)}
+    specs = {
+        "http": ("http", {}),
+        "grpc": ("grpc", {}),
+        "guarded": ("http", guarded),
+        "grpc_guarded": ("grpc", guarded),
+    }
     with running(specs, tag, home, work) as started:
         yield started
 
@@ -453,3 +459,65 @@ def test_container_runs_as_non_root(bento: tuple[str, Path]) -> None:
     assert users[-1] not in ("root", "0", "0:0"), users
     entrypoint = done.stdout.rfind("ENTRYPOINT")
     assert entrypoint > done.stdout.rfind("USER "), "the last USER must come before the entrypoint"
+
+
+def test_over_the_in_flight_cap_is_503_before_the_body_is_read(servers: dict[str, Server]) -> None:
+    """A client that announces a body and sends none holds the guarded worker's one place;
+    the next request is refused at once with a Retry-After, and is served once it is gone."""
+    server = servers["guarded"]
+    body = json.dumps({"texts": ["Held while another call is in flight."]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as holder:
+        holder.sendall(_head(server, f"content-length: {len(body)}\r\n").encode("latin-1") + body[:10])
+        refused = wait_for_status(server, body, 503)
+        assert refused.json()["kind"] == "overloaded" and int(refused.headers["retry-after"]) >= 1
+    wait_for_status(server, body, 200)  # the holder hung up: its place is free again
+    assert metric_sum(scrape(server), "kindle_errors_total", api="predict", type="overloaded") >= 1
+
+
+def wait_for_status(server: Server, body: bytes, status: int) -> requests.Response:
+    """The first reply with `status` to a keyed predict, asked every 0.1 s for 15 s."""
+    deadline = time.monotonic() + 15
+    while True:
+        reply = requests.post(f"{server.url}/predict", data=body, headers={"x-api-key": API_KEY}, timeout=15)
+        if reply.status_code == status or time.monotonic() > deadline:
+            assert reply.status_code == status, reply.text
+            return reply
+        time.sleep(0.1)
+
+
+def _tree_usage(server: Server) -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of the server and its worker processes."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    processes = [root, *root.children(recursive=True)]
+    cpu = sum(sum(p.cpu_times()[:2]) for p in processes)
+    return cpu, sum(p.memory_info().rss for p in processes)
+
+
+def test_grpc_key_is_checked_before_the_message_is_read(servers: dict[str, Server]) -> None:
+    """32 MiB without the key is UNAUTHENTICATED from the call's metadata, before grpc reads or
+    protobuf parses the message; the same message with the key is read and parsed (and then
+    refused by the guarded server's body limit), for comparison."""
+    server = servers["grpc_guarded"]
+    client = GrpcClient(server)
+    message = client.pb.Request(api_name="predict", serialized_bytes=b" " * (32 * 2**20))
+    figures = {}
+    try:
+        for name, metadata in (("no key", ()), ("key", (("x-api-key", API_KEY),))):
+            cpu, _ = _tree_usage(server)
+            started, code = time.monotonic(), grpc.StatusCode.OK
+            try:
+                client.stub.Call(message, metadata=metadata, timeout=60)
+            except grpc.RpcError as error:
+                code = error.code()
+            seconds = time.monotonic() - started
+            cpu_after, rss = _tree_usage(server)
+            figures[name] = (code, seconds, cpu_after - cpu, rss)
+    finally:
+        client.channel.close()
+    for name, (code, seconds, cpu, rss) in figures.items():
+        usage = f"server CPU {cpu:.2f} s, RSS {rss / 2**20:.0f} MiB"
+        print(f"gRPC 32 MiB, {name}: {code.name} in {seconds:.2f} s, {usage}")
+    assert figures["no key"][0] == grpc.StatusCode.UNAUTHENTICATED and figures["no key"][1] < 5
+    assert figures["key"][0] == grpc.StatusCode.INVALID_ARGUMENT

@@ -48,7 +48,9 @@ class ServiceMetrics:
             "kindle_prediction_confidence", "Probability of the predicted label.", buckets=CONFIDENCE_BUCKETS
         )
         self.batch_size = prom.Histogram(
-            "kindle_batch_size", "Reviews per model call (after adaptive batching).", buckets=BATCH_BUCKETS
+            "kindle_batch_size",
+            "Reviews per model call (scoring, after adaptive batching; or explaining).",
+            buckets=BATCH_BUCKETS,
         )
         self.request_items = prom.Histogram(
             "kindle_request_items", "Reviews per request.", ["api"], buckets=BATCH_BUCKETS

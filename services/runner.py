@@ -90,7 +90,9 @@ def explain(bundle: ModelBundle, texts: list[str], summaries: list[str | None] |
     from bentoml.exceptions import BadInput
 
     from libs.models.components import ExplanationUnavailable
+    from services.metrics import get_metrics
 
+    get_metrics().batch_size.observe(len(texts))
     try:
         return bundle.explain(texts, summaries, top_k)
     except ExplanationUnavailable as error:

@@ -185,16 +185,59 @@ def make_rate_limiter(rate_per_s: float, burst: int, redis_url: str | None) -> R
     return MemoryTokenBucket(rate_per_s, burst)
 
 
-class Guard:
-    """The admission check both protocols run: API key first, then the client's bucket."""
+class Capacity:
+    """At most `limit` calls admitted at once in this worker (one event loop: no lock).
 
-    def __init__(self, api_key: str | None, limiter: RateLimiter | None) -> None:
+    Past the limit a call is refused at once (503 / UNAVAILABLE, with a Retry-After) instead
+    of queueing: every admitted call holds its body, its parsed reviews and its place in the
+    model's queue, so an unbounded number of them grows memory and latency until the
+    worker is killed; a refused one costs the client a retry and the worker nothing.
+    """
+
+    def __init__(self, limit: int, retry_after_s: float = 1.0) -> None:
+        if limit < 1:
+            raise ValueError(f"the in-flight limit must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self.busy = Denial(
+            503, "overloaded", f"server busy: {limit} requests in flight in this worker", retry_after_s
+        )
+
+    def full(self) -> Denial | None:
+        """The refusal a call arriving now gets, without taking a place."""
+        return self.busy if self.in_flight >= self.limit else None
+
+    def take(self) -> Denial | None:
+        """Takes a place (give it back with `release`), or says why there is none."""
+        if self.in_flight >= self.limit:
+            return self.busy
+        self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
+class Guard:
+    """The admission check both protocols run: API key first, then the client's bucket; and
+    the worker's capacity of `max_in_flight` calls, whose place a call takes once admitted."""
+
+    def __init__(
+        self, api_key: str | None, limiter: RateLimiter | None, max_in_flight: int = 2**31 - 1
+    ) -> None:
         self.api_key = api_key
         self.limiter = limiter
+        self.capacity = Capacity(max_in_flight)
+
+    def authenticate(self, presented_key: str | None) -> Denial | None:
+        """The key check alone: gRPC runs it from the call's metadata, before the message is read."""
+        return None if key_matches(self.api_key, presented_key) else UNAUTHENTICATED
 
     async def admit(self, presented_key: str | None, client: str) -> Denial | None:
-        if not key_matches(self.api_key, presented_key):
-            return UNAUTHENTICATED
+        return self.authenticate(presented_key) or await self.limit(client)
+
+    async def limit(self, client: str) -> Denial | None:
+        """The client's token bucket (a token is taken when there is one)."""
         if self.limiter is not None:
             wait = await self.limiter.acquire(client)
             if wait > 0:

@@ -76,7 +76,7 @@ def servers(bento: tuple[str, Path], work: Path, bundle_dir: Path) -> Iterator[d
     guarded = {"KINDLE_API_KEY": API_KEY, "KINDLE_RATE_LIMIT_PER_S": "1", "KINDLE_RATE_LIMIT_BURST": "8"}
     specs = {
         "http": ("http", {}),
-        "grpc": ("grpc", {}),
+        "grpc": ("grpc", {"KINDLE_MAX_BATCH_SIZE": "8"}),  # explain's parts are visible
         "http_guarded": ("http", guarded),
         "grpc_guarded": ("grpc", guarded),
         "http_corrupt": ("http", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
@@ -196,6 +196,8 @@ BAD_INPUTS = [
     ("invalid_json", "predict", None, b'{"texts": ["unterminated', "not valid JSON"),
     ("invalid_utf8", "predict", None, b'{"texts": ["caf\xe9 \xff"]}', "UTF-8"),
     ("empty_body", "predict", None, b"", "empty"),
+    # Stored text must be UTF-8: a lone surrogate would fail the Parquet write (a 500).
+    ("feedback_surrogate", "feedback", None, b'{"texts": ["ok \\ud800"], "ratings": [5]}', "texts[0] is not"),
 ]
 
 
@@ -344,3 +346,22 @@ def test_corrupt_bundle_grpc_health_not_serving(servers: dict[str, Server]) -> N
     assert dict(call.trailing_metadata())["x-not-ready-reason"]
     code, details = grpc_call(server, "predict", {"texts": ["fine"]})
     assert code == grpc.StatusCode.UNAVAILABLE and "model not loaded" in details
+
+
+def test_explain_runs_in_model_calls_of_at_most_max_batch_size(
+    servers: dict[str, Server], probe: pd.DataFrame
+) -> None:
+    """20 reviews to explain on a server whose largest model call is 8 reviews: three calls of
+    at most 8, as predict's, not one of 20 holding the model."""
+    server = servers["grpc"]
+    texts, _ = texts_and_summaries(probe.head(20))
+    before = scrape(server)
+    code, reply = grpc_call(server, "explain", {"texts": texts, "top_k": 3})
+    assert code == grpc.StatusCode.OK and len(reply["explanations"]) == 20, reply
+    after = scrape(server)
+
+    def grew(name: str, **labels: str) -> float:
+        return metric_sum(after, name, **labels) - metric_sum(before, name, **labels)
+
+    assert grew("kindle_batch_size_count") == 3
+    assert grew("kindle_batch_size_bucket", le="8.0") == 3

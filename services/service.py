@@ -31,7 +31,7 @@ from libs.features import CONTRACT
 from libs.production import FeedbackWriter
 from services import champion, heap, logs
 from services.batch_log import BatchLog
-from services.batching import Coalescer, CoalescerClosed, Rows
+from services.batching import Coalescer, CoalescerClosed, Rows, parts
 from services.descriptors import ReviewsJSON
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
@@ -85,9 +85,8 @@ svc = bentoml.legacy.Service(SERVICE_NAME, runners=[runner], models=[_model] if 
 _guard = Guard(
     settings.api_key.get_secret_value() if settings.api_key else None,
     make_rate_limiter(settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url),
+    settings.max_in_flight,
 )
-svc.add_asgi_middleware(HttpGate, guard=_guard, state=champion.STATE, max_body_bytes=settings.max_body_bytes)
-svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE)
 
 batches = BatchLog(settings)
 drift = DriftFeed(settings)
@@ -232,11 +231,16 @@ async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
     reviews, top_k = request
     bundle = _require_model("explain")
+    explanations: list[Any] = []
     try:
-        # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls.
-        explanations = await anyio.to_thread.run_sync(
-            explain_reviews, bundle, reviews.texts, reviews.summaries, top_k
-        )
+        # CPU-bound and rarer than predict: off the event loop, so it cannot stall other calls;
+        # in model calls of at most max_batch_size reviews, as predict's, so a large request
+        # does not hold the model in one long call.
+        for part in parts(len(reviews), settings.max_batch_size):
+            summaries = reviews.summaries[part] if reviews.summaries is not None else None
+            explanations += await anyio.to_thread.run_sync(
+                explain_reviews, bundle, reviews.texts[part], summaries, top_k
+            )
     except bentoml.exceptions.BentoMLException as error:
         record_error("explain", "unsupported")
         raise error
@@ -286,3 +290,14 @@ async def metadata(_: Any) -> dict[str, Any]:
         body["model"] = state.bundle.metadata()
         body["drift_reference"] = drift.reference_summary(state.bundle)
     return body
+
+
+# Registered once every API is declared: the gates cover each of them (`svc.apis`).
+svc.add_asgi_middleware(
+    HttpGate,
+    guard=_guard,
+    state=champion.STATE,
+    max_body_bytes=settings.max_body_bytes,
+    routes={api.route: name for name, api in svc.apis.items()},
+)
+svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE, api_names=tuple(svc.apis))

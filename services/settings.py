@@ -63,6 +63,13 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     rate_limit_per_s: float = Field(0.0, ge=0, description="Token refill per client per second; 0: off.")
     rate_limit_burst: int = Field(100, ge=1, description="Bucket size: requests a client may burst.")
     redis_url: str | None = Field(None, description="Shared rate-limit buckets in Redis (else in memory).")
+    max_in_flight: int = Field(
+        128,
+        ge=1,
+        description="Most requests one API worker holds at once; beyond: 503 + Retry-After / UNAVAILABLE "
+        "before the body is read. 128: twice the highest concurrency the benchmarks drive one worker at, "
+        "and a bound on a worker's queued work (128 x max_items reviews) and memory.",
+    )
 
     # --- monitoring
     drift_enabled: bool = Field(True, description="Feed live traffic to the drift monitor.")

@@ -2,11 +2,19 @@
 
 BentoML runs the API functions for both protocols, but what happens before them differs:
 an ASGI middleware sees HTTP requests, a gRPC interceptor sees RPCs. Both do the same
-four things with the same helpers: give the call a request id (echoed in the
-`x-request-id` response header / trailing metadata), refuse it when the API
-key or the client's rate limit says so (401/UNAUTHENTICATED, 429/RESOURCE_EXHAUSTED;
-BentoML would map 429 to UNAVAILABLE), answer readiness from the model state, and count
-requests and latency per API and protocol.
+things with the same helpers, for every API the service declares (its routes and names
+are handed over from `svc.apis`, so a new API cannot skip them): give the call a request
+id (echoed in the `x-request-id` response header / trailing metadata), refuse it when the
+API key or the client's rate limit says so (401/UNAUTHENTICATED, 429/RESOURCE_EXHAUSTED;
+BentoML would map 429 to UNAVAILABLE), when the model is not loaded (503/UNAVAILABLE, all
+but `READINESS_EXEMPT`), or when the worker already has its most calls in flight
+(503/UNAVAILABLE with a Retry-After), and count requests and latency per API and protocol.
+
+Refusals cost next to nothing: HTTP refuses before the body is read; gRPC checks the API
+key and the worker's capacity from the call's metadata, before the message is read, and
+only the rate limit (which needs the peer's address) after it is deserialised. A gRPC
+call refused before its message is read is counted under api "unknown" (the API's name
+is in the message).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 from urllib.parse import unquote
 
@@ -26,13 +35,18 @@ from services.logs import REQUEST_ID
 from services.metrics import get_metrics, record_error, set_protocol
 from services.security import Denial, Guard
 
-API_NAMES = ("predict", "predict_batch", "explain", "feedback", "metadata")
-MODEL_APIS = ("predict", "predict_batch", "explain")
-HTTP_ROUTES = {f"/{name}": name for name in API_NAMES}
+READINESS_EXEMPT = ("feedback", "metadata")
+"""APIs that answer without a model: metadata says why none is loaded, feedback stores
+ratings. Every other API, a new one included, is refused until the model is loaded."""
+UNKNOWN_API = "unknown"
 REQUEST_ID_HEADER = "x-request-id"
 GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
 GRPC_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-GRPC_CODES = {401: grpc.StatusCode.UNAUTHENTICATED, 429: grpc.StatusCode.RESOURCE_EXHAUSTED}
+GRPC_CODES = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 
 
 class Undecodable(NamedTuple):
@@ -64,12 +78,29 @@ def _observe(api: str, protocol: str, status: str, started: float) -> None:
     metrics.latency.labels(api, protocol).observe(time.perf_counter() - started)
 
 
+def _counted(api: str, denial: Denial) -> str:
+    """Counts a gRPC refusal; the status name of the abort that follows."""
+    record_error(api, denial.kind)
+    return GRPC_CODES[denial.status].name
+
+
+def _not_ready(api: str, state: ModelState) -> Denial | None:
+    """The refusal of a call to `api` while no model is loaded (none for the exempt APIs)."""
+    if api in READINESS_EXEMPT or state.ready:
+        return None
+    return Denial(503, "not_ready", f"model not loaded: {state.error}")
+
+
 class HttpGate:
     """Pure ASGI middleware (no per-request task or body copy, unlike BaseHTTPMiddleware)."""
 
-    def __init__(self, app: Any, guard: Guard, state: ModelState, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: Any, guard: Guard, state: ModelState, max_body_bytes: int, routes: Mapping[str, str]
+    ) -> None:
+        """`routes`: API name by path, of every API the service declares."""
         set_protocol("http")
         self.app, self.guard, self.state, self.max_body_bytes = app, guard, state, max_body_bytes
+        self.routes = dict(routes)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -79,7 +110,7 @@ class HttpGate:
         if path == "/readyz" and not self.state.ready:
             await self._reply(send, 503, {"ready": False, "reason": self.state.error}, [])
             return
-        api = HTTP_ROUTES.get(path)
+        api = self.routes.get(path)
         if api is None:
             await self.app(scope, receive, send)
             return
@@ -94,9 +125,8 @@ class HttpGate:
             denial = await self.guard.admit(key.decode("latin-1") if key is not None else None, client)
             if denial is None and int(headers.get(b"content-length", b"0") or 0) > self.max_body_bytes:
                 denial = Denial(413, "too_large", f"request body over {self.max_body_bytes} bytes")
-            if denial is None and api in MODEL_APIS and not self.state.ready:
-                # BentoML sends 5xx bodies empty; say why here (and skip parsing).
-                denial = Denial(503, "not_ready", f"model not loaded: {self.state.error}")
+            # BentoML sends 5xx bodies empty; say why here (and skip parsing).
+            denial = denial or _not_ready(api, self.state) or self.guard.capacity.take()
             if denial is not None:
                 status = denial.status
                 record_error(api, denial.kind)
@@ -113,7 +143,10 @@ class HttpGate:
                     message["headers"] = [*message.get("headers", []), *echo]
                 await send(message)
 
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.guard.capacity.release()
         except ValueError:  # a non-numeric content-length
             status = 400
             record_error(api, "bad_header")
@@ -140,9 +173,10 @@ class HttpGate:
 class GrpcGate(grpc.aio.ServerInterceptor):
     """Admission and accounting for `BentoService/Call`; model readiness for `Health/Check`."""
 
-    def __init__(self, guard: Guard, state: ModelState) -> None:
+    def __init__(self, guard: Guard, state: ModelState, api_names: Collection[str]) -> None:
+        """`api_names`: every API the service declares."""
         set_protocol("grpc")
-        self.guard, self.state = guard, state
+        self.guard, self.state, self.api_names = guard, state, tuple(api_names)
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
         if details.method == GRPC_HEALTH_CHECK and not self.state.ready:
@@ -151,6 +185,14 @@ class GrpcGate(grpc.aio.ServerInterceptor):
         if handler is None or details.method != GRPC_CALL or handler.unary_unary is None:
             return handler
         metadata = {key: value for key, value in details.invocation_metadata or ()}
+        # Before the message is read: a caller without the key, or arriving while the worker
+        # is full, costs no receive buffer and no parse (the message may be 64 MiB).
+        denial = self.guard.authenticate(metadata.get("x-api-key")) or self.guard.capacity.full()
+        if denial is not None:
+            return self._refuse_unread(denial, metadata, handler)
+        return self._admitting(handler, metadata)
+
+    def _admitting(self, handler: grpc.RpcMethodHandler, metadata: dict[str, Any]) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
         deserialize = handler.request_deserializer
 
@@ -164,20 +206,14 @@ class GrpcGate(grpc.aio.ServerInterceptor):
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             undecodable = isinstance(request, Undecodable)
-            api = request.api_name if not undecodable and request.api_name in API_NAMES else "unknown"
-            request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
-            token = REQUEST_ID.set(request_id)
-            started, status = time.perf_counter(), "OK"
+            known = not undecodable and request.api_name in self.api_names
+            api = request.api_name if known else UNKNOWN_API
+            token, started = self._begin(metadata, context)
+            status, holding = "OK", False
             try:
-                # Echoed in the trailing metadata, which reaches the client with the status
-                # of every call, OK or not (aborts keep it). Sent ahead as initial metadata
-                # it cost a batch operation of its own per call: a sixth of the throughput
-                # of single-review calls.
-                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-                denial = await self.guard.admit(metadata.get("x-api-key"), _peer_host(context.peer()))
+                denial = await self.guard.limit(_peer_host(context.peer()))
                 if denial is not None:
-                    status = GRPC_CODES[denial.status].name
-                    record_error(api, denial.kind)
+                    status = _counted(api, denial)
                     await context.abort(GRPC_CODES[denial.status], denial.message)
                 if undecodable:
                     status = grpc.StatusCode.INVALID_ARGUMENT.name
@@ -186,13 +222,21 @@ class GrpcGate(grpc.aio.ServerInterceptor):
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"request is not a valid bentoml.grpc.v1.Request message: {request.reason[:200]}",
                     )
-                if api == "unknown":  # BentoML would answer UNKNOWN
+                if not known:  # BentoML would answer UNKNOWN
                     status = grpc.StatusCode.INVALID_ARGUMENT.name
                     record_error(api, "unknown_api")
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
-                        f"unknown api_name {request.api_name[:64]!r}; one of {list(API_NAMES)}",
+                        f"unknown api_name {request.api_name[:64]!r}; one of {list(self.api_names)}",
                     )
+                # The capacity was checked before the message was read; its place is taken
+                # here, where it is given back whatever happens (a call whose message never
+                # arrives never runs this).
+                denial = _not_ready(api, self.state) or self.guard.capacity.take()
+                if denial is not None:
+                    status = _counted(api, denial)
+                    await context.abort(GRPC_CODES[denial.status], denial.message)
+                holding = True
                 return await inner(request, context)
             except BaseException:
                 if status == "OK":
@@ -200,6 +244,8 @@ class GrpcGate(grpc.aio.ServerInterceptor):
                     status = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
                 raise
             finally:
+                if holding:
+                    self.guard.capacity.release()
                 _observe(api, "grpc", status, started)
                 REQUEST_ID.reset(token)
 
@@ -208,6 +254,34 @@ class GrpcGate(grpc.aio.ServerInterceptor):
             request_deserializer=lenient_deserialize,
             response_serializer=handler.response_serializer,
         )
+
+    def _refuse_unread(
+        self, denial: Denial, metadata: dict[str, Any], handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        """A handler that refuses the call without reading its message: request-streaming, so
+        grpc runs it as soon as the call starts instead of after receiving the whole message."""
+
+        async def refuse(_messages: Any, context: grpc.aio.ServicerContext) -> Any:
+            token, started = self._begin(metadata, context)
+            status = "OK"
+            try:
+                status = _counted(UNKNOWN_API, denial)
+                await context.abort(GRPC_CODES[denial.status], denial.message)
+            finally:
+                _observe(UNKNOWN_API, "grpc", status, started)
+                REQUEST_ID.reset(token)
+
+        return grpc.stream_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+
+    @staticmethod
+    def _begin(metadata: dict[str, Any], context: grpc.aio.ServicerContext) -> tuple[Any, float]:
+        """The call's request id, set for its logs and echoed in the trailing metadata, which
+        reaches the client with the status of every call, OK or not (aborts keep it). Sent
+        ahead as initial metadata it cost a batch operation of its own per call: a sixth of
+        the throughput of single-review calls. Returns the id's context token and the start."""
+        request_id = _request_id(metadata.get(REQUEST_ID_HEADER))
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+        return REQUEST_ID.set(request_id), time.perf_counter()
 
     def _not_serving(self) -> grpc.RpcMethodHandler:
         from grpc_health.v1 import health_pb2

@@ -193,14 +193,21 @@ def declare(max_items: int, max_chars: int) -> dict[str, TypeAdapter[Any]]:
     compiled validators by API name ("records": a batch's list alone, to word its errors).
     Built once per pair of limits: the service has one, tests use small ones to reach them."""
     # Built at run time from the limits, so mypy sees these annotations as plain values.
+    # Stored text (feedback) must be Unicode: Parquet strings are UTF-8, so a lone surrogate
+    # would fail the write after the request was accepted. Scored text may hold them.
+    StoredText: Any = Annotated[StrictStr, Field(max_length=max_chars)]
     Text: Any = Annotated[
-        Annotated[StrictStr, Field(max_length=max_chars)] | SkipJsonSchema[_Surrogates(max_chars).text],  # type: ignore[misc]
+        StoredText | SkipJsonSchema[_Surrogates(max_chars).text],  # type: ignore[misc]
         Field(union_mode="left_to_right"),
     ]
-    Summary: Any = Annotated[
-        Text | SkipJsonSchema[Annotated[float, Strict(), AfterValidator(_nan_is_none)]] | None,
-        Field(union_mode="left_to_right"),
-    ]
+
+    def summary_of(text: Any) -> Any:
+        return Annotated[
+            text | SkipJsonSchema[Annotated[float, Strict(), AfterValidator(_nan_is_none)]] | None,
+            Field(union_mode="left_to_right"),
+        ]
+
+    Summary: Any = summary_of(Text)
     RequestId = Annotated[StrictStr, Field(max_length=MAX_REQUEST_ID_CHARS), AfterValidator(_printable)]
 
     def batch(item: Any) -> Any:
@@ -222,6 +229,8 @@ def declare(max_items: int, max_chars: int) -> dict[str, TypeAdapter[Any]]:
     class FeedbackRequest(PredictRequest):
         """Reviews with their true star ratings and, optionally, the requests they answer."""
 
+        texts: batch(StoredText)  # type: ignore[valid-type]
+        summaries: batch(summary_of(StoredText)) | None = None  # type: ignore[valid-type]
         ratings: batch(Annotated[int, WholeNumber(*STARS)])  # type: ignore[valid-type]
         request_ids: batch(RequestId | None) | None = None  # type: ignore[valid-type]
 
@@ -324,7 +333,21 @@ def _rank(error: ErrorDetails, fields: list[str]) -> tuple[int, ...]:
     )
 
 
+def _lone_surrogate(value: str) -> int | None:
+    """Index of the first character UTF-8 cannot encode (a lone surrogate), if any."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
 def _text_wording(where: str, value: object, max_chars: int) -> tuple[str, str]:
+    if isinstance(value, str) and len(value) <= max_chars and (at := _lone_surrogate(value)) is not None:
+        return (
+            "invalid_unicode",
+            f"{where} is not valid Unicode (a lone surrogate at character {at}); stored text must be UTF-8",
+        )
     if isinstance(value, str):
         return "too_long", f"{where} has {len(value)} characters; at most {max_chars} are accepted"
     return "wrong_type", f"{where} is {_type_name(value)}; expected a string"

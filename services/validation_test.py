@@ -146,6 +146,8 @@ BAD_FEEDBACK = [
     ({"texts": ["a"], "ratings": [5], "request_ids": ["x" * 129]}, "wrong_value"),
     ({"texts": ["a"], "ratings": [5], "stars": [5]}, "unknown_field"),
     ({"texts": [], "ratings": []}, "empty"),
+    ({"texts": ["\ud800"], "ratings": [5]}, "invalid_unicode"),  # stored as UTF-8: refused
+    ({"texts": ["ok"], "summaries": ["fine \udfff"], "ratings": [5]}, "invalid_unicode"),
 ]
 
 
@@ -190,3 +192,19 @@ def test_bytes_are_refused_with_the_words_of_their_decoded_json(shape, payload: 
 def test_bytes_are_accepted_as_their_decoded_json_is(shape, payload: object) -> None:
     bound = shape.bind(**LIMITS)
     assert bound.from_json(json.dumps(payload).encode()) == bound.from_python(payload)
+
+
+def test_feedback_refuses_lone_surrogates_naming_the_field() -> None:
+    """Predict scores such texts (it stores nothing); feedback would fail writing its Parquet
+    file after accepting them, so it refuses them up front with the field and the position."""
+    with pytest.raises(InvalidRequest) as caught:
+        FEEDBACK.parse({"texts": ["ok", "ab\ud800"], "ratings": [5, 4]}, **LIMITS)
+    assert caught.value.kind == "invalid_unicode"
+    assert str(caught.value).startswith("texts[1] is not valid Unicode (a lone surrogate at character 2)")
+    with pytest.raises(InvalidRequest) as caught:
+        FEEDBACK.parse({"texts": ["ok"], "summaries": ["\udfff"], "ratings": [5]}, **LIMITS)
+    assert str(caught.value).startswith("summaries[0] is not valid Unicode")
+    assert PREDICT.parse({"texts": ["ab\ud800"], "summaries": ["\udfff"]}, **LIMITS).texts == ["ab\ud800"]
+    with pytest.raises(InvalidRequest) as caught:  # over the limit, the length is what is wrong
+        FEEDBACK.parse({"texts": ["\ud800" * 11], "ratings": [5]}, **LIMITS)
+    assert caught.value.kind == "too_long"
