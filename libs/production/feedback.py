@@ -1,7 +1,7 @@
 """Labelled feedback: reviews from production with their true star rating, kept for retraining.
 
-Per row: text, summary, true stars, the request it answers, the model version that
-served it and the time.
+Per row: text, summary, true stars, the request it answers, the client that sent it (the
+name its feedback key is configured under), the model version that served it and the time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 from libs.production.parquet_log import TIME_COLUMN, VERSION_COLUMN, ParquetLog, read_log
 
 FEEDBACK_PREFIX = "feedback"
-FEEDBACK_COLUMNS = ("reviewText", "summary", "overall", "request_id")
+FEEDBACK_COLUMNS = ("reviewText", "summary", "overall", "request_id", "client")
 
 
 class FeedbackWriter(ParquetLog):
@@ -31,6 +31,7 @@ class FeedbackWriter(ParquetLog):
         ratings: Sequence[int],
         request_ids: Sequence[str | None] | None,
         model_version: str | None,
+        client: str | None = None,
     ) -> None:
         n = len(reviews)
         if len(ratings) != n:
@@ -41,6 +42,7 @@ class FeedbackWriter(ParquetLog):
                 "summary": list(summaries) if summaries is not None else [None] * n,
                 "overall": pd.Series(ratings, dtype="int64"),
                 "request_id": list(request_ids) if request_ids is not None else [None] * n,
+                "client": [client] * n,
             }
         )
         self.append(rows, model_version)
