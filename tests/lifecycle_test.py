@@ -3,15 +3,18 @@ mode, MLflow on SQLite, and a real `bentoml serve` of the pipeline's Bento follo
 registry's `champion` alias.
 
 1. The pipeline trains champion v1 on 1,500 real Kindle book reviews; the server serves it.
+   Its registration freezes the test reviews as the lineage's frozen evaluation set.
 2. Kindle *device* reviews (another domain) arrive as traffic, and the true ratings of all
-   741 as feedback. The drift check sees the drift and the new feedback, trains a challenger on
-   the book reviews plus the feedback, scores it against v1 on the same held-out reviews
-   and promotes it: v2 is `champion`, v1 `previous`, and the running server switches to
-   v2 while a client keeps sending requests, none of which fails.
-3. More device traffic, and feedback whose star ratings say nothing about the text (6,400
-   other book reviews, three times the clean data, each with a rating drawn at random from
-   the training reviews' star mix): the challenger is worse and is rejected; `champion`,
-   `previous` and the served model stay as they were.
+   741 as feedback from three honest clients, each with its own feedback key. The drift
+   check sees the drift and the new feedback, trains a challenger on the book reviews plus
+   the feedback, scores it against v1 on the same held-out reviews and on the frozen set,
+   and promotes it: v2 is `champion`, v1 `previous`, and the running server switches to v2
+   while a client keeps sending requests, none of which fails.
+3. More device traffic, and a flood of flipped ratings from one client: 6,400 other book
+   reviews, four times the clean data, each rated 6 minus its true stars. Ingest caps that
+   client's share of the training set, and the challenger is graded on the frozen set,
+   which no feedback reaches: it is rejected; `champion`, `previous` and the served model
+   stay as they were.
 4. The same check again with nothing new: it says so and trains nothing.
 """
 
@@ -23,7 +26,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -38,6 +40,8 @@ from tests.fixtures.service import Server, http_call, texts_and_summaries
 ROWS = 1_500
 DEVICES_FIRST = 420  # device traffic of the first round; the rest comes in the second
 PIPELINE = {"kinds": "logreg", "trials": 2, "timeout_s": 60.0, "seed": 7, "build_bento": False}
+HONEST = {"reader-a": "key-a-0123456789", "reader-b": "key-b-0123456789", "reader-c": "key-c-0123456789"}
+FLOODER = {"flooder": "key-f-0123456789"}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +89,7 @@ def server(env: dict[str, Path], bento: str) -> Iterator[Server]:
         "KINDLE_MLFLOW_TRACKING_URI": f"sqlite:///{(env['out'] / 'mlflow.db').resolve()}",
         "KINDLE_RELOAD_INTERVAL_S": "1",
         "KINDLE_FEEDBACK_DIR": str(env["root"] / "feedback"),
+        "KINDLE_FEEDBACK_KEYS": ",".join(f"{name}={key}" for name, key in {**HONEST, **FLOODER}.items()),
         "KINDLE_BATCH_ROWS_PER_FILE": "50",
     }
     served = Server("lifecycle", "http", bento, Path(os.environ["BENTOML_HOME"]), env["root"], settings)
@@ -108,15 +113,16 @@ def send_traffic(server: Server, reviews: pd.DataFrame) -> None:
         assert http_call(server, "predict", body).status_code == 200
 
 
-def send_feedback(server: Server, reviews: pd.DataFrame, ratings: list[int]) -> None:
+def send_feedback(server: Server, reviews: pd.DataFrame, ratings: list[int], keys: list[str]) -> None:
+    """In requests of 100, taking the feedback keys in turn."""
     texts, summaries = texts_and_summaries(reviews)
-    for start in range(0, len(texts), 100):
+    for number, start in enumerate(range(0, len(texts), 100)):
         body = {
             "texts": texts[start : start + 100],
             "summaries": summaries[start : start + 100],
             "ratings": ratings[start : start + 100],
         }
-        reply = http_call(server, "feedback", body)
+        reply = http_call(server, "feedback", body, key=keys[number % len(keys)])
         assert reply.status_code == 200, reply.text
 
 
@@ -183,7 +189,7 @@ def promotion(env: dict[str, Path], server: Server) -> tuple[str, Clients]:
     # Batch files are cut every 50 rows: what is still buffered is below that.
     wait_for_rows(read_batches, server.state_dir / "batches", DEVICES_FIRST - 50)
     labelled = fixtures.kindle_devices()
-    send_feedback(server, labelled, labelled["overall"].astype(int).tolist())
+    send_feedback(server, labelled, labelled["overall"].astype(int).tolist(), list(HONEST.values()))
     with Clients(server) as clients:
         result = drift_check(env, server)
         deadline = time.monotonic() + 60
@@ -201,6 +207,7 @@ def test_drift_and_new_feedback_train_a_challenger_that_is_promoted(
 ) -> None:
     result, _ = promotion
     assert "decision: promoted: challenger macro-F1" in result and "vs champion v1" in result, result
+    assert "frozen reviews" in result, result  # graded on v1's frozen set too
     assert f"{len(fixtures.kindle_devices())} labelled feedback" in result
     assert aliases(env) == {"champion": "2", "previous": "1"}
 
@@ -222,6 +229,7 @@ def test_feedback_is_stored_with_the_version_that_served_it(
     stored, labelled = read_feedback(env["root"] / "feedback"), len(fixtures.kindle_devices())
     assert len(stored) >= labelled
     assert set(stored["model_version"].iloc[:labelled]) == {registered_bundle_version(env, "previous")}
+    assert set(stored["client"].iloc[:labelled]) == set(HONEST)
 
 
 @pytest.fixture(scope="module")
@@ -232,10 +240,9 @@ def rejection(env: dict[str, Path], server: Server, promotion: tuple[str, Client
         ignore_index=True,
     )
     noise = noise[noise["reviewText"].notna()]
-    # Random ratings with the training data's star mix: wrong labels, not a shifted prior.
-    mix = pd.read_csv(env["input"])["overall"].astype(int).to_numpy()
-    random_ratings = np.random.default_rng(3).choice(mix, size=len(noise)).tolist()
-    send_feedback(server, noise, random_ratings)
+    assert len(noise) > 4 * ROWS  # the flood outnumbers the clean training data
+    flipped = (6 - noise["overall"].astype(int)).tolist()
+    send_feedback(server, noise, flipped, list(FLOODER.values()))
     wait_for_rows(read_feedback, env["root"] / "feedback", len(fixtures.kindle_devices()) + len(noise))
     served = served_version(server)
     return drift_check(env, server), served
@@ -246,6 +253,7 @@ def test_a_worse_challenger_is_rejected_and_nothing_moves(
 ) -> None:
     result, served_before = rejection
     assert "decision: rejected: challenger macro-F1" in result and "vs champion v2" in result, result
+    assert "frozen reviews" in result, result
     assert "registered: nothing new; champion stays v2" in result
     assert aliases(env) == {"champion": "2", "previous": "1"}
     time.sleep(3)  # longer than the reload interval: a moved alias would have been followed

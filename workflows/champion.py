@@ -24,7 +24,7 @@ from flytekit.types.directory import FlyteDirectory
 from libs.models.training.stages import conclude, open_run
 from workflows.etl import EtlStats, Features, Reference
 from workflows.image import TASK_IMAGE
-from workflows.ingest import IngestStats
+from workflows.ingest import FEEDBACK_SOURCE, IngestStats
 from workflows.search import Candidate, read_split
 from workflows.settings import PipelineSettings
 
@@ -64,19 +64,23 @@ def publish_champion(
     etl_stats: EtlStats,
 ) -> Publication:
     """Picks the champion, writes its final bundle, scores it against the serving champion on
-    the same test split, and registers and promotes a winner; the parent run records it all."""
+    the same test split and on the lineage's frozen set (the test reviews of its first
+    registration that did not come from feedback), and registers and promotes a winner;
+    the parent run records it all."""
     from libs.models.registry import CHAMPION
     from libs.models.training.tracking import alias_version, client_for
 
+    test_rows = read_split(test)
     concluded = conclude(
         [candidate.local() for candidate in candidates],
-        read_split(test),
+        test_rows,
         reference.open(pd.DataFrame).all(),
         settings,
         parent_run_id,
         Path(current_context().working_directory) / "champion",
         dataclasses.asdict(etl_stats),
         ingest_stats.feedback_until,
+        frozen_reviews=test_rows[~test_rows["source_file"].str.endswith(FEEDBACK_SOURCE)],
     )
     finished, decision = concluded.finished, concluded.decision
     print(f"champion: {finished.kind}; test {json.dumps(finished.test, sort_keys=True)}")

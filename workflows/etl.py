@@ -48,9 +48,13 @@ FeatureSchema = kwtypes(
     text=str,
     clean_text=str,
     **{f.name: (int if f.dtype == "int64" else float) for f in CONTRACT.numeric},
+    reviewText=str,
+    summary=str,
+    source_file=str,
 )
 Features = Annotated[StructuredDataset, FeatureSchema]
-"""One split: the label, the texts and the contract's numeric features."""
+"""One split: the label, the texts, the contract's numeric features, and the raw review with
+where it came from (the frozen evaluation set keeps test reviews not from feedback)."""
 
 OUTPUT_COLUMNS = [
     "overall",
@@ -62,6 +66,7 @@ OUTPUT_COLUMNS = [
     "unixReviewTime",
     "asin",
     "reviewerID",
+    "source_file",
 ]
 
 

@@ -62,6 +62,8 @@ Reviews = Annotated[StructuredDataset, ReviewsSchema]
 _TYPES = {str: (T.StringType(), pa.string()), int: (T.LongType(), pa.int64())}
 SPARK_SCHEMA = T.StructType([T.StructField(c, _TYPES[ReviewsSchema[c]][0]) for c in COLUMNS])
 _ARROW_SCHEMA = pa.schema([pa.field(c, _TYPES[ReviewsSchema[c]][1]) for c in COLUMNS])
+FEEDBACK_SOURCE = "#feedback"
+"""The end of `source_file` on rows that came from production feedback (`<folder>#feedback`)."""
 _FILE_INDEX = "_file_index"
 _ERROR = "_error"
 _PARSED = pa.schema([*_ARROW_SCHEMA, pa.field(_FILE_INDEX, pa.int32()), pa.field(_ERROR, pa.string())])
@@ -214,7 +216,7 @@ def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
     frame = feedback[["reviewText", "summary", "overall"]].copy()
     frame["unixReviewTime"] = stamps.astype("int64") // 10**9
     checked = validate_frame(frame, f"feedback in {folder}")
-    checked["source_file"] = f"{folder}#feedback"
+    checked["source_file"] = f"{folder}{FEEDBACK_SOURCE}"
     return checked, stamps.max().isoformat()
 
 

@@ -14,10 +14,12 @@ What each stage guarantees:
 - `finish_bundle`: the champion's test metrics (reported, never used to choose) and its
   drift reference (numeric features with the natural star mix, predicted-label shares and
   vocabulary coverage on the held-out test split); the final bundle is written once.
-- `decide`: the challenger and the serving champion scored on the same evaluation data;
-  promoted unless it is worse by more than the margin.
+- `decide`: the challenger and the serving champion scored on the same evaluation data,
+  this run's test split and the lineage's frozen set (`frozen.py`); promoted unless it is
+  worse by more than the margin on either.
 - `publish`: a promoted challenger is registered and becomes `champion` (`previous` is
-  the old one); a rejected one moves nothing.
+  the old one); a rejected one moves nothing. The first registration freezes the
+  evaluation set.
 - `conclude`: the last four in order, each kind's outcome, the champion's report and the
   decision recorded in the parent run, which it finishes.
 """
@@ -46,6 +48,7 @@ from libs.models.kinds import LABELS, ModelKind
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator, build_learner
 from libs.models.training.evaluation import evaluate, macro_f1
+from libs.models.training.frozen import FROZEN_TAG, freeze, frozen_run, load_frozen_set
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.tracking import (
     configure,
@@ -106,6 +109,9 @@ class Decision:
     champion_macro_f1: float | None
     champion_version: str | None
     evaluation_rows: int
+    frozen_challenger_macro_f1: float | None = None  # on the lineage's frozen set, when it has one
+    frozen_champion_macro_f1: float | None = None
+    frozen_rows: int = 0
 
 
 @dataclass
@@ -289,27 +295,49 @@ def decide(
     evaluation: pd.DataFrame,
     margin: float,
     champion_version: str | None = None,
+    frozen: pd.DataFrame | None = None,
 ) -> Decision:
-    """Scores both bundles on `evaluation`; the challenger wins unless worse by more than `margin`.
+    """Scores both bundles on `evaluation` and on the lineage's `frozen` set (when there is
+    one); the challenger wins unless it is worse by more than `margin` on either.
 
+    `evaluation` is this run's test split, which may hold production feedback; the frozen set
+    never does, so feedback that lies cannot grade its own challenger into promotion.
     A challenger that is the champion's very model (same estimator and vocabulary) is not
     registered again: re-running a pipeline on unchanged data changes nothing.
     """
-    truth = labels_of(evaluation)
-    ours = macro_f1(truth, load_bundle(challenger).predict_features(evaluation))
+    ours_bundle = load_bundle(challenger)
+    ours = macro_f1(labels_of(evaluation), ours_bundle.predict_features(evaluation))
     if champion is None:
         return Decision(True, "promoted: no champion yet", ours, None, None, len(evaluation))
-    theirs = macro_f1(truth, load_bundle(champion).predict_features(evaluation))
+    theirs_bundle = load_bundle(champion)
+    theirs = macro_f1(labels_of(evaluation), theirs_bundle.predict_features(evaluation))
     if model_digest(challenger) == model_digest(champion):
         reason = f"unchanged: the champion v{champion_version} is this very model"
         return Decision(False, reason, ours, theirs, champion_version, len(evaluation))
-    promote_it = ours >= theirs - margin
-    verdict = "promoted" if promote_it else "rejected"
-    reason = (
-        f"{verdict}: challenger macro-F1 {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
-        f"on {len(evaluation)} evaluation reviews (margin {margin:g})"
+    scores = (
+        f"challenger macro-F1 {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
+        f"on {len(evaluation)} evaluation reviews"
     )
-    return Decision(promote_it, reason, ours, theirs, champion_version, len(evaluation))
+    worse = ours < theirs - margin
+    frozen_f1: tuple[float | None, float | None] = (None, None)
+    if frozen is not None and len(frozen):
+        truth = labels_of(frozen)
+        ours_frozen = macro_f1(truth, ours_bundle.predict_features(frozen))
+        theirs_frozen = macro_f1(truth, theirs_bundle.predict_features(frozen))
+        scores += f", {ours_frozen:.4f} vs {theirs_frozen:.4f} on {len(frozen)} frozen reviews"
+        worse = worse or ours_frozen < theirs_frozen - margin
+        frozen_f1 = (ours_frozen, theirs_frozen)
+    reason = f"{'rejected' if worse else 'promoted'}: {scores} (margin {margin:g})"
+    return Decision(
+        not worse,
+        reason,
+        ours,
+        theirs,
+        champion_version,
+        len(evaluation),
+        *frozen_f1,
+        len(frozen) if frozen is not None else 0,
+    )
 
 
 FEEDBACK_TAG = "feedback_until"
@@ -324,15 +352,25 @@ def publish(
     settings: TrainingSettings,
     run_id: str | None,
     feedback_until: str = "",
+    frozen_reviews: pd.DataFrame | None = None,
 ) -> str | None:
     """Registers and promotes a challenger the decision promotes; returns its version (None if
-    it was not). Either way the registered model records the feedback this challenger saw."""
+    it was not). Either way the registered model records the feedback this challenger saw.
+
+    The model's first registration freezes `frozen_reviews` (raw test reviews, none from
+    feedback) as the lineage's frozen evaluation set; each version is tagged with the run
+    that holds it."""
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri(), registry_uri=settings.tracking_uri())
     version = None
     if decision.promote:
         registered = register(finished.bundle, settings, run_id)
         version = str(registered.version)
         client.set_model_version_tag(settings.model_name, version, FEEDBACK_TAG, feedback_until)
+        if frozen_reviews is not None:
+            frozen = freeze(settings, str(registered.run_id), frozen_reviews)
+            if frozen:
+                logger.info("froze %d test reviews as the evaluation set of %s", frozen, settings.model_name)
+        client.set_model_version_tag(settings.model_name, version, FROZEN_TAG, frozen_run(settings) or "")
         promote(version, settings)
     else:
         logger.info("challenger not promoted: %s", decision.reason)
@@ -351,10 +389,13 @@ def conclude(
     out_dir: Path,
     data_stats: dict[str, Any],
     feedback_until: str = "",
+    frozen_reviews: pd.DataFrame | None = None,
 ) -> Concluded:
     """Selects the champion, finishes its bundle in `out_dir`, scores it against the serving
-    champion on the same test split and publishes it as decided; the parent run `run_id`
-    records each kind's outcome, the champion's test report, the decision and `data_stats`."""
+    champion on the same test split and on the lineage's frozen set, and publishes it as
+    decided (`frozen_reviews`: the raw test reviews not from feedback, frozen at the model's
+    first registration); the parent run `run_id` records each kind's outcome, the
+    champion's test report, the decision and `data_stats`."""
     configure(settings)
     finished = finish_bundle(select_champion(results), test, reference, out_dir, run_id)
     serving = current_champion(settings, out_dir / "serving")
@@ -364,6 +405,7 @@ def conclude(
         test,
         settings.promotion_margin,
         str(serving[0].version) if serving else None,
+        load_frozen_set(settings, out_dir / "frozen") if serving else None,
     )
     with mlflow.start_run(run_id=run_id):
         best = {f"{r.kind}.best_params": json.dumps(r.params, sort_keys=True, default=str) for r in results}
@@ -376,10 +418,14 @@ def conclude(
         metrics["challenger_macro_f1"] = decision.challenger_macro_f1
         if decision.champion_macro_f1 is not None:
             metrics["champion_macro_f1"] = decision.champion_macro_f1
+        if decision.frozen_challenger_macro_f1 is not None:
+            metrics["frozen_challenger_macro_f1"] = decision.frozen_challenger_macro_f1
+        if decision.frozen_champion_macro_f1 is not None:
+            metrics["frozen_champion_macro_f1"] = decision.frozen_champion_macro_f1
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"decision": decision.reason, "promoted": str(decision.promote).lower()})
         for path in finished.report_files:
             mlflow.log_artifact(str(path), "reports")
         mlflow.log_text(json.dumps(data_stats, indent=1), "data/etl_stats.json")
-        version = publish(finished, decision, settings, run_id, feedback_until)
+        version = publish(finished, decision, settings, run_id, feedback_until, frozen_reviews)
     return Concluded(finished, decision, version)

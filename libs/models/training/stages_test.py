@@ -14,8 +14,10 @@ from libs.models.kinds import ModelKind
 from libs.models.registry import CHAMPION
 from libs.models.training.data import LABEL_COLUMN, fingerprint
 from libs.models.training.settings import TrainingSettings
+from libs.models.training.frozen import FROZEN_TAG, load_frozen_set
 from libs.models.training.stages import (
     FEEDBACK_TAG,
+    Decision,
     Finished,
     KindResult,
     decide,
@@ -25,6 +27,7 @@ from libs.models.training.stages import (
     study_name,
 )
 from libs.models.training.tracking import client_for, promote, register
+from tests import fixtures
 from tests.fixtures.models import logreg_bundle
 
 
@@ -117,3 +120,57 @@ def test_the_champion_s_own_model_is_not_registered_again(
     shutil.copytree(champion_path, copy)
     decision = decide(copy, champion_path, test_df, margin=0.0, champion_version="1")
     assert not decision.promote and decision.reason.startswith("unchanged")
+
+
+def test_a_challenger_graded_by_its_own_labels_is_rejected_on_the_frozen_set(
+    registry: tuple[TrainingSettings, Path], train_df: pd.DataFrame, test_df: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Feedback that lies grades the challenger on the run's test split; the frozen set does not."""
+    _, champion_path = registry
+    flipped = train_df.assign(**{LABEL_COLUMN: 6 - train_df[LABEL_COLUMN]})
+    challenger_path = logreg_bundle(flipped, tmp_path / "challenger")
+    challenger = load_bundle(challenger_path)
+    # The test split labelled as the liar would label it: the challenger agrees with every row.
+    lies = test_df.assign(
+        **{LABEL_COLUMN: np.asarray(challenger.labels)[challenger.predict_features(test_df).argmax(axis=1)]}
+    )
+    graded_by_lies = decide(challenger_path, champion_path, lies, margin=0.0, champion_version="1")
+    assert graded_by_lies.promote, graded_by_lies.reason
+    decision = decide(challenger_path, champion_path, lies, 0.0, "1", frozen=test_df)
+    assert not decision.promote and decision.reason.startswith("rejected"), decision.reason
+    assert decision.frozen_rows == len(test_df) and f"on {len(test_df)} frozen reviews" in decision.reason
+    assert decision.frozen_challenger_macro_f1 is not None and decision.frozen_champion_macro_f1 is not None
+    assert decision.frozen_challenger_macro_f1 < decision.frozen_champion_macro_f1
+
+
+def test_the_first_registration_freezes_the_evaluation_set_once_for_the_lineage(
+    tmp_path: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> None:
+    settings = TrainingSettings(
+        output_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    reviews = fixtures.kindle_2018().dropna(subset=["reviewText"]).iloc[:60]
+    assert load_frozen_set(settings, tmp_path / "none") is None  # no model yet
+    first = Decision(True, "promoted: no champion yet", 0.5, None, None, 10)
+    v1 = publish(
+        Finished("logreg", logreg_bundle(train_df, tmp_path / "a"), {}, []),
+        first,
+        settings,
+        None,
+        "",
+        reviews,
+    )
+    frozen = load_frozen_set(settings, tmp_path / "f1")
+    assert frozen is not None and len(frozen) == len(reviews)
+    assert frozen[LABEL_COLUMN].tolist() == reviews[LABEL_COLUMN].astype(int).tolist()
+    # A later registration offers other reviews: the lineage keeps the first set.
+    second = Decision(True, "promoted", 0.5, 0.4, "1", 10)
+    other = fixtures.kindle_2018().dropna(subset=["reviewText"]).iloc[100:130]
+    v2 = publish(
+        Finished("logreg", logreg_bundle(val_df, tmp_path / "b"), {}, []), second, settings, None, "", other
+    )
+    again = load_frozen_set(settings, tmp_path / "f2")
+    assert again is not None and again["text"].tolist() == frozen["text"].tolist()
+    client = client_for(settings)
+    tags = {client.get_model_version(settings.model_name, v).tags[FROZEN_TAG] for v in (v1, v2)}
+    assert tags == {client.get_registered_model(settings.model_name).tags[FROZEN_TAG]}
