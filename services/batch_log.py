@@ -13,6 +13,7 @@ buffered is written on shutdown. Workers share the folder; file names carry the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from pathlib import Path
@@ -42,7 +43,6 @@ class BatchLog:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self.version: str | None = None  # of the bundle being served, recorded with each row
         self._queue = RowQueue(settings.batch_queue_rows, settings.batch_queue_rows * ROW_BYTES)
         self._thread: threading.Thread | None = None
 
@@ -63,12 +63,13 @@ class BatchLog:
         self._thread = threading.Thread(target=self._run, args=(writer,), name="kindle-batches", daemon=True)
         self._thread.start()
 
-    def submit(self, features: np.ndarray, labels: list[int]) -> None:
+    def submit(self, features: np.ndarray, labels: list[int], version: str | None) -> None:
         """Never blocks: rows beyond the queue's bound are dropped and counted (`queue_full`);
-        the arguments are `RowQueue.put`'s."""
+        the arguments are `RowQueue.put`'s: `version` is the model's that scored the rows,
+        recorded with them even when another has been swapped in before they are written."""
         if self._thread is None:
             return
-        dropped = self._queue.put(features, labels)
+        dropped = self._queue.put(features, labels, version)
         if dropped:
             self._count_dropped(dropped, DROPPED_QUEUE_FULL)
 
@@ -85,15 +86,18 @@ class BatchLog:
             writer.flush_if_due()
 
     def _write(self, writer: BatchWriter, blocks: list[Block]) -> None:
-        rows = sum(len(labels) for _, labels in blocks)
-        try:
-            frame, labels = rows_frame(blocks)
-            # A file that fails is counted by the writer (on_drop); an exception here means
-            # the rows never reached its buffer.
-            writer.write(frame, labels, self.version)
-        except Exception:
-            logger.exception("%d scored rows not written", rows)
-            self._count_dropped(rows, DROPPED_ERROR)
+        # One write per run of blocks scored by the same version (a reload changes it).
+        for version, run in itertools.groupby(blocks, key=lambda block: block[2]):
+            same = list(run)
+            rows = sum(len(block[1]) for block in same)
+            try:
+                frame, labels = rows_frame(same)
+                # A file that fails is counted by the writer (on_drop); an exception here means
+                # the rows never reached its buffer.
+                writer.write(frame, labels, version)
+            except Exception:
+                logger.exception("%d scored rows not written", rows)
+                self._count_dropped(rows, DROPPED_ERROR)
 
     @staticmethod
     def _count_dropped(rows: int, reason: str) -> None:

@@ -18,9 +18,9 @@ from services.settings import ServiceSettings
 WIDTH = len(CONTRACT.numeric)
 
 
-def rows(n: int, first: int = 0) -> tuple[np.ndarray, list[int]]:
+def rows(n: int, first: int = 0, version: str = "7") -> tuple[np.ndarray, list[int], str]:
     features = np.arange(first, first + n, dtype=np.float64)[:, None].repeat(WIDTH, axis=1)
-    return features, [i % 5 + 1 for i in range(first, first + n)]
+    return features, [i % 5 + 1 for i in range(first, first + n)], version
 
 
 def dropped(reason: str) -> float:
@@ -32,7 +32,6 @@ def started(folder: Path | None, **settings: object) -> BatchLog:
     # Drift off, as with KINDLE_DRIFT_ENABLED=false: the batch log does not depend on it.
     batch_dir = str(folder) if folder else None
     log = BatchLog(ServiceSettings(batch_dir=batch_dir, drift_enabled=False, **settings))
-    log.version = "7"
     log.start()
     return log
 
@@ -47,6 +46,19 @@ def test_rows_are_written_with_drift_off_and_flushed_on_close(tmp_path: Path) ->
     assert batches[LABEL_COLUMN].tolist() == [str(i % 5 + 1) for i in range(300)]
     assert set(batches[VERSION_COLUMN]) == {"7"}
     assert batches.dtypes[CONTRACT.numeric_names].tolist() == [f.dtype for f in CONTRACT.numeric]
+
+
+def test_each_row_carries_the_version_that_scored_it_across_a_reload(tmp_path: Path) -> None:
+    """Rows scored by v1 still queued when v2 is swapped in are written as v1's, in one file
+    with v2's rows (one writer buffer), each row stamped with its own version."""
+    log = started(tmp_path)
+    log.submit(*rows(30, 0, version="v1"))
+    log.submit(*rows(20, 30, version="v2"))
+    log.submit(*rows(10, 50, version="v1"))  # a request scored by v1 that finished last
+    log.close()
+    batches = read_batches(tmp_path)
+    assert batches[CONTRACT.numeric_names[0]].tolist() == [float(i) for i in range(60)]
+    assert batches[VERSION_COLUMN].tolist() == ["v1"] * 30 + ["v2"] * 20 + ["v1"] * 10
 
 
 def test_a_pause_in_traffic_still_cuts_a_file_once_it_is_old_enough(tmp_path: Path) -> None:
@@ -82,7 +94,7 @@ def test_rows_a_full_or_missing_disk_refuses_are_counted_as_disk(tmp_path: Path)
 def test_rows_that_cannot_be_made_a_batch_are_counted_as_errors(tmp_path: Path) -> None:
     before = dropped("error")
     log = started(tmp_path)
-    log.submit(np.zeros((3, WIDTH - 1)), [1, 2, 3])  # a scoring call with a column missing
+    log.submit(np.zeros((3, WIDTH - 1)), [1, 2, 3], "7")  # a scoring call with a column missing
     log.close()
     log = started(tmp_path)
     log.submit(*rows(5))  # the next rows are written

@@ -35,6 +35,7 @@ from tests import fixtures
 from tests.fixtures.service import Server, build_test_bento, metric_sum, running, scrape
 
 API_KEY = f"kindle-secret-{uuid.uuid4().hex}"
+FEEDBACK_KEY = f"kindle-feedback-{uuid.uuid4().hex}"  # the open servers' (feedback is off without one)
 BODY_LIMIT = 64 * 1024  # the guarded server's KINDLE_MAX_BODY_BYTES: small, so overflowing it is cheap
 APIS = ("predict", "predict_batch", "explain", "feedback", "metadata")
 CASES_PER_MODE = 500  # positive + negative: 1,000 generated requests per API
@@ -64,9 +65,10 @@ def servers(work: Path, bento: tuple[str, Path]) -> Iterator[dict[str, Server]]:
         "KINDLE_ACCESS_LOG": "true",
         "KINDLE_MAX_IN_FLIGHT": "1",  # the guarded servers' tests call one at a time
     }
+    feedback = {"KINDLE_FEEDBACK_KEYS": f"fuzzer={FEEDBACK_KEY}"}
     specs = {
-        "http": ("http", {}),
-        "grpc": ("grpc", {}),
+        "http": ("http", feedback),
+        "grpc": ("grpc", feedback),
         "guarded": ("http", guarded),
         "grpc_guarded": ("grpc", guarded),
     }
@@ -125,7 +127,9 @@ def test_generated_http_requests_never_fail_the_server(servers: dict[str, Server
         @settings(FUZZ_SETTINGS, max_examples=CASES_PER_MODE)
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case: schemathesis.Case) -> None:
-            response = case.call(base_url=server.url, session=session, timeout=30)
+            response = case.call(
+                base_url=server.url, session=session, headers={"x-api-key": FEEDBACK_KEY}, timeout=30
+            )
             statuses[response.status_code] += 1
             text = response.content.decode("utf-8", "replace")
             if response.status_code >= 500 or (
@@ -207,9 +211,10 @@ def _struct_value(value: Any) -> struct_pb2.Value:
 class GrpcClient:
     """One channel for many calls; (code, details) of `BentoService/Call`."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, key: str | None = None) -> None:
         from bentoml.grpc.v1 import service_pb2, service_pb2_grpc
 
+        self.metadata = (("x-api-key", key),) if key else ()
         self.pb = service_pb2
         options = [("grpc.max_send_message_length", 128 * 2**20)]
         self.channel = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=options)
@@ -219,9 +224,9 @@ class GrpcClient:
         """`request`: a `Request`, or its wire bytes (for messages this client cannot build)."""
         try:
             if isinstance(request, bytes):
-                self.channel.unary_unary(GRPC_CALL)(request, timeout=30)
+                self.channel.unary_unary(GRPC_CALL)(request, metadata=self.metadata, timeout=30)
             else:
-                self.stub.Call(request, timeout=30)
+                self.stub.Call(request, metadata=self.metadata, timeout=30)
         except grpc.RpcError as error:
             return error.code(), error.details() or ""
         return grpc.StatusCode.OK, ""
@@ -235,7 +240,7 @@ def _check_grpc(outcome: tuple[grpc.StatusCode, str], what: str) -> None:
 
 
 def test_generated_grpc_requests_are_never_unknown_or_internal(servers: dict[str, Server]) -> None:
-    client = GrpcClient(servers["grpc"])
+    client = GrpcClient(servers["grpc"], key=FEEDBACK_KEY)
     codes: Counter[str] = Counter()
 
     @settings(FUZZ_SETTINGS, max_examples=GRPC_CASES)
@@ -295,7 +300,7 @@ def _deep_request_bytes(depth: int) -> bytes:
 
 
 def test_grpc_edge_cases(servers: dict[str, Server]) -> None:
-    client = GrpcClient(servers["grpc"])
+    client = GrpcClient(servers["grpc"], key=FEEDBACK_KEY)
     pb = client.pb
     cases = {
         "no_content_field": pb.Request(api_name="predict"),

@@ -73,7 +73,8 @@ class ServiceMetrics:
         )
         self.rate_limiter_errors = prom.Counter(
             "kindle_rate_limiter_errors",
-            "Calls let through unlimited because the shared rate limiter (Redis) did not answer.",
+            "Rate-limit decisions let through because the shared rate limiter (Redis) did not answer "
+            "(a call of several reviews asks twice: its first review at admission, the rest once parsed).",
         )
         self.model_reloads = prom.Counter(
             "kindle_model_reloads",

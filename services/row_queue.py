@@ -19,8 +19,9 @@ import pandas as pd
 
 from libs.features import CONTRACT
 
-Block = tuple[np.ndarray, np.ndarray]
-"""(features (n, k) float64 in `CONTRACT.numeric_names` order, predicted labels (n,))."""
+Block = tuple[np.ndarray, np.ndarray, str | None]
+"""(features (n, k) float64 in `CONTRACT.numeric_names` order, predicted labels (n,), the
+version of the model that scored them)."""
 
 
 class RowQueue:
@@ -39,11 +40,14 @@ class RowQueue:
         self._closed = False
         self._ready = threading.Condition()
 
-    def put(self, features: np.ndarray, labels: Sequence[int] | np.ndarray) -> int:
+    def put(
+        self, features: np.ndarray, labels: Sequence[int] | np.ndarray, version: str | None = None
+    ) -> int:
         """Queues what fits of the block (copied); returns the number of rows dropped.
 
         `features`: a scoring call's numeric features, one row per review, columns in
-        `CONTRACT.numeric_names` order; `labels`: the predicted label of each row.
+        `CONTRACT.numeric_names` order; `labels`: the predicted label of each row;
+        `version`: the model's that scored them.
         """
         labels = np.asarray(labels, dtype=np.int64)
         if features.ndim != 2 or len(features) != len(labels):
@@ -54,7 +58,7 @@ class RowQueue:
                 return len(labels)
             fits = min(len(labels), self.max_rows - self.rows, (self.max_bytes - self.bytes) // row_bytes)
             if fits > 0:
-                self._blocks.append((features[:fits].copy(), labels[:fits].copy()))
+                self._blocks.append((features[:fits].copy(), labels[:fits].copy(), version))
                 self.rows += fits
                 self.bytes += fits * row_bytes
                 self._ready.notify()

@@ -24,6 +24,7 @@ from tests.fixtures.service import (
     Server,
     build_test_bento,
     grpc_call,
+    grpc_exchange,
     http_call,
     metric_sum,
     offline,
@@ -33,6 +34,8 @@ from tests.fixtures.service import (
 )
 
 API_KEY = "test-key-123"
+FEEDBACK_KEY = "feedback-key-456"  # the client "tester"'s, on the plain servers
+PARTNER_KEY = "feedback-key-789"  # the client "partner"'s, on the guarded servers
 
 
 # --------------------------------------------------------------------------- data, bundle, Bento
@@ -73,12 +76,25 @@ def servers(bento: tuple[str, Path], work: Path, bundle_dir: Path) -> Iterator[d
     shutil.copytree(bundle_dir, corrupt)
     for path in sorted(p for p in corrupt.rglob("*") if p.is_file()):
         path.write_bytes(b"\x00 not a bundle \xff")
-    guarded = {"KINDLE_API_KEY": API_KEY, "KINDLE_RATE_LIMIT_PER_S": "1", "KINDLE_RATE_LIMIT_BURST": "8"}
+    guarded = {
+        "KINDLE_API_KEY": API_KEY,
+        "KINDLE_FEEDBACK_KEYS": f"partner={PARTNER_KEY}",
+        "KINDLE_RATE_LIMIT_PER_S": "1",
+        "KINDLE_RATE_LIMIT_BURST": "8",
+    }
+    # Buckets of 10 reviews that hardly refill; no feedback key (feedback is off).
+    counted = {"KINDLE_RATE_LIMIT_PER_S": "0.001", "KINDLE_RATE_LIMIT_BURST": "10"}
+    proxied = {**counted, "KINDLE_TRUSTED_PROXIES": "127.0.0.1"}
+    feedback = {"KINDLE_FEEDBACK_KEYS": f"tester={FEEDBACK_KEY}"}
     specs = {
-        "http": ("http", {}),
-        "grpc": ("grpc", {"KINDLE_MAX_BATCH_SIZE": "8"}),  # explain's parts are visible
+        "http": ("http", feedback),
+        "grpc": ("grpc", {**feedback, "KINDLE_MAX_BATCH_SIZE": "8"}),  # explain's parts are visible
         "http_guarded": ("http", guarded),
         "grpc_guarded": ("grpc", guarded),
+        "http_counted": ("http", counted),
+        "grpc_counted": ("grpc", counted),
+        "http_proxied": ("http", proxied),
+        "grpc_proxied": ("grpc", proxied),
         "http_corrupt": ("http", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
         "grpc_corrupt": ("grpc", {"KINDLE_BUNDLE_PATH": str(corrupt)}),
         # Scored batches do not depend on drift monitoring; small files so they show at once.
@@ -169,9 +185,11 @@ def test_feedback_is_stored_over_both_protocols_with_the_serving_version(
         "ratings": ratings[:2],
         "request_ids": ["r-1", None],
     }
-    reply = http_call(servers["http"], "feedback", body)
+    reply = http_call(servers["http"], "feedback", body, key=FEEDBACK_KEY)
     assert reply.status_code == 200, reply.text
-    code, over_grpc = grpc_call(servers["grpc"], "feedback", {"texts": texts[2:], "ratings": ratings[2:]})
+    code, over_grpc = grpc_call(
+        servers["grpc"], "feedback", {"texts": texts[2:], "ratings": ratings[2:]}, key=FEEDBACK_KEY
+    )
     assert code == grpc.StatusCode.OK, over_grpc
     version = reply.json()["model_version"]
     assert reply.json()["accepted"] == 2 and over_grpc == {"accepted": 2.0, "model_version": version}
@@ -179,6 +197,7 @@ def test_feedback_is_stored_over_both_protocols_with_the_serving_version(
         stored = read_feedback(servers[name].state_dir / "feedback")  # on disk before the answer
         assert stored["reviewText"].tolist() == texts[rows] and stored["overall"].tolist() == ratings[rows]
         assert set(stored["model_version"]) == {version}
+        assert set(stored["client"]) == {"tester"}  # the name its feedback key is configured under
     assert read_feedback(servers["http"].state_dir / "feedback")["request_id"].tolist() == ["r-1", None]
 
 
@@ -207,12 +226,13 @@ BAD_INPUTS = [
 def test_bad_input_is_a_client_error_on_both_protocols(
     servers: dict[str, Server], case: str, api: str, body: Any, raw: bytes | None, message: str
 ) -> None:
-    reply = http_call(servers["http"], api, body, raw=raw)
+    key = FEEDBACK_KEY if api == "feedback" else None
+    reply = http_call(servers["http"], api, body, raw=raw, key=key)
     assert reply.status_code == 400, (case, reply.status_code, reply.text)
     assert message in reply.text
     if raw == b"":  # a gRPC request cannot carry an absent body differently from `{}`
         raw = b" "
-    code, details = grpc_call(servers["grpc"], api, body, raw=raw)
+    code, details = grpc_call(servers["grpc"], api, body, raw=raw, key=key)
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (case, code, details)
     assert message in details
 
@@ -253,6 +273,77 @@ def test_api_key_and_rate_limit(servers: dict[str, Server], protocol: str) -> No
     outcomes = [call(API_KEY) for _ in range(20)]  # burst 8, refill 1/s
     limited = "429" if protocol == "http" else "RESOURCE_EXHAUSTED"
     assert limited in outcomes and outcomes[0] in ("200", "OK"), outcomes
+
+
+def call_api(
+    server: Server, api: str, body: Any, key: str | None = None, forwarded_for: str | None = None
+) -> tuple[str, str, dict[str, str]]:
+    """(status, refusal message, HTTP headers) of one call over the server's protocol."""
+    if server.protocol == "http":
+        headers = {"x-forwarded-for": forwarded_for} if forwarded_for else {}
+        reply = http_call(server, api, body, key=key, headers=headers)
+        message = reply.json().get("error", "") if reply.status_code != 200 else ""
+        return str(reply.status_code), message, dict(reply.headers)
+    metadata = tuple(m for m in (("x-api-key", key), ("x-forwarded-for", forwarded_for)) if m[1])
+    code, payload, _ = grpc_exchange(server, api, body, metadata=metadata)
+    return code.name, payload if code != grpc.StatusCode.OK else "", {}
+
+
+OK = ("200", "OK")
+UNAUTHENTICATED = ("401", "UNAUTHENTICATED")
+LIMITED = ("429", "RESOURCE_EXHAUSTED")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_feedback_opens_with_its_own_key_and_records_the_client(
+    servers: dict[str, Server], protocol: str
+) -> None:
+    from libs.production import read_feedback
+
+    server = servers[f"{protocol}_guarded"]
+    rating = {"texts": ["Could not put it down."], "ratings": [5]}
+    status, message, _ = call_api(server, "feedback", rating, key=API_KEY)
+    assert status in UNAUTHENTICATED and "feedback key" in message  # the API key does not open it
+    assert call_api(server, "feedback", rating)[0] in UNAUTHENTICATED
+    assert call_api(server, "predict", {"texts": ["Fine."]}, key=PARTNER_KEY)[0] in UNAUTHENTICATED
+    status, message, _ = call_api(server, "feedback", rating, key=PARTNER_KEY)
+    assert status in OK, message
+    stored = read_feedback(server.state_dir / "feedback")
+    assert stored["client"].tolist() == ["partner"] and stored["overall"].tolist() == [5]
+
+    off = servers[f"{protocol}_counted"]  # no feedback key configured: off, whatever is sent
+    for key in (None, API_KEY, PARTNER_KEY):
+        status, message, _ = call_api(off, "feedback", rating, key=key)
+        assert status in ("403", "PERMISSION_DENIED") and "KINDLE_FEEDBACK_KEYS" in message, message
+    assert not (off.state_dir / "feedback").exists() or read_feedback(off.state_dir / "feedback").empty
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_request_pays_a_token_per_review_and_forwarded_for_needs_a_trusted_proxy(
+    servers: dict[str, Server], protocol: str
+) -> None:
+    """Buckets of 10 reviews: a request of 10 empties one. The untrusting server ignores
+    X-Forwarded-For (one bucket: 127.0.0.1); the one trusting 127.0.0.1 counts per address."""
+    ten, one, four = ({"texts": ["A fine read."] * n} for n in (10, 1, 4))
+    counted = servers[f"{protocol}_counted"]
+    assert call_api(counted, "predict", ten, forwarded_for="198.51.100.1")[0] in OK
+    status, message, headers = call_api(counted, "predict", one, forwarded_for="198.51.100.2")
+    assert status in LIMITED and "127.0.0.1" in message, message
+    if protocol == "http":
+        assert int(headers["retry-after"]) >= 1
+
+    proxied = servers[f"{protocol}_proxied"]
+    assert call_api(proxied, "predict", ten, forwarded_for="198.51.100.1")[0] in OK
+    assert call_api(proxied, "predict", four, forwarded_for="198.51.100.2")[0] in OK  # another bucket
+    status, message, _ = call_api(proxied, "predict", one, forwarded_for="198.51.100.1")
+    assert status in LIMITED and "198.51.100.1" in message, message
+    # 6 left: the first review passes admission, the other 9 are refused once counted.
+    status, message, headers = call_api(proxied, "explain", ten, forwarded_for="198.51.100.2")
+    assert status in LIMITED and "198.51.100.2" in message and "need 9 more tokens" in message, message
+    if protocol == "http":
+        assert int(headers["retry-after"]) >= 1
+    values = scrape(proxied)
+    assert metric_sum(values, "kindle_errors_total", api="explain", type="rate_limited") == 1
 
 
 def test_metrics_and_drift_gauges_move(servers: dict[str, Server], sample: pd.DataFrame) -> None:

@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,9 @@ from services.metrics import get_metrics, protocol, record_error
 from services.model_source import bento_model
 from services.runner import explain as explain_reviews
 from services.runner import make_runner
-from services.security import Guard, make_rate_limiter
+from services.security import Guard, KeyRing, TrustedProxies, make_rate_limiter
 from services.settings import get_settings
-from services.transport import GrpcGate, HttpGate
+from services.transport import GrpcGate, HttpGate, charge_reviews, client
 from services.validation import EXPLAIN, FEEDBACK, METADATA, PREDICT, PREDICT_BATCH, Feedback, Reviews
 
 if TYPE_CHECKING:
@@ -86,15 +87,19 @@ _guard = Guard(
     settings.api_key.get_secret_value() if settings.api_key else None,
     make_rate_limiter(settings.rate_limit_per_s, settings.rate_limit_burst, settings.redis_url),
     settings.max_in_flight,
+    feedback_keys=KeyRing.parse(
+        settings.feedback_keys.get_secret_value() if settings.feedback_keys else None
+    ),
 )
+_proxies = TrustedProxies.parse(settings.trusted_proxies)
 
 batches = BatchLog(settings)
 drift = DriftFeed(settings)
 
 
 def _serve(bundle: ModelBundle) -> None:
-    """Follows a reloaded champion: batches record its version, drift uses its reference."""
-    batches.version = str(bundle.version)
+    """Follows a reloaded champion: drift uses its reference (each scored batch row carries
+    the version of the bundle that scored it, whenever it is written)."""
     drift.switch(bundle)
 
 
@@ -129,7 +134,6 @@ def _startup(_: bentoml.Context) -> None:
     metrics.model_ready.set(0)
     if state.bundle is not None:  # ready
         metrics.set_served(state.bundle.version, state.bundle.kind)
-        batches.version = str(state.bundle.version)
         drift.start(state.bundle)
     batches.start()
     reloader.start()
@@ -172,9 +176,16 @@ def _require_model(api: str) -> Any:
     return bundle
 
 
+async def _take(api: str, reviews: Reviews) -> None:
+    """Every API taking reviews, once they are parsed: the caller's bucket pays one token
+    per review (the gate took the first; a shortfall is 429 / RESOURCE_EXHAUSTED)."""
+    await charge_reviews(api, len(reviews))
+
+
 async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     """The one scoring path of every predicting API: runner, labels, metrics, drift feed and
     batch log (which take the features the model call computed)."""
+    await _take(api, reviews)
     bundle = _require_model(api)
     summaries = reviews.summaries or [None] * len(reviews)
     try:
@@ -197,7 +208,7 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1))
     drift.submit(features, labels)
-    batches.submit(features, labels)
+    batches.submit(features, labels, str(bundle.version))  # the version that scored them
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
@@ -230,6 +241,7 @@ async def predict_batch(reviews: Reviews) -> dict[str, Any]:
 async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
     reviews, top_k = request
+    await _take("explain", reviews)
     bundle = _require_model("explain")
     explanations: list[Any] = []
     try:
@@ -250,7 +262,9 @@ async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
 @svc.api(input=ReviewsJSON(FEEDBACK.bind(*_limits), _body), output=JSON(), route="/feedback")
 async def feedback(labelled: Feedback) -> dict[str, Any]:
     """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
-    "request_ids": [...]?}`, stored with the serving model's version for retraining."""
+    "request_ids": [...]?}`, stored with the serving model's version and the client whose
+    feedback key sent them, for retraining."""
+    await _take("feedback", labelled.reviews)
     if _feedback is None:
         record_error("feedback", "not_configured")
         raise ServiceUnavailable("feedback is not stored here: set KINDLE_FEEDBACK_DIR")
@@ -260,7 +274,15 @@ async def feedback(labelled: Feedback) -> dict[str, Any]:
     # Written (atomic, fsynced) before the answer: an accepted rating is on disk.
     try:
         await anyio.to_thread.run_sync(
-            _feedback.write, reviews.texts, reviews.summaries, labelled.ratings, labelled.request_ids, version
+            partial(
+                _feedback.write,
+                reviews.texts,
+                reviews.summaries,
+                labelled.ratings,
+                labelled.request_ids,
+                version,
+                client=client(),
+            )
         )
     except OSError as error:
         record_error("feedback", "not_written")
@@ -299,5 +321,8 @@ svc.add_asgi_middleware(
     state=champion.STATE,
     max_body_bytes=settings.max_body_bytes,
     routes={api.route: name for name, api in svc.apis.items()},
+    proxies=_proxies,
 )
-svc.add_grpc_interceptor(GrpcGate, guard=_guard, state=champion.STATE, api_names=tuple(svc.apis))
+svc.add_grpc_interceptor(
+    GrpcGate, guard=_guard, state=champion.STATE, api_names=tuple(svc.apis), proxies=_proxies
+)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from libs.models.registry import CHAMPION, MODEL_NAME, RegistrySettings
 from libs.production import ProductionSettings
+from services.security import KeyRing, TrustedProxies
 
 
 class ServiceSettings(RegistrySettings, ProductionSettings):
@@ -22,6 +24,11 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     Where the champion comes from, first match wins: `bundle_path`, the MLflow registry
     (`mlflow_tracking_uri` set: `model_name` at `mlflow_alias`), the Bento's model store.
     """
+
+    # A refused value is not repeated in the error: it may be a key.
+    model_config = SettingsConfigDict(
+        env_prefix="KINDLE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     bundle_path: Path | None = Field(
         None, description="A bundle folder to serve instead of the one packed in the Bento (dev, tests)."
@@ -59,9 +66,34 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     )
 
     # --- security
-    api_key: SecretStr | None = Field(None, description="When set, clients must send it (x-api-key).")
-    rate_limit_per_s: float = Field(0.0, ge=0, description="Token refill per client per second; 0: off.")
-    rate_limit_burst: int = Field(100, ge=1, description="Bucket size: requests a client may burst.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, clients of every API but feedback must send it (x-api-key); it never "
+        "opens feedback.",
+    )
+    feedback_keys: SecretStr | None = Field(
+        None,
+        description="Feedback keys, one per client: `client=key,client=key`. Only these open the "
+        "feedback API (x-api-key), and the client's name is stored with its ratings; unset: feedback "
+        "is off (403).",
+    )
+    trusted_proxies: str | None = Field(
+        None,
+        description="Comma-separated IPs or CIDRs of proxies whose X-Forwarded-For names the client "
+        "(the rightmost address not itself a trusted proxy); unset: the header is ignored.",
+    )
+    rate_limit_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Reviews per second refilled into each client's bucket (its key's, else its "
+        "address's); 0: off.",
+    )
+    rate_limit_burst: int = Field(
+        1_000,
+        ge=1,
+        description="Bucket size, in reviews: what a client may send at once (a request of n reviews "
+        "takes n tokens; at most this many). Default: max_items, so a full request passes a full bucket.",
+    )
     redis_url: str | None = Field(None, description="Shared rate-limit buckets in Redis (else in memory).")
     max_in_flight: int = Field(
         128,
@@ -116,6 +148,27 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("feedback_keys")
+    @classmethod
+    def _key_ring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            KeyRing.parse(value.get_secret_value())  # refused here, at load, not at the first call
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str | None) -> str | None:
+        TrustedProxies.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _separate_credentials(self) -> ServiceSettings:
+        if self.api_key is not None and self.feedback_keys is not None:
+            ring = KeyRing.parse(self.feedback_keys.get_secret_value())
+            if self.api_key.get_secret_value() in ring:
+                raise ValueError("a feedback key is the same as KINDLE_API_KEY: it would open every API")
+        return self
 
 
 @lru_cache(maxsize=1)

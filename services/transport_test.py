@@ -16,9 +16,18 @@ import pytest
 from bentoml.grpc.v1 import service_pb2 as pb
 
 from services.champion import ModelState
-from services.security import Guard, MemoryTokenBucket
+from services.security import FEEDBACK_API, Guard, KeyRing, MemoryTokenBucket, TrustedProxies
 from services.service import svc  # the service as served: its APIs and how it registers its gates
-from services.transport import GRPC_CALL, READINESS_EXEMPT, GrpcGate, HttpGate, _peer_host
+from services.transport import (
+    ADMISSION,
+    GRPC_CALL,
+    READINESS_EXEMPT,
+    GrpcGate,
+    HttpGate,
+    _peer_host,
+    charge_reviews,
+    client,
+)
 
 
 class StubApp:
@@ -36,7 +45,7 @@ def request(gate: HttpGate, path: str, headers: dict[str, str] | None = None) ->
 
 
 async def exchange(
-    gate: HttpGate, path: str, headers: dict[str, str] | None = None
+    gate: HttpGate, path: str, headers: dict[str, str] | None = None, peer: str = "10.0.0.1"
 ) -> tuple[int, dict, dict]:
     sent: list[dict] = []
 
@@ -49,7 +58,7 @@ async def exchange(
     scope = {
         "type": "http",
         "path": path,
-        "client": ("10.0.0.1", 1234),
+        "client": (peer, 1234),
         "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()],
     }
     await gate(scope, receive, send)
@@ -58,12 +67,15 @@ async def exchange(
     return start["status"], response_headers, json.loads(body) if body else {}
 
 
-ROUTES = {"/predict": "predict", "/metadata": "metadata"}
+ROUTES = {"/predict": "predict", "/metadata": "metadata", "/feedback": "feedback"}
 
 
-def make_gate(ready: bool = True, key: str | None = None, limiter: Any = None) -> tuple[HttpGate, StubApp]:
-    app = StubApp()
-    return HttpGate(app, Guard(key, limiter), model_state(ready), max_body_bytes=1000, routes=ROUTES), app
+def make_gate(
+    ready: bool = True, key: str | None = None, limiter: Any = None, app: Any = None, **options: Any
+) -> tuple[HttpGate, Any]:
+    app = app or StubApp()
+    guard = Guard(key, limiter, feedback_keys=options.pop("feedback_keys", None))
+    return HttpGate(app, guard, model_state(ready), max_body_bytes=1000, routes=ROUTES, **options), app
 
 
 def model_state(ready: bool) -> ModelState:
@@ -117,6 +129,19 @@ def test_a_grpc_peer_is_named_as_http_names_the_client() -> None:
 
 KEY = "k"
 KEYED = {"x-api-key": KEY}
+FEEDBACK_KEY = "fk"
+RING = KeyRing.parse(f"tester={FEEDBACK_KEY}")
+
+
+def key_for(api: str) -> str:
+    """The credential that opens `api`: a feedback key for feedback, the API key for the others."""
+    return FEEDBACK_KEY if api == FEEDBACK_API else KEY
+
+
+def guard(limiter: Any = None, max_in_flight: int = 2**31 - 1) -> Guard:
+    return Guard(KEY, limiter, max_in_flight, feedback_keys=RING)
+
+
 BODY_LIMIT = 1000  # bytes, over HTTP (KINDLE_MAX_BODY_BYTES) and gRPC (the largest message)
 
 
@@ -163,26 +188,27 @@ async def held_and_next(
     return outcome
 
 
-async def http_gates(route: str) -> dict[str, Any]:
-    """(status, refusal kind) of a call to `route` past or stopped by each gate."""
+async def http_gates(api: str) -> dict[str, Any]:
+    """(status, refusal kind) of a call to `api` past or stopped by each gate."""
+    route, keyed = svc.apis[api].route, {"x-api-key": key_for(api)}
 
-    async def call(gate: HttpGate, headers: dict[str, str] = KEYED) -> tuple[int, Any]:
+    async def call(gate: HttpGate, headers: dict[str, str] = keyed) -> tuple[int, Any]:
         status, _, body = await exchange(gate, route, headers)
         return status, body.get("kind")
 
     bucket = MemoryTokenBucket(rate_per_s=0.001, burst=1)
-    limited = served_http_gate(StubApp(), Guard(KEY, bucket))
+    limited = served_http_gate(StubApp(), guard(bucket))
     await call(limited)
     held = HeldApp()
-    capped = served_http_gate(held, Guard(KEY, None, max_in_flight=1))
+    capped = served_http_gate(held, guard(max_in_flight=1))
     return {
-        "admitted": await call(served_http_gate(StubApp(), Guard(KEY, None))),
-        "no_key": await call(served_http_gate(StubApp(), Guard(KEY, None)), {}),
+        "admitted": await call(served_http_gate(StubApp(), guard())),
+        "no_key": await call(served_http_gate(StubApp(), guard()), {}),
         "rate_limited": await call(limited),
         "too_large": await call(
-            served_http_gate(StubApp(), Guard(KEY, None)), {**KEYED, "content-length": str(BODY_LIMIT + 1)}
+            served_http_gate(StubApp(), guard()), {**keyed, "content-length": str(BODY_LIMIT + 1)}
         ),
-        "not_ready": await call(served_http_gate(StubApp(), Guard(KEY, None), ready=False)),
+        "not_ready": await call(served_http_gate(StubApp(), guard(), ready=False)),
         "overloaded": await held_and_next(lambda: call(capped), lambda: call(capped), held),
     }
 
@@ -249,19 +275,20 @@ async def grpc_call(channel: Any, api: str, key: str | None = KEY, raw: bytes = 
 async def grpc_gates(api: str) -> dict[str, Any]:
     """The status code of a call to `api` past or stopped by each gate."""
     outcomes: dict[str, Any] = {}
-    async with grpc_server(served_grpc_gate(Guard(KEY, None)), StubCall()) as channel:
-        outcomes["admitted"] = await grpc_call(channel, api)
+    key = key_for(api)
+    async with grpc_server(served_grpc_gate(guard()), StubCall()) as channel:
+        outcomes["admitted"] = await grpc_call(channel, api, key)
         outcomes["no_key"] = await grpc_call(channel, api, key=None)
-        outcomes["too_large"] = await grpc_call(channel, api, raw=b" " * BODY_LIMIT)
+        outcomes["too_large"] = await grpc_call(channel, api, key, raw=b" " * BODY_LIMIT)
     bucket = MemoryTokenBucket(rate_per_s=0.001, burst=1)
-    async with grpc_server(served_grpc_gate(Guard(KEY, bucket)), StubCall()) as channel:
-        await grpc_call(channel, api)
-        outcomes["rate_limited"] = await grpc_call(channel, api)
-    async with grpc_server(served_grpc_gate(Guard(KEY, None), ready=False), StubCall()) as channel:
-        outcomes["not_ready"] = await grpc_call(channel, api)
+    async with grpc_server(served_grpc_gate(guard(bucket)), StubCall()) as channel:
+        await grpc_call(channel, api, key)
+        outcomes["rate_limited"] = await grpc_call(channel, api, key)
+    async with grpc_server(served_grpc_gate(guard(), ready=False), StubCall()) as channel:
+        outcomes["not_ready"] = await grpc_call(channel, api, key)
     held = StubCall(hold=True)
-    async with grpc_server(served_grpc_gate(Guard(KEY, None, max_in_flight=1)), held) as channel:
-        call = lambda: grpc_call(channel, api)  # noqa: E731
+    async with grpc_server(served_grpc_gate(guard(max_in_flight=1)), held) as channel:
+        call = lambda: grpc_call(channel, api, key)  # noqa: E731
         outcomes["overloaded"] = await held_and_next(call, call, held)
     assert held.parsed == 1, "the call over the cap was refused before its message was read"
     return outcomes
@@ -273,7 +300,7 @@ def test_every_declared_api_goes_through_every_gate(api: str) -> None:
     registers them: a new API gets them all, or this test names it. Readiness spares only
     the APIs that need no model."""
     ready = (200, None) if api in READINESS_EXEMPT else (503, "not_ready")
-    assert asyncio.run(http_gates(svc.apis[api].route)) == {
+    assert asyncio.run(http_gates(api)) == {
         "admitted": (200, None),
         "no_key": (401, "unauthenticated"),
         "rate_limited": (429, "rate_limited"),
@@ -301,7 +328,7 @@ def errors_counted(api: str, protocol: str, kind: str) -> float:
 
 def test_over_the_in_flight_cap_is_503_with_retry_after_and_counted() -> None:
     held = HeldApp()
-    gate = served_http_gate(held, Guard(KEY, None, max_in_flight=1))
+    gate = served_http_gate(held, guard(max_in_flight=1))
     before = errors_counted("predict", "http", "overloaded")
 
     async def run() -> tuple[Any, Any]:
@@ -324,7 +351,7 @@ def test_a_grpc_call_without_the_key_is_refused_before_its_message_is_read() -> 
     stub = StubCall()
 
     async def run() -> tuple[grpc.StatusCode, float]:
-        async with grpc_server(served_grpc_gate(Guard(KEY, None)), stub, max_message=64 * 2**20) as channel:
+        async with grpc_server(served_grpc_gate(guard()), stub, max_message=64 * 2**20) as channel:
             started = time.perf_counter()
             code = await grpc_call(channel, "predict", key=None, raw=b" " * (32 * 2**20))
             return code, time.perf_counter() - started
@@ -335,3 +362,150 @@ def test_a_grpc_call_without_the_key_is_refused_before_its_message_is_read() -> 
     assert code == grpc.StatusCode.UNAUTHENTICATED and stub.parsed == 0
     assert seconds < 5, seconds
     assert errors_counted("unknown", "grpc", "unauthenticated") == before + 1
+
+
+# ----------------------------------------------------------------------- credentials, reviews, addresses
+
+
+class ReviewsApp(StubApp):
+    """An API taking `reviews` reviews, as the service's do: charges them once parsed, and on a
+    shortfall answers as BentoML answers a BentoMLException (which the gate replaces)."""
+
+    def __init__(self, reviews: int = 1) -> None:
+        super().__init__()
+        self.reviews, self.clients = reviews, []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        self.calls += 1
+        self.clients.append(client())
+        try:
+            await charge_reviews("predict", self.reviews)
+        except Exception as error:
+            body = json.dumps({"error": str(error)}).encode()
+            await send({"type": "http.response.start", "status": 429, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+def test_feedback_opens_with_a_feedback_key_only_and_is_off_without_one() -> None:
+    app = ReviewsApp()
+    gate, _ = make_gate(key=KEY, feedback_keys=RING, app=app)
+    status, _, body = request(gate, "/feedback", {"x-api-key": KEY})
+    assert status == 401 and "feedback key" in body["error"]  # the API key does not open it
+    assert request(gate, "/feedback", {"x-api-key": FEEDBACK_KEY})[0] == 200
+    assert app.clients == ["tester"]  # the API sees who sent it
+    assert request(gate, "/predict", {"x-api-key": FEEDBACK_KEY})[0] == 401  # nor a feedback key predict
+    assert request(gate, "/predict", KEYED)[0] == 200 and app.clients[-1] is None
+    for key in (None, KEY):
+        off, _ = make_gate(key=key)
+        status, _, body = request(off, "/feedback", {"x-api-key": KEY})
+        assert status == 403 and body["kind"] == "feedback_off" and "KINDLE_FEEDBACK_KEYS" in body["error"]
+
+
+def test_a_call_pays_a_token_per_review_and_a_shortfall_is_429_with_retry_after() -> None:
+    bucket = MemoryTokenBucket(rate_per_s=0.01, burst=10)
+    ten, one = ReviewsApp(10), ReviewsApp(1)
+    gate_ten, _ = make_gate(limiter=bucket, app=ten)
+    gate_one, _ = make_gate(limiter=bucket, app=one)
+    assert request(gate_ten, "/predict")[0] == 200  # 10 reviews from a full bucket of 10
+    status, headers, body = request(gate_one, "/predict")
+    assert status == 429 and body["kind"] == "rate_limited" and "10.0.0.1" in body["error"]
+    assert int(headers["retry-after"]) >= 1 and one.calls == 0  # refused at admission
+    refilled = MemoryTokenBucket(rate_per_s=0.01, burst=10)
+    refilled.take("10.0.0.1", now=None, cost=5)  # 5 left: the first passes admission, the rest do not
+    gate, _ = make_gate(limiter=refilled, app=ReviewsApp(10))
+    status, headers, body = request(gate, "/predict")
+    assert status == 429 and body["kind"] == "rate_limited" and int(headers["retry-after"]) >= 1
+    assert "10 reviews need 9 more tokens" in body["error"] and headers["x-request-id"]
+
+
+def test_forwarded_for_names_the_bucket_only_behind_a_trusted_proxy() -> None:
+    def outcomes(proxies: str | None) -> list[int]:
+        gate, _ = make_gate(
+            limiter=MemoryTokenBucket(rate_per_s=0.001, burst=1), proxies=TrustedProxies.parse(proxies)
+        )
+        calls = [("127.0.0.1", "198.51.100.1"), ("127.0.0.1", "198.51.100.2"), ("127.0.0.1", "198.51.100.1")]
+        return [
+            asyncio.run(exchange(gate, "/predict", {"x-forwarded-for": xff}, peer=peer))[0]
+            for peer, xff in calls
+        ]
+
+    assert outcomes(None) == [200, 429, 429]  # one bucket: the peer's
+    assert outcomes("10.0.0.0/8") == [200, 429, 429]  # 127.0.0.1 is not a trusted proxy
+    assert outcomes("127.0.0.1") == [200, 200, 429]  # a bucket per forwarded address
+
+
+class ChargingCall(StubCall):
+    """`BentoService/Call` taking `reviews` reviews: charges them, and on a shortfall aborts
+    as BentoML's servicer does (UNAVAILABLE for a 429), which the gate makes its own."""
+
+    def __init__(self, reviews: int) -> None:
+        super().__init__()
+        self.reviews, self.clients, self.addresses = reviews, [], []
+
+    async def call(self, request: Any, context: Any) -> Any:
+        admission = ADMISSION.get()
+        self.clients.append(client())
+        self.addresses.append(admission.caller.bucket if admission else None)
+        try:
+            await charge_reviews(request.api_name, self.reviews)
+        except Exception as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return pb.Response()
+
+
+async def grpc_details(channel: Any, api: str, key: str | None, xff: str | None = None) -> tuple[Any, str]:
+    call = channel.unary_unary(
+        GRPC_CALL,
+        request_serializer=pb.Request.SerializeToString,
+        response_deserializer=pb.Response.FromString,
+    )
+    metadata = tuple(m for m in (("x-api-key", key), ("x-forwarded-for", xff)) if m[1] is not None)
+    try:
+        await call(pb.Request(api_name=api, serialized_bytes=b"{}"), metadata=metadata, timeout=60)
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def test_grpc_credentials_reviews_and_forwarded_addresses() -> None:
+    codes = grpc.StatusCode
+
+    async def run() -> None:
+        ten = ChargingCall(10)
+        bucket = MemoryTokenBucket(rate_per_s=0.01, burst=10)
+        trusting = GrpcGate(
+            guard(bucket), model_state(True), list(svc.apis), proxies=TrustedProxies.parse("127.0.0.1")
+        )
+        async with grpc_server(trusting, ten) as channel:
+            assert await grpc_details(channel, "feedback", FEEDBACK_KEY, "198.51.100.1") == (codes.OK, "")
+            code, details = await grpc_details(channel, "feedback", FEEDBACK_KEY, "198.51.100.2")
+            assert code == codes.RESOURCE_EXHAUSTED and "client 'tester'" in details  # the key's bucket
+            assert ten.clients == ["tester"]  # the second was refused at admission
+            code, details = await grpc_details(channel, "feedback", KEY)
+            assert code == codes.UNAUTHENTICATED and "feedback key" in details
+            assert (await grpc_details(channel, "predict", FEEDBACK_KEY))[0] == codes.UNAUTHENTICATED
+            assert (await grpc_details(channel, "predict", KEY))[0] == codes.OK  # the API key's bucket
+            code, details = await grpc_details(channel, "predict", KEY)
+            assert code == codes.RESOURCE_EXHAUSTED and "the API key" in details
+        open_guard = Guard(None, MemoryTokenBucket(rate_per_s=0.01, burst=10))
+        # Untrusted, the header changes nothing: the second call finds the peer's bucket empty.
+        for proxies, expected in ((None, ["127.0.0.1"]), ("127.0.0.1", ["198.51.100.1", "198.51.100.2"])):
+            stub = ChargingCall(10)
+            gate = GrpcGate(
+                open_guard, model_state(True), list(svc.apis), proxies=TrustedProxies.parse(proxies)
+            )
+            open_guard.limiter = MemoryTokenBucket(rate_per_s=0.01, burst=10)
+            async with grpc_server(gate, stub) as channel:
+                first = await grpc_details(channel, "predict", None, "198.51.100.1")
+                second = await grpc_details(channel, "predict", None, "198.51.100.2")
+            assert stub.addresses == expected and first[0] == codes.OK
+            assert second[0] == (codes.OK if proxies else codes.RESOURCE_EXHAUSTED), second
+            off = GrpcGate(Guard(KEY, None), model_state(True), list(svc.apis))
+            async with grpc_server(off, StubCall()) as channel:
+                code, details = await grpc_details(channel, "feedback", KEY)
+            assert code == codes.PERMISSION_DENIED and "KINDLE_FEEDBACK_KEYS" in details
+
+    asyncio.run(run())
