@@ -67,7 +67,13 @@ def _apply_server_defaults() -> None:
     explicit OTEL_SDK_DISABLED, or a sample rate above 0, keeps tracing on.
 
     MLflow draws a progress bar on stderr for every download of a champion: the only lines of
-    a server's output that would not be JSON."""
+    a server's output that would not be JSON.
+
+    Client addresses: uvicorn would replace a request's peer with its X-Forwarded-For
+    whenever the peer is in FORWARDED_ALLOW_IPS (default: loopback), before the gate sees
+    it, so any local process could pick its own rate-limit bucket. The gate alone decides,
+    from KINDLE_TRUSTED_PROXIES; uvicorn trusts no one (read when it builds its config,
+    after this import)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     BentoMLContainer.api_server_config.logging.access.enabled.set(settings.access_log)
@@ -75,6 +81,7 @@ def _apply_server_defaults() -> None:
     if not BentoMLContainer.tracing.sample_rate.get():
         os.environ.setdefault("OTEL_SDK_DISABLED", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
 
 
 _apply_server_defaults()
