@@ -8,7 +8,9 @@ put their rows on a queue of this log's own (`services.row_queue`, bounded by
 `KINDLE_BATCH_QUEUE_ROWS`) and return at once, and one thread of its own writes them. A
 write never fails its caller: every row not written is logged and counted in
 `kindle_batch_dropped_rows_total` by reason (`queue_full`, `disk`, `error`), and what is
-buffered is written on shutdown. Workers share the folder; file names carry the process id.
+buffered is written on shutdown. Workers share the folder (file names carry the host, the
+process id and a random part); it is kept within `KINDLE_BATCH_MAX_BYTES` and
+`KINDLE_BATCH_MAX_AGE_DAYS`, the oldest files going first.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from libs.features import CONTRACT
-from libs.production import DROPPED_DISK, DROPPED_ERROR, BatchWriter
+from libs.production import DROPPED_DISK, DROPPED_ERROR, BatchWriter, age_seconds
 from services.metrics import get_metrics
 from services.row_queue import Block, RowQueue, rows_frame
 from services.settings import ServiceSettings
@@ -38,8 +40,9 @@ ROW_BYTES = len(CONTRACT.numeric) * 8 + 8  # a queued row: float64 features and 
 
 class BatchLog:
     """Scored rows to `KINDLE_BATCH_DIR`, in files of `KINDLE_BATCH_ROWS_PER_FILE` rows or
-    `KINDLE_BATCH_SECONDS_PER_FILE` seconds, written from a thread of its own; does nothing
-    when the folder is unset."""
+    `KINDLE_BATCH_SECONDS_PER_FILE` seconds, written from a thread of its own, the folder kept
+    within `KINDLE_BATCH_MAX_BYTES` and `KINDLE_BATCH_MAX_AGE_DAYS`; does nothing when the
+    folder is unset."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
@@ -58,6 +61,8 @@ class BatchLog:
             Path(self.settings.batch_dir),
             rows_per_file=self.settings.batch_rows_per_file,
             seconds_per_file=self.settings.batch_seconds_per_file,
+            max_bytes=self.settings.batch_max_bytes,
+            max_age_s=age_seconds(self.settings.batch_max_age_days),
             on_drop=self._count_dropped,
         )
         self._thread = threading.Thread(target=self._run, args=(writer,), name="kindle-batches", daemon=True)

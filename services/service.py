@@ -29,7 +29,7 @@ from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from bentoml.io import JSON
 
 from libs.features import CONTRACT
-from libs.production import FeedbackWriter
+from libs.production import FeedbackWriter, age_seconds
 from services import champion, heap, logs
 from services.batch_log import BatchLog
 from services.batching import Coalescer, CoalescerClosed, Rows, parts
@@ -113,7 +113,11 @@ def _serve(bundle: ModelBundle) -> None:
 reloader = champion.Reloader(settings, on_swap=_serve)
 _feedback = (
     FeedbackWriter(
-        Path(settings.feedback_dir), rows_per_file=1, max_files=settings.feedback_max_files, strict=True
+        Path(settings.feedback_dir),
+        rows_per_file=1,
+        max_bytes=settings.feedback_max_bytes,
+        max_age_s=age_seconds(settings.feedback_max_age_days),
+        strict=True,
     )
     if settings.feedback_dir
     else None

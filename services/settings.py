@@ -135,9 +135,6 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
     batch_seconds_per_file: float = Field(
         300.0, gt=0, description="Oldest buffered production row's age, in seconds, that cuts a file."
     )
-    feedback_max_files: int = Field(
-        10_000, ge=1, description="Feedback files kept (the oldest go first): the bound on its disk use."
-    )
     log_level: str = Field("INFO", description="Level of the service's JSON logs.")
     access_log: bool = Field(
         False,

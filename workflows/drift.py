@@ -10,7 +10,9 @@ experiment the check reads, and how a challenger is trained.
 1. The champion (MLflow alias `champion`): its version, when it was registered, the
    newest feedback it was trained on, and its bundle (drift reference, vocabulary).
 2. The window: production rows since the champion was registered (or the last
-   `window_hours`), compared with the reference (libs/drift PSI report, logged to MLflow).
+   `window_hours`), compared with the reference (libs/drift PSI report, logged to MLflow);
+   batch files of another feature contract are left out, counted (printed, with a few
+   names, and logged as the metric `skipped_batch_files`).
 3. The decision: no drift -> "no drift"; drift but no labelled feedback newer than what
    the champion trained on -> says so and does not retrain; drift and new feedback ->
    the training pipeline on the training input plus the feedback, whose challenger is
@@ -21,6 +23,7 @@ A `LaunchPlan` runs it daily on a `CronSchedule`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +59,7 @@ class DriftOutcome:
     window_start: str
     report: FlyteDirectory
     mlflow_run_id: str
+    skipped_files: int = 0  # batch files of another feature contract left out
 
 
 class RetrainDecision(NamedTuple):
@@ -100,6 +104,23 @@ def _local_copy(uri: str, folder: Path) -> Path:
     return target
 
 
+SKIPPED_METRIC = "skipped_batch_files"
+"""MLflow metric of a drift check: batch files left out for another feature contract."""
+SKIPPED_NAMED = 3
+
+
+def skipped_note(skipped: Sequence[Path]) -> str:
+    """What the check says of the batch files it left out ("" when none): how many, a few names."""
+    if not skipped:
+        return ""
+    names = ", ".join(path.name for path in skipped[:SKIPPED_NAMED])
+    more = f" and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
+    return (
+        f"{len(skipped)} batch file(s) of another feature contract skipped, not checked: {names}{more} "
+        "(written before the contract changed; they age out of the folder)"
+    )
+
+
 @task(
     container_image=TASK_IMAGE, requests=Resources(cpu="1", mem="2Gi"), limits=Resources(cpu="2", mem="4Gi")
 )
@@ -127,6 +148,9 @@ def drift_report(
         else datetime.fromisoformat(champion.registered_at)
     )
     data = load_production(_local_copy(production, work), start)
+    skipped = skipped_note(data.skipped_files)
+    if skipped:
+        print(f"drift: {skipped}")
     coverage = None
     if CLEAN_COLUMN in data.features.columns and bundle.tfidf is not None:
         coverage = bundle.tfidf.coverage(data.features[CLEAN_COLUMN].tolist())
@@ -139,6 +163,7 @@ def drift_report(
             {"kind": "drift_check", "champion_version": champion.version, "window_start": start.isoformat()}
         )
         log_report_to_mlflow(report, folder)
+        mlflow.log_metric(SKIPPED_METRIC, len(data.skipped_files))
     max_psi = float(report.max_psi) if report.max_psi is not None else float("nan")
     print(
         f"drift: {report.rows} rows since {start.isoformat()}, max PSI {max_psi:.4f} ({report.state.label}); "
@@ -152,6 +177,7 @@ def drift_report(
         start.isoformat(),
         FlyteDirectory(str(folder)),
         run.info.run_id,
+        len(data.skipped_files),
     )
 
 
@@ -164,7 +190,12 @@ def decide_retraining(
         return RetrainDecision(
             False,
             f"no drift: max PSI {outcome.max_psi:.3f} ({outcome.state}) over {outcome.rows} rows since "
-            f"{outcome.window_start} (report run {outcome.mlflow_run_id})",
+            f"{outcome.window_start} (report run {outcome.mlflow_run_id}"
+            + (
+                f"; {outcome.skipped_files} batch file(s) of another feature contract skipped)"
+                if outcome.skipped_files
+                else ")"
+            ),
         )
     watermark = datetime.fromisoformat(champion.feedback_until) if champion.feedback_until else None
     labelled = read_feedback(Path(feedback)) if feedback else None

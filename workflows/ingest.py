@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Annotated, NamedTuple
@@ -44,7 +44,7 @@ from workflows.readers import (
     strip_compression,
     validate_frame,
 )
-from workflows.settings import SETTINGS, cache_version, spark_task
+from workflows.settings import DEFAULT_FEEDBACK_CLIENT_SHARE, SETTINGS, cache_version, spark_task
 
 ReviewsSchema = kwtypes(
     reviewText=str,
@@ -71,6 +71,8 @@ _SPARK_PARSED = T.StructType(
     [*SPARK_SCHEMA.fields, T.StructField(_FILE_INDEX, T.IntegerType()), T.StructField(_ERROR, T.StringType())]
 )
 _BATCH_ROWS = 10_000
+UNKNOWN_CLIENT = "unknown"
+"""The client of feedback rows that name none (files written before rows recorded it)."""
 
 
 @dataclass
@@ -78,8 +80,11 @@ class IngestStats:
     files: int
     rows: int
     rating_counts: dict[str, int]
-    feedback_rows: int = 0
-    feedback_until: str = ""  # ISO time of the newest feedback row trained on ("" when none)
+    feedback_rows: int = 0  # labelled feedback rows kept (part of `rows`)
+    feedback_until: str = ""  # ISO time of the newest feedback row read ("" when none)
+    feedback_capped_rows: int = 0  # feedback rows left out, over their client's share
+    feedback_capped: dict[str, int] = field(default_factory=dict)  # client -> rows left out
+    feedback_client_share: float = DEFAULT_FEEDBACK_CLIENT_SHARE  # the share they were over
 
 
 class IngestOutputs(NamedTuple):
@@ -205,19 +210,58 @@ def fingerprint_feedback(folder: str) -> str:
     return digest.hexdigest() if files else ""
 
 
-def feedback_reviews(folder: str) -> tuple[pd.DataFrame, str]:
+class LabelledFeedback(NamedTuple):
+    """The feedback a training run takes: as ingested reviews, the ISO time of the newest row
+    read ("" when none), and per client the rows left out over its share."""
+
+    reviews: pd.DataFrame
+    until: str
+    capped: dict[str, int]
+
+
+def cap_per_client(feedback: pd.DataFrame, most: int) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each client's newest `most` rows, oldest first, and per client the rows left out.
+
+    The client is the `client` column; rows without one (or files older than the column)
+    are one client, `UNKNOWN_CLIENT`. Ties in time keep the rows read last.
+    """
+    feedback = feedback.reset_index(drop=True)
+    clients = (
+        feedback["client"].astype(object) if "client" in feedback else pd.Series(None, index=feedback.index)
+    )
+    clients = clients.where(clients.notna() & (clients != ""), UNKNOWN_CLIENT).astype(str)
+    stamps = pd.to_datetime(feedback["timestamp"], utc=True)
+    order = stamps.sort_values(kind="stable").index
+    rank = clients[order].groupby(clients[order]).cumcount(ascending=False)  # 0: a client's newest
+    keep = rank < most
+    left_out = clients[order][~keep].value_counts()
+    capped = {str(client): int(rows) for client, rows in sorted(left_out.items())}
+    return feedback.loc[order[keep.to_numpy()]].reset_index(drop=True), capped
+
+
+def feedback_reviews(folder: str, most_per_client: int | None = None) -> LabelledFeedback:
     """The service's labelled feedback as ingested reviews (same schema and checks as files),
-    and the ISO time of its newest row ("" when there is none). Small by design (the service
-    rotates it), so it is read here, not by a Spark task per file."""
+    each client's rows capped at its newest `most_per_client` (None: all). Small by design
+    (the service bounds the folder), so it is read here, not by a Spark task per file.
+
+    Rows are capped before they are checked: a client's flood of rows left out cannot fail
+    the run. `until` is the newest row read, kept or not, so the drift check does not retrain
+    again for rows this run deliberately left out."""
     feedback = read_feedback(Path(folder))
     if feedback.empty:
-        return pd.DataFrame(columns=list(COLUMNS)), ""
+        return LabelledFeedback(pd.DataFrame(columns=list(COLUMNS)), "", {})
+    until = pd.to_datetime(feedback["timestamp"], utc=True).max().isoformat()
+    capped: dict[str, int] = {}
+    if most_per_client is not None:
+        feedback, capped = cap_per_client(feedback, most_per_client)
+    if feedback.empty:
+        return LabelledFeedback(pd.DataFrame(columns=list(COLUMNS)), until, capped)
     stamps = pd.to_datetime(feedback["timestamp"], utc=True)
     frame = feedback[["reviewText", "summary", "overall"]].copy()
     frame["unixReviewTime"] = stamps.astype("int64") // 10**9
     checked = validate_frame(frame, f"feedback in {folder}")
     checked["source_file"] = f"{folder}{FEEDBACK_SOURCE}"
-    return checked, stamps.max().isoformat()
+    return LabelledFeedback(checked, until, capped)
 
 
 @task(
@@ -234,26 +278,52 @@ def ingest(
     encoding: str = "utf-8",
     feedback: str = "",
     feedback_fingerprint: str = "",
+    feedback_client_share: float = DEFAULT_FEEDBACK_CLIENT_SHARE,
 ) -> IngestOutputs:
     """Reads + validates the raw reviews with Spark, and the labelled feedback when a folder is
-    given, into one Parquet table (cached by the content fingerprints)."""
+    given, into one Parquet table (cached by the content fingerprints and the share).
+
+    Each feedback client adds at most `feedback_client_share` x the input's rows (its newest),
+    so one client (a leaked or abused key) cannot flood the training set."""
     del content_fingerprint, feedback_fingerprint  # only the cache key
+    if not 0 < feedback_client_share <= 1:
+        raise ValueError(f"feedback_client_share {feedback_client_share} is not in (0, 1]")
     session: SparkSession = current_context().spark_session
     reviews = read_reviews(session, uri, encoding)
-    labelled, until = feedback_reviews(feedback) if feedback else (pd.DataFrame(), "")
-    if len(labelled):
-        table = pa.Table.from_pandas(labelled, schema=_ARROW_SCHEMA, preserve_index=False)
+    labelled = LabelledFeedback(pd.DataFrame(), "", {})
+    if feedback:
+        labelled = feedback_reviews(feedback, int(feedback_client_share * reviews.count()))
+    if len(labelled.reviews):
+        table = pa.Table.from_pandas(labelled.reviews, schema=_ARROW_SCHEMA, preserve_index=False)
         reviews = reviews.unionByName(session.createDataFrame(table, SPARK_SCHEMA))
     counts = {str(row["overall"]): int(row["count"]) for row in reviews.groupBy("overall").count().collect()}
     stats = IngestStats(
         files=reviews.select("source_file").distinct().count(),
         rows=sum(counts.values()),
         rating_counts=dict(sorted(counts.items())),
-        feedback_rows=len(labelled),
-        feedback_until=until,
+        feedback_rows=len(labelled.reviews),
+        feedback_until=labelled.until,
+        feedback_capped_rows=sum(labelled.capped.values()),
+        feedback_capped=labelled.capped,
+        feedback_client_share=feedback_client_share,
     )
     print(
-        f"ingest: {stats.rows} rows ({stats.feedback_rows} of them feedback) from {stats.files} source(s) "
+        f"ingest: {stats.rows} rows ({feedback_note(stats)}) from {stats.files} source(s) "
         f"under {uri}; ratings {stats.rating_counts}"
     )
     return IngestOutputs(StructuredDataset(dataframe=reviews), stats)
+
+
+def feedback_note(stats: IngestStats) -> str:
+    """ "741 labelled feedback, 5,900 over a client's 20 % share left out (mallory 5,900)"."""
+    note = f"{stats.feedback_rows:,} labelled feedback"
+    if stats.feedback_capped_rows:
+        worst = sorted(stats.feedback_capped.items(), key=lambda item: -item[1])
+        named = ", ".join(f"{client} {rows:,}" for client, rows in worst[:3]) + (
+            " ..." if len(worst) > 3 else ""
+        )
+        note += (
+            f", {stats.feedback_capped_rows:,} over a client's {stats.feedback_client_share * 100:g} % share "
+            f"left out ({named})"
+        )
+    return note

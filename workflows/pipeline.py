@@ -6,7 +6,8 @@ challenger-vs-champion decision -> MLflow registration and promotion -> Bento.
 
 Without --input it trains on a synthetic, clearly labelled CSV (workflows/synthetic.py),
 so a fresh machine can run it end to end. With --feedback_dir (the service's labelled
-feedback folder) those reviews are trained on too. Every knob is a field of `--settings`
+feedback folder) those reviews are trained on too, each client's at most
+`feedback_client_share` of the input (its newest). Every knob is a field of `--settings`
 (`PipelineSettings`): the fields a run does not give keep their `KINDLE_*` defaults.
 
 Every expensive step is cached (`cache_version` = stage + workflow version +
@@ -25,7 +26,7 @@ from workflows import bento, synthetic
 from workflows.champion import Publication, open_training_run, publish_champion
 from workflows.etl import EtlParams, EtlStats, spark_etl
 from workflows.image import TASK_IMAGE
-from workflows.ingest import IngestStats, fingerprint_feedback, fingerprint_input, ingest
+from workflows.ingest import IngestStats, feedback_note, fingerprint_feedback, fingerprint_input, ingest
 from workflows.search import Candidate, search_all_kinds
 from workflows.settings import RUN_SETTINGS, SETTINGS, PipelineSettings
 
@@ -74,6 +75,12 @@ def make_etl_params(settings: PipelineSettings) -> EtlParams:
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
+def feedback_client_share(settings: PipelineSettings) -> float:
+    """The most one feedback client may add, as a share of the input (ingest's cache key)."""
+    return settings.feedback_client_share
+
+
+@task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
 def bento_enabled(settings: PipelineSettings) -> bool:
     """Whether this run builds the Bento (`build_bento`)."""
     return settings.build_bento
@@ -92,7 +99,7 @@ def summarize(
         "=" * 78,
         "Kindle review rating: training pipeline summary",
         "-" * 78,
-        f"data: {ingest_stats.rows} rows ingested ({ingest_stats.feedback_rows} labelled feedback), "
+        f"data: {ingest_stats.rows} rows ingested ({feedback_note(ingest_stats)}), "
         f"{etl_stats.empty_dropped} empty and {etl_stats.duplicates_dropped} duplicates dropped, "
         f"{etl_stats.balanced_dropped} balanced away; vocabulary {etl_stats.vocabulary}",
         "splits: "
@@ -148,6 +155,7 @@ def training_pipeline(
         encoding=encoding,
         feedback=feedback_dir,
         feedback_fingerprint=fingerprint_feedback(folder=feedback_dir),
+        feedback_client_share=feedback_client_share(settings=run),
     )
     etl = spark_etl(reviews=reviews, params=make_etl_params(settings=run), spark_conf=spark_conf)
     parent = open_training_run(settings=run, source=source, source_fingerprint=content)

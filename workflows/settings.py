@@ -28,6 +28,8 @@ from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
 from libs.production import ProductionSettings
 
+DEFAULT_FEEDBACK_CLIENT_SHARE = 0.2
+
 WORKFLOW_VERSION = "3"
 """Bump when a task's code changes its outputs: every cache key includes it."""
 
@@ -81,6 +83,14 @@ class PipelineSettings(TrainingSettings):
         pattern="^(hash|time)$",
         description="'hash': each review's split is fixed by a seeded hash of its text, so adding data "
         "never moves a review between splits; 'time': oldest train, newest test.",
+    )
+    feedback_client_share: float = Field(
+        DEFAULT_FEEDBACK_CLIENT_SHARE,
+        gt=0,
+        le=1,
+        description="Most labelled feedback rows one client may add to a training run, as a share of the "
+        "training input's rows (its newest kept; rows without a client count as one client, "
+        "'unknown'): one client cannot flood the training set.",
     )
     build_bento: bool = Field(True, description="Build the service's Bento for a promoted champion.")
 

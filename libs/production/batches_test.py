@@ -55,12 +55,17 @@ def test_a_file_is_cut_when_the_oldest_row_is_old_enough(features: pd.DataFrame,
     assert len(read_batches(tmp_path)) == 20
 
 
-def test_only_the_newest_max_files_are_kept(features: pd.DataFrame, tmp_path: Path) -> None:
-    writer = BatchWriter(tmp_path, rows_per_file=50, max_files=2)
+def test_only_the_newest_files_within_max_bytes_are_kept(features: pd.DataFrame, tmp_path: Path) -> None:
+    with BatchWriter(tmp_path / "one") as writer:
+        writer.write(features.iloc[:50])
+    size = next((tmp_path / "one").glob("batch-*.parquet")).stat().st_size
+    folder = tmp_path / "kept"
+    writer = BatchWriter(folder, rows_per_file=50, max_bytes=int(2.5 * size))
     for start in range(0, 300, 50):
         writer.write(features.iloc[start : start + 50])
-    assert len(list(tmp_path.glob("batch-*.parquet"))) == 2
-    assert read_batches(tmp_path)["text_len"].tolist() == features["text_len"].iloc[200:].tolist()
+    files = list(folder.glob("batch-*.parquet"))
+    assert len(files) == 2 and sum(path.stat().st_size for path in files) <= 2.5 * size
+    assert read_batches(folder)["text_len"].tolist() == features["text_len"].iloc[200:].tolist()
 
 
 def test_writes_leave_no_temporary_files(features: pd.DataFrame, tmp_path: Path) -> None:
