@@ -215,10 +215,12 @@ def search_kind(
         # A transformer's int8 export serves only if its validation macro-F1 stays within
         # 0.005 of the torch model's (the rows are in the refit's data: this measures what
         # quantisation costs, not how well the model generalises).
-        onnx_check = (validation[TEXT_COLUMN].astype(str).tolist(), labels_of(validation).tolist())
-        path = save_bundle(
-            candidate, out_dir / kind.value, onnx_check=onnx_check if kind.needs_torch else None
+        onnx_check = (
+            (validation[TEXT_COLUMN].astype(str).tolist(), labels_of(validation).tolist())
+            if kind.needs_torch
+            else None
         )
+        path = save_bundle(candidate, out_dir / kind.value, onnx_check=onnx_check)
         latency = float(outcome.best.user_attrs["latency_ms"])
         if tracked:
             mlflow.log_params({f"best_{key}": value for key, value in outcome.params.items()})
