@@ -52,14 +52,18 @@ def _scorer(bundle: Path, name: str, batch_size: int = 16) -> OnnxClassifier:
     )
 
 
-def test_the_fp32_export_scores_as_the_torch_model(fitted, saved: Path, val_df: pd.DataFrame) -> None:
+def test_the_fp32_export_scores_as_the_torch_model(
+    fitted: DistilBertClassifier, saved: Path, val_df: pd.DataFrame
+) -> None:
     texts = val_df["text"].tolist()
     np.testing.assert_allclose(
         _scorer(saved, "model.onnx").predict_proba(texts), fitted.predict_proba(texts), atol=1e-5
     )
 
 
-def test_the_int8_export_is_close_and_its_choice_follows_the_rule(fitted, saved: Path) -> None:
+def test_the_int8_export_is_close_and_its_choice_follows_the_rule(
+    fitted: DistilBertClassifier, saved: Path
+) -> None:
     texts = list(CHECK_TEXTS)
     fp32 = _scorer(saved, "model.onnx").predict_proba(texts)
     int8 = _scorer(saved, "model.int8.onnx").predict_proba(texts)
@@ -107,7 +111,7 @@ def test_empty_input(saved: Path) -> None:
     assert load_bundle(saved).predict_proba([]).shape == (0, 5)
 
 
-def test_the_bundle_round_trips_and_serves_onnx(fitted, saved: Path) -> None:
+def test_the_bundle_round_trips_and_serves_onnx(fitted: DistilBertClassifier, saved: Path) -> None:
     manifest = json.loads((saved / MANIFEST).read_text())
     onnx_files = {n for n in manifest["files"] if n.startswith("estimator/onnx/")}
     assert onnx_files == {
@@ -170,7 +174,7 @@ def test_loading_and_scoring_imports_neither_torch_nor_transformers(saved: Path)
 
 
 def test_a_labelled_check_applies_the_macro_f1_rule(
-    fitted, train_df, val_df: pd.DataFrame, tmp_path: Path
+    fitted: DistilBertClassifier, train_df: pd.DataFrame, val_df: pd.DataFrame, tmp_path: Path
 ) -> None:
     bundle = ModelBundle.new("distilbert", fitted, None, fingerprint(train_df))
     check = (val_df["text"].tolist(), labels_of(val_df).tolist())
@@ -181,7 +185,9 @@ def test_a_labelled_check_applies_the_macro_f1_rule(
     assert serving["precision"] == ("int8" if f1_int8 >= f1_torch - 0.005 else "fp32")
 
 
-def test_a_bundle_without_onnx_files_still_loads_through_torch(fitted, saved: Path, tmp_path: Path) -> None:
+def test_a_bundle_without_onnx_files_still_loads_through_torch(
+    fitted: DistilBertClassifier, saved: Path, tmp_path: Path
+) -> None:
     import shutil
 
     older = tmp_path / "older"
