@@ -36,6 +36,17 @@ def test_closure_is_pinned_and_light() -> None:
     assert "torch" in dict(p.split("==") for p in _bentofile_for({"torch": "2"})["python"]["packages"])
 
 
+def test_a_transformer_champion_brings_onnxruntime_not_torch() -> None:
+    """A transformer bundle records the libraries its ONNX export needs, and the Bento gets those."""
+    from libs.models.bundle import library_versions
+
+    packages = dict(
+        p.split("==") for p in _bentofile_for(library_versions("distilbert"))["python"]["packages"]
+    )
+    assert {"onnxruntime", "tokenizers"} <= set(packages)
+    assert not {"torch", "transformers"} & set(packages)
+
+
 def test_the_bento_builds_on_the_debian_base_or_on_bentomls_default(tmp_path: Path) -> None:
     """The base image `bentoml containerize` starts FROM, with and without --bentoml-base."""
     from bentoml._internal.bento.build_config import CondaOptions, DockerOptions

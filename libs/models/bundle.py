@@ -6,7 +6,10 @@ Layout (format version 2):
     estimator.skops        scikit-learn kinds: the fitted StarPipeline (skops format), its
                            TF-IDF detached
     estimator/             transformer kinds: safetensors weights, tokenizer and hyperparameters
-                           (JSON), as `save_pretrained` writes them
+                           (JSON), as `save_pretrained` writes them, and
+    estimator/onnx/        the same model exported to ONNX (fp32 and int8), `tokenizer.json` and
+                           `serving.json` (which file serves; mirrored as the manifest's
+                           `serving`): what serving loads, with onnxruntime and tokenizers only
     tfidf.json             the fitted vectoriser (the one copy; re-attached on load)
     drift_reference.json   libs.drift's reference profile (`ReferenceProfile.to_dict`), when given
 
@@ -80,7 +83,12 @@ TRUSTED_TYPES = [
 """Types a scikit-learn bundle may contain beyond skops' defaults (scikit-learn, numpy, scipy)."""
 
 _SKLEARN_LIBRARIES = ("scikit-learn", "skops", "numpy", "scipy", "pandas")
-_TORCH_LIBRARIES = ("torch", "transformers", "tokenizers")
+_ONNX_LIBRARIES = ("onnxruntime", "tokenizers")
+"""What a transformer bundle needs at load time: its ONNX export, not torch or transformers
+(the versions it was exported with are in `serving.exported_with`)."""
+ONNX_FOLDER = f"{ESTIMATOR_FOLDER}/onnx"
+SERVING_FILE = "serving.json"
+"""Beside a transformer's ONNX files: which of them serves, the tokenizer and its padding."""
 
 
 class BundleError(Exception):
@@ -89,7 +97,7 @@ class BundleError(Exception):
 
 def library_versions(kind: ModelKind | str) -> dict[str, str]:
     """Versions of the libraries the estimator needs at load time (and Python's)."""
-    names = _SKLEARN_LIBRARIES + (_TORCH_LIBRARIES if ModelKind.parse(kind).needs_torch else ())
+    names = _SKLEARN_LIBRARIES + (_ONNX_LIBRARIES if ModelKind.parse(kind).needs_torch else ())
     return {"python": platform.python_version(), **{name: importlib.metadata.version(name) for name in names}}
 
 
@@ -204,10 +212,19 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_estimator(bundle: ModelBundle, folder: Path) -> None:
+def _write_estimator(
+    bundle: ModelBundle, folder: Path, onnx_check: tuple[Sequence[str], Sequence[int]] | None
+) -> None:
     kind = ModelKind.parse(bundle.kind)
     if kind.needs_torch:
+        from libs.models.onnx_export import LabelledCheck, export_onnx  # torch only for this kind
+
         bundle.estimator.save(folder / ESTIMATOR_FOLDER)
+        check = LabelledCheck(*onnx_check) if onnx_check is not None else None
+        try:
+            export_onnx(bundle.estimator, folder / ONNX_FOLDER, check)
+        except ValueError as error:
+            raise BundleError(f"bundle {bundle.version}: {error}") from error
         return
     if not isinstance(bundle.estimator, StarPipeline):
         raise BundleError(
@@ -238,12 +255,21 @@ def _copy_model_files(source: Path, folder: Path) -> None:
             shutil.copyfile(source / name, folder / name)
 
 
-def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None = None) -> Path:
+def save_bundle(
+    bundle: ModelBundle,
+    path: Path,
+    model_files_from: Path | None = None,
+    onnx_check: tuple[Sequence[str], Sequence[int]] | None = None,
+) -> Path:
     """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`.
 
     With `model_files_from` (the bundle `bundle` was loaded from), the estimator and the
     vectoriser are copied from there byte for byte instead of written again: a bundle
     finished with new metadata keeps the model files, and the `model_digest`, it had.
+
+    A transformer is also exported to ONNX (`libs.models.onnx_export`); `onnx_check`, labelled
+    texts (e.g. the validation split), lets int8 serve only if its macro-F1 stays within
+    0.005 of the torch model's; without it int8 must agree with fp32 on fixed check texts.
     """
     path = Path(path)
     kind = ModelKind.parse(bundle.kind)
@@ -259,7 +285,7 @@ def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None =
         if model_files_from is not None:
             _copy_model_files(Path(model_files_from), temporary)
         else:
-            _write_estimator(bundle, temporary)
+            _write_estimator(bundle, temporary, onnx_check)
             if bundle.tfidf is not None:
                 bundle.tfidf.save(temporary / TFIDF_FILE)
         if bundle.drift_reference is not None:
@@ -277,6 +303,10 @@ def save_bundle(bundle: ModelBundle, path: Path, model_files_from: Path | None =
             "created_at": datetime.now(UTC).isoformat(),
             "files": _files(temporary),
         }
+        serving = temporary / ONNX_FOLDER / SERVING_FILE
+        if serving.is_file():
+            # The checked file decides; the manifest mirrors it for people and /metadata.
+            manifest["serving"] = json.loads(serving.read_text())
         # The manifest is written last: a folder without one is never a bundle.
         (temporary / MANIFEST).write_text(json.dumps(_jsonable(manifest), indent=2, sort_keys=True))
         for file in temporary.rglob("*"):
@@ -392,7 +422,7 @@ def load_bundle(path: Path) -> ModelBundle:
     _check_versions(path, manifest["library_versions"])
     try:
         tfidf = Tfidf.load(path / TFIDF_FILE) if TFIDF_FILE in manifest["files"] else None
-        estimator = _read_estimator(path, kind, tfidf)
+        estimator = _read_estimator(path, kind, tfidf, manifest["files"])
         drift = _read_drift_reference(path) if DRIFT_FILE in manifest["files"] else None
     except BundleError:
         raise
@@ -419,9 +449,14 @@ def _read_drift_reference(path: Path) -> ReferenceProfile:
     return ReferenceProfile.from_dict(data, f"drift reference of bundle {path}")
 
 
-def _read_estimator(path: Path, kind: ModelKind, tfidf: Tfidf | None) -> Any:
+def _read_estimator(path: Path, kind: ModelKind, tfidf: Tfidf | None, files: Mapping[str, str]) -> Any:
+    if kind.needs_torch and f"{ONNX_FOLDER}/{SERVING_FILE}" in files:
+        from libs.models.onnx_runtime import OnnxClassifier  # onnxruntime and tokenizers only
+
+        return OnnxClassifier.load(path / ONNX_FOLDER)
     if kind.needs_torch:
-        from libs.models.transformer import DistilBertClassifier  # torch only for this kind
+        # A bundle saved before the ONNX export: torch and transformers are needed to serve it.
+        from libs.models.transformer import DistilBertClassifier
 
         return DistilBertClassifier.load(path / ESTIMATOR_FOLDER)
     try:

@@ -41,7 +41,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from libs.drift import ReferenceProfile
-from libs.features import CLEAN_COLUMN, CONTRACT, Tfidf
+from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
 from libs.models.bundle import ModelBundle, load_bundle, model_digest, save_bundle
 from libs.models.components import FeatureMatrix
 from libs.models.kinds import LABELS, ModelKind
@@ -218,7 +218,15 @@ def search_kind(
             metrics={f"val_{key}": value for key, value in validation_metrics.items()},
             mlflow_run_id=run_id,
         )
-        path = save_bundle(candidate, out_dir / kind.value)
+        # A transformer's int8 export serves only if its validation macro-F1 stays within
+        # 0.005 of the torch model's (the rows are in the refit's data: this measures what
+        # quantisation costs, not how well the model generalises).
+        onnx_check = (
+            (validation[TEXT_COLUMN].astype(str).tolist(), labels_of(validation).tolist())
+            if kind.needs_torch
+            else None
+        )
+        path = save_bundle(candidate, out_dir / kind.value, onnx_check=onnx_check)
         latency = float(outcome.best.user_attrs["latency_ms"])
         if tracked:
             mlflow.log_params({f"best_{key}": value for key, value in outcome.params.items()})
