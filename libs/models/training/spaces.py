@@ -41,13 +41,13 @@ def suggest(kind: ModelKind, trial: optuna.Trial, settings: TrainingSettings) ->
             "epochs": trial.suggest_int("epochs", 2, 8),
         }
     if kind is ModelKind.DISTILBERT:
+        # What moves macro-F1 on this CPU: the peak learning rate, the epochs and how much of
+        # each review is read. Batches of 32 and weight decay 0.01 stay (transformer.py).
         return {
             "pretrained": settings.pretrained,
-            "learning_rate": trial.suggest_float("learning_rate", 1e-5, 1e-4, log=True),
-            "epochs": trial.suggest_int("epochs", 1, 4),
-            "batch_size": trial.suggest_categorical("batch_size", [8, 16, 32]),
+            "learning_rate": trial.suggest_float("learning_rate", 2e-5, 2e-4, log=True),
+            "epochs": trial.suggest_int("epochs", 1, 3),
             "max_length": trial.suggest_categorical("max_length", [128, 256]),
-            "weight_decay": trial.suggest_float("weight_decay", 0.0, 0.1),
         }
     raise ValueError(f"no search space for model kind {kind!r}")
 
@@ -58,4 +58,6 @@ def starting_points(kind: ModelKind) -> list[dict[str, Any]]:
     ties: a sampled configuration replaces them only by beating them clearly."""
     if kind is ModelKind.LOGREG:
         return [{"C": 1.0, "numeric": False}, {"C": 1.0, "numeric": True}]
+    if kind is ModelKind.DISTILBERT:  # the CPU recipe (transformer.py): 9 minutes, 0.539 unseen
+        return [{"learning_rate": 8e-5, "epochs": 2, "max_length": 128}]
     return []
