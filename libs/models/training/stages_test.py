@@ -13,8 +13,8 @@ from libs.models.bundle import load_bundle
 from libs.models.kinds import ModelKind
 from libs.models.registry import CHAMPION
 from libs.models.training.data import LABEL_COLUMN, fingerprint
-from libs.models.training.settings import TrainingSettings
 from libs.models.training.frozen import FROZEN_TAG, load_frozen_set
+from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import (
     FEEDBACK_TAG,
     Decision,
