@@ -4,17 +4,13 @@ counted as one client, and the share is part of the task's cache key."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flytekit import FlyteContextManager
-from flytekit.core.data_persistence import FileAccessProvider
 from pyspark.sql import SparkSession
 
 from libs.features.spark import local_session
@@ -22,29 +18,10 @@ from libs.production import FeedbackWriter
 from tests import fixtures
 from workflows.ingest import UNKNOWN_CLIENT, feedback_note, feedback_reviews, ingest
 
+pytest_plugins = ["tests.fixtures.flyte_local"]  # private_home, raw_output
+
 START = 1_700_000_000.0
 INPUT_ROWS = 100
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """flytekit's local task cache lives in ~/.flyte: a private one, never the user's."""
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    yield
-    if saved is None:
-        del os.environ["HOME"]
-    else:
-        os.environ["HOME"] = saved
-
-
-@pytest.fixture
-def raw_output(tmp_path: Path) -> Iterator[Path]:
-    raw = tmp_path / "raw"
-    access = FileAccessProvider(local_sandbox_dir=str(tmp_path / "sandbox"), raw_output_prefix=str(raw))
-    context = FlyteContextManager.current_context().with_file_access(access).build()
-    with FlyteContextManager.with_context(context.new_builder()):
-        yield raw
 
 
 @pytest.fixture(scope="module")

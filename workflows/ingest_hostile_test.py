@@ -9,15 +9,11 @@ which is what makes the empty-folder checks meaningful.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from flytekit import FlyteContextManager
-from flytekit.core.data_persistence import FileAccessProvider
 from pyspark.sql import SparkSession
 
 from libs.features.spark import local_session
@@ -26,34 +22,13 @@ from workflows import ingest as ingest_module
 from workflows.ingest import InputValidationError, ingest
 from workflows.settings import SETTINGS
 
+pytest_plugins = ["tests.fixtures.flyte_local"]  # private_home, raw_output
+
 FIFTY_MB = 50 * 2**20
 
 
 def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """flytekit's local task cache lives in ~/.flyte: a private one, never the user's (and a
-    writable one under Bazel's sandbox)."""
-    saved = os.environ.get("HOME")
-    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
-    yield
-    if saved is None:
-        del os.environ["HOME"]
-    else:
-        os.environ["HOME"] = saved
-
-
-@pytest.fixture
-def raw_output(tmp_path: Path) -> Iterator[Path]:
-    """Where the task writes its outputs (Flyte's raw-output prefix), fresh per test."""
-    raw = tmp_path / "raw"
-    access = FileAccessProvider(local_sandbox_dir=str(tmp_path / "sandbox"), raw_output_prefix=str(raw))
-    context = FlyteContextManager.current_context().with_file_access(access).build()
-    with FlyteContextManager.with_context(context.new_builder()):
-        yield raw
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ knows that its linear learner's first `tfidf.size` coefficients are per-term wei
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,21 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 
-from libs.features import CLEAN_COLUMN, CONTRACT, Tfidf
+from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
 from libs.models.kinds import LABELS, check_labels
 
 FEATURES_STEP = "features"
 """Name of the `FeatureMatrix` step in every StarPipeline."""
+
+
+def review_texts(X: pd.DataFrame | Sequence[str]) -> list[str]:
+    """What a text model reads: the features frame's `text` column (summary + review, as
+    every kind sees it), or the texts themselves."""
+    if isinstance(X, pd.DataFrame):
+        if TEXT_COLUMN not in X:
+            raise ValueError(f"features frame lacks column {TEXT_COLUMN!r}; pass compute_features output")
+        return X[TEXT_COLUMN].astype(str).tolist()
+    return [str(text) for text in X]
 
 
 class ExplanationUnavailable(ValueError):

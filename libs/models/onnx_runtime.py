@@ -26,8 +26,8 @@ import onnxruntime
 import pandas as pd
 from tokenizers import Tokenizer
 
-from libs.features import TEXT_COLUMN
 from libs.models.bundle import SERVING_FILE  # the export's settings: which file serves, padding
+from libs.models.components import review_texts
 from libs.models.kinds import LABELS
 
 THREADS_ENV = "KINDLE_ONNX_THREADS"
@@ -54,14 +54,6 @@ class ServingSettings:
             pad_id=int(data["pad_id"]),
             batch_size=int(data["batch_size"]),
         )
-
-
-def _texts(X: pd.DataFrame | Sequence[str]) -> list[str]:
-    if isinstance(X, pd.DataFrame):
-        if TEXT_COLUMN not in X:
-            raise ValueError(f"features frame lacks column {TEXT_COLUMN!r}; pass compute_features output")
-        return X[TEXT_COLUMN].astype(str).tolist()
-    return [str(text) for text in X]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -144,7 +136,7 @@ class OnnxClassifier:
         return result
 
     def predict_proba(self, X: pd.DataFrame | Sequence[str]) -> np.ndarray:
-        return _softmax(self.logits(_texts(X)).astype(np.float64))
+        return _softmax(self.logits(review_texts(X)).astype(np.float64))
 
     def predict(self, X: pd.DataFrame | Sequence[str]) -> np.ndarray:
         result: np.ndarray = self.classes_[np.argmax(self.predict_proba(X), axis=1)]

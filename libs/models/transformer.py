@@ -31,7 +31,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from libs.features import TEXT_COLUMN
+from libs.models.components import review_texts
 from libs.models.kinds import LABELS, check_labels
 
 logger = logging.getLogger("kindle.models.distilbert")
@@ -73,14 +73,6 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     order, not their rows, for training."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def _texts(X: pd.DataFrame | Sequence[str]) -> list[str]:
-    if isinstance(X, pd.DataFrame):
-        if TEXT_COLUMN not in X:
-            raise ValueError(f"features frame lacks column {TEXT_COLUMN!r}; pass compute_features output")
-        return X[TEXT_COLUMN].astype(str).tolist()
-    return [str(text) for text in X]
 
 
 class DistilBertClassifier(ClassifierMixin, BaseEstimator):
@@ -139,7 +131,7 @@ class DistilBertClassifier(ClassifierMixin, BaseEstimator):
         """Fine-tunes epoch by epoch, yielding after each (HPO reports and may prune there)."""
         check_labels(y)
         torch.manual_seed(self.seed)
-        texts, targets = _texts(X), torch.tensor(np.asarray(y, dtype=np.int64) - LABELS[0])
+        texts, targets = review_texts(X), torch.tensor(np.asarray(y, dtype=np.int64) - LABELS[0])
         self.classes_ = np.array(LABELS)
         self.device_ = pick_device(self.device)
         self._load_pretrained()
@@ -187,7 +179,7 @@ class DistilBertClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: pd.DataFrame | Sequence[str]) -> np.ndarray:
         """Probabilities in the input order, computed in batches of similar length."""
         self.model_.eval()
-        texts = _texts(X)
+        texts = review_texts(X)
         if not texts:
             return np.empty((0, len(LABELS)))
         ids = self._tokenise(texts)
