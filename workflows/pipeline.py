@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from flytekit import Resources, task, workflow
 
+from libs.models.training.stages import KindResult
 from libs.urls import redact_url
 from workflows import bento, synthetic
 from workflows.champion import Publication, open_training_run, publish_champion
@@ -105,14 +106,16 @@ def summarize(
         "splits: "
         + ", ".join(f"{name} {sum(counts.values())}" for name, counts in etl_stats.split_counts.items()),
         "-" * 78,
-        f"{'kind':<14}{'val macro-F1':>14}{'val acc':>10}{'latency ms/row':>16}{'trials':>8}  champion",
+        f"{'kind':<12}{'val macro-F1':>13}{'val acc':>9}{'ms/review':>11}{'trials':>8}{'train s':>9}"
+        "  champion",
     ]
     for result in sorted((c.result for c in candidates), key=lambda r: -r.val_macro_f1):
         mark = "*" if result.kind == publication.champion else ""
         lines.append(
-            f"{result.kind:<14}{result.validation['macro_f1']:>14.4f}{result.validation['accuracy']:>10.4f}"
-            f"{result.latency_ms:>16.4f}{result.trials:>8}  {mark}"
+            f"{result.kind:<12}{result.validation['macro_f1']:>13.4f}{result.validation['accuracy']:>9.4f}"
+            f"{result.latency_ms:>11.3f}{result.trials:>8}{result.seconds:>9.0f}  {mark}"
         )
+    lines += [f"ensemble: {ensemble_note(c.result)}" for c in candidates if c.result.kind == "ensemble"]
     test = publication.test_metrics
     registered = (
         f"registered: {publication.model_name} v{publication.version} (alias champion) at "
@@ -133,6 +136,13 @@ def summarize(
     table = "\n".join(lines)
     print(table, flush=True)
     return table
+
+
+def ensemble_note(result: KindResult) -> str:
+    """How the ensemble votes, e.g. `0.45 x distilbert + 0.55 x logreg (weight chosen on validation)`."""
+    weight = float(result.params["weight"])
+    tfidf_kind = result.params["tfidf_kind"]
+    return f"{weight:.2f} x distilbert + {1 - weight:.2f} x {tfidf_kind} (weight chosen on validation)"
 
 
 @workflow

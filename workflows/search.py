@@ -1,5 +1,11 @@
 """The model search: one branch per model kind (`@dynamic`), each a thin adapter over
-`libs.models.training.stages.search_kind`, nested under the run's parent MLflow run.
+`libs.models.training.stages.search_kind`, nested under the run's parent MLflow run; then
+the ensemble kind, when asked for, from the transformer's and the TF-IDF kinds' candidates
+(`libs.models.training.ensemble`).
+
+On a cluster the transformer's branch requests `transformer_gpus` GPUs
+(`Resources(gpu=N)` through `with_overrides`); with 0 it trains on its 2 CPUs, which the
+CPU recipe is made for.
 
 Why `@dynamic` rather than `map_task`: the kinds are chosen at run time, and each branch
 is then an ordinary cached task with its own resources, so a re-run with one more kind
@@ -27,6 +33,8 @@ from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
 from libs.features import Tfidf
+from libs.models.kinds import SKLEARN_KINDS, ModelKind
+from libs.models.training.ensemble import build_ensemble
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import KindResult, search_kind, search_settings
 from workflows.etl import Features
@@ -84,6 +92,33 @@ def search_kind_task(
     return Candidate(result, FlyteDirectory(str(result.bundle)))
 
 
+@task(
+    cache=True,
+    cache_version=cache_version("ensemble"),
+    cache_ignore_input_vars=("parent_run_id",),
+    container_image=TASK_IMAGE,
+    requests=Resources(cpu="2", mem="4Gi"),
+    limits=Resources(cpu="2", mem="8Gi"),
+)
+def ensemble_task(
+    candidates: list[Candidate], validation: Features, settings: TrainingSettings, parent_run_id: str
+) -> Candidate:
+    """The soft vote of the transformer and the best TF-IDF kind, its weight chosen on validation."""
+    result = build_ensemble(
+        [candidate.local() for candidate in candidates],
+        read_split(validation),
+        settings,
+        Path(current_context().working_directory) / "candidate",
+        parent_run_id=parent_run_id,
+    )
+    weight = result.params["weight"]
+    print(
+        f"search[ensemble]: {weight:.2f} x transformer + {result.params['tfidf_kind']}, "
+        f"val macro-F1 {result.val_macro_f1:.4f}"
+    )
+    return Candidate(result, FlyteDirectory(str(result.bundle)))
+
+
 @dynamic(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="512Mi"))
 def search_all_kinds(
     train: Features,
@@ -93,9 +128,13 @@ def search_all_kinds(
     settings: PipelineSettings,
     parent_run_id: str,
 ) -> list[Candidate]:
-    """Fans out one `search_kind_task` per kind of `settings` (parallel pods on a cluster)."""
-    return [
-        search_kind_task(
+    """Fans out one `search_kind_task` per searched kind of `settings` (parallel pods on a
+    cluster), then builds the ensemble from their candidates when `settings` name it."""
+    searched = {}
+    for kind in settings.kinds:
+        if not kind.searched:
+            continue
+        branch = search_kind_task(
             kind=kind.value,
             train=train,
             validation=validation,
@@ -104,5 +143,23 @@ def search_all_kinds(
             settings=search_settings(settings),
             parent_run_id=parent_run_id,
         )
-        for kind in settings.kinds
-    ]
+        if kind.needs_torch and settings.transformer_gpus:
+            branch = branch.with_overrides(
+                requests=Resources(cpu="2", mem="8Gi", gpu=str(settings.transformer_gpus)),
+                limits=Resources(cpu="4", mem="16Gi", gpu=str(settings.transformer_gpus)),
+            )
+        searched[kind] = branch
+    candidates = list(searched.values())
+    if ModelKind.ENSEMBLE in settings.kinds:
+        voters = [
+            searched[kind] for kind in searched if kind is ModelKind.DISTILBERT or kind in SKLEARN_KINDS
+        ]
+        candidates.append(
+            ensemble_task(
+                candidates=voters,
+                validation=validation,
+                settings=search_settings(settings),
+                parent_run_id=parent_run_id,
+            )
+        )
+    return candidates

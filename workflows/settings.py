@@ -30,7 +30,7 @@ from libs.production import ProductionSettings
 
 DEFAULT_FEEDBACK_CLIENT_SHARE = 0.2
 
-WORKFLOW_VERSION = "3"
+WORKFLOW_VERSION = "4"
 """Bump when a task's code changes its outputs: every cache key includes it."""
 
 
@@ -93,6 +93,12 @@ class PipelineSettings(TrainingSettings):
         "'unknown'): one client cannot flood the training set.",
     )
     build_bento: bool = Field(True, description="Build the service's Bento for a promoted champion.")
+    transformer_gpus: int = Field(
+        0,
+        ge=0,
+        description="GPUs the transformer's search task requests on a Flyte cluster (Resources(gpu=N)); "
+        "0: it trains on CPUs. Locally a GPU is used whenever torch sees one.",
+    )
 
 
 class WorkflowSettings(PipelineSettings, ProductionSettings):

@@ -3,13 +3,15 @@
 Layout (format version 2):
     manifest.json          format version, sha256 of every other file, kind, version, labels,
                            metrics, data fingerprint, contract hash, library versions
-    estimator.skops        scikit-learn kinds: the fitted StarPipeline (skops format), its
-                           TF-IDF detached
-    estimator/             transformer kinds: safetensors weights, tokenizer and hyperparameters
-                           (JSON), as `save_pretrained` writes them, and
+    estimator.skops        scikit-learn kinds and the ensemble's TF-IDF member: the fitted
+                           StarPipeline (skops format), its TF-IDF detached
+    estimator/             the transformer kind and the ensemble's transformer member:
+                           safetensors weights, tokenizer and hyperparameters (JSON), as
+                           `save_pretrained` writes them, and
     estimator/onnx/        the same model exported to ONNX (fp32 and int8), `tokenizer.json` and
                            `serving.json` (which file serves; mirrored as the manifest's
                            `serving`): what serving loads, with onnxruntime and tokenizers only
+    ensemble.json          the ensemble kind: the transformer's weight in the soft vote
     tfidf.json             the fitted vectoriser (the one copy; re-attached on load)
     drift_reference.json   libs.drift's reference profile (`ReferenceProfile.to_dict`), when given
 
@@ -56,7 +58,7 @@ from skops.io.exceptions import UntrustedTypesFoundException
 from libs.atomic import fsync
 from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
-from libs.models.components import ExplanationUnavailable, StarPipeline
+from libs.models.components import ExplanationUnavailable, SoftVote, StarPipeline
 from libs.models.kinds import LABELS, ModelKind, sentiment_of
 
 logger = logging.getLogger("kindle.models.bundle")
@@ -67,6 +69,7 @@ ESTIMATOR_FILE = "estimator.skops"
 ESTIMATOR_FOLDER = "estimator"
 TFIDF_FILE = "tfidf.json"
 DRIFT_FILE = "drift_reference.json"
+ENSEMBLE_FILE = "ensemble.json"
 STRICT_LIBRARY = "scikit-learn"
 """The library whose feature release (major.minor) must match the one that saved the estimator."""
 
@@ -216,26 +219,51 @@ def _write_estimator(
     bundle: ModelBundle, folder: Path, onnx_check: tuple[Sequence[str], Sequence[int]] | None
 ) -> None:
     kind = ModelKind.parse(bundle.kind)
-    if kind.needs_torch:
-        from libs.models.onnx_export import LabelledCheck, export_onnx  # torch only for this kind
+    if kind is ModelKind.ENSEMBLE:
+        if not isinstance(bundle.estimator, SoftVote):
+            raise BundleError(f"an ensemble bundle holds a SoftVote, got {type(bundle.estimator).__name__}")
+        _write_transformer(bundle.estimator.transformer, bundle.version, folder, onnx_check)
+        _write_pipeline(bundle.estimator.tfidf_model, kind, folder)
+    elif kind.needs_torch:
+        _write_transformer(bundle.estimator, bundle.version, folder, onnx_check)
+    else:
+        _write_pipeline(bundle.estimator, kind, folder)
 
-        bundle.estimator.save(folder / ESTIMATOR_FOLDER)
-        check = LabelledCheck(*onnx_check) if onnx_check is not None else None
-        try:
-            export_onnx(bundle.estimator, folder / ONNX_FOLDER, check)
-        except ValueError as error:
-            raise BundleError(f"bundle {bundle.version}: {error}") from error
-        return
-    if not isinstance(bundle.estimator, StarPipeline):
+
+def _write_transformer(
+    transformer: Any, version: str, folder: Path, onnx_check: tuple[Sequence[str], Sequence[int]] | None
+) -> None:
+    """The torch model as saved, and its ONNX export (what serving loads)."""
+    from libs.models.onnx_export import LabelledCheck, export_onnx  # torch only for these kinds
+
+    if not hasattr(transformer, "save"):
         raise BundleError(
-            f"a {kind.value} bundle holds a StarPipeline, got {type(bundle.estimator).__name__}"
+            f"bundle {version}: a {type(transformer).__name__} cannot be written again; pass "
+            "model_files_from (the bundles it was loaded from)"
         )
-    attached = bundle.estimator.feature_matrix.tfidf
-    bundle.estimator.attach(None)  # tfidf.json is the one copy; no vocabulary in the estimator file
+    transformer.save(folder / ESTIMATOR_FOLDER)
+    check = LabelledCheck(*onnx_check) if onnx_check is not None else None
     try:
-        skops.io.dump(bundle.estimator, folder / ESTIMATOR_FILE)
+        export_onnx(transformer, folder / ONNX_FOLDER, check)
+    except ValueError as error:
+        raise BundleError(f"bundle {version}: {error}") from error
+
+
+def _write_pipeline(pipeline: Any, kind: ModelKind, folder: Path) -> None:
+    """The StarPipeline in skops format, without its vectoriser (tfidf.json is the one copy)."""
+    if not isinstance(pipeline, StarPipeline):
+        raise BundleError(f"a {kind.value} bundle holds a StarPipeline, got {type(pipeline).__name__}")
+    attached = pipeline.feature_matrix.tfidf
+    pipeline.attach(None)
+    try:
+        skops.io.dump(pipeline, folder / ESTIMATOR_FILE)
     finally:
-        bundle.estimator.attach(attached)
+        pipeline.attach(attached)
+
+
+def _is_model_file(name: str) -> bool:
+    """Files that decide predictions: estimator, vectoriser, the ensemble's weight."""
+    return name in (ESTIMATOR_FILE, TFIDF_FILE, ENSEMBLE_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/")
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -247,25 +275,32 @@ def _files(folder: Path) -> dict[str, str]:
     }
 
 
-def _copy_model_files(source: Path, folder: Path) -> None:
-    """The estimator and vectoriser files of the bundle at `source`, byte for byte."""
-    for name in _read_manifest(source)["files"]:
-        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/"):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, folder / name)
+def _copy_model_files(sources: Sequence[Path], folder: Path) -> None:
+    """The model files of the bundles at `sources`, byte for byte (an ensemble's come from its
+    two members' bundles; a file two sources both hold must be the same in both)."""
+    for source in sources:
+        for name, digest in _read_manifest(source)["files"].items():
+            if _is_model_file(name):
+                if (folder / name).exists():
+                    if _sha256(folder / name) != digest:
+                        raise BundleError(f"the bundles {list(map(str, sources))} hold different {name}")
+                    continue
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / name, folder / name)
 
 
 def save_bundle(
     bundle: ModelBundle,
     path: Path,
-    model_files_from: Path | None = None,
+    model_files_from: Path | Sequence[Path] | None = None,
     onnx_check: tuple[Sequence[str], Sequence[int]] | None = None,
 ) -> Path:
     """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`.
 
-    With `model_files_from` (the bundle `bundle` was loaded from), the estimator and the
-    vectoriser are copied from there byte for byte instead of written again: a bundle
-    finished with new metadata keeps the model files, and the `model_digest`, it had.
+    With `model_files_from` (the bundle `bundle` was loaded from, or for an ensemble its
+    members' bundles), the estimator and the vectoriser are copied from there byte for byte
+    instead of written again: a bundle finished with new metadata keeps the model files,
+    and the `model_digest`, it had. An ensemble's weight is written from its estimator.
 
     A transformer is also exported to ONNX (`libs.models.onnx_export`); `onnx_check`, labelled
     texts (e.g. the validation split), lets int8 serve only if its macro-F1 stays within
@@ -275,7 +310,7 @@ def save_bundle(
     kind = ModelKind.parse(bundle.kind)
     if list(bundle.labels) != LABELS:
         raise BundleError(f"bundle labels must be {LABELS}, got {list(bundle.labels)}")
-    if bundle.tfidf is None and not kind.needs_torch:
+    if bundle.tfidf is None and kind.uses_tfidf:
         raise BundleError(f"a {kind.value} bundle needs its fitted TF-IDF vectoriser")
     if path.exists() and not path.is_dir():
         raise BundleError(f"cannot save bundle to {path}: a file is in the way")
@@ -283,11 +318,14 @@ def save_bundle(
     temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
     try:
         if model_files_from is not None:
-            _copy_model_files(Path(model_files_from), temporary)
+            sources = [model_files_from] if isinstance(model_files_from, str | Path) else model_files_from
+            _copy_model_files([Path(source) for source in sources], temporary)
         else:
             _write_estimator(bundle, temporary, onnx_check)
             if bundle.tfidf is not None:
                 bundle.tfidf.save(temporary / TFIDF_FILE)
+        if kind is ModelKind.ENSEMBLE:
+            (temporary / ENSEMBLE_FILE).write_text(json.dumps({"weight": bundle.estimator.weight}))
         if bundle.drift_reference is not None:
             (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference.to_dict()))
         manifest = {
@@ -358,11 +396,16 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _check_files(path: Path, kind: ModelKind, listed: Mapping[str, str]) -> None:
     """Every file on disk is listed, every listed file is there with its checksum, and the
     kind's estimator is among them: nothing is read that was not verified first."""
-    estimator = f"{ESTIMATOR_FOLDER}/" if kind.needs_torch else ESTIMATOR_FILE
-    if not any(name == estimator or name.startswith(estimator) for name in listed):
-        raise BundleError(f"bundle {path}: the manifest lists no {estimator} (the {kind.value} estimator)")
-    if not kind.needs_torch and TFIDF_FILE not in listed:
-        raise BundleError(f"bundle {path}: the manifest lists no {TFIDF_FILE}")
+    needed = [f"{ESTIMATOR_FOLDER}/"] if kind.needs_torch else []
+    if kind.uses_tfidf:
+        needed += [ESTIMATOR_FILE, TFIDF_FILE]
+    if kind is ModelKind.ENSEMBLE:
+        needed.append(ENSEMBLE_FILE)
+    for estimator in needed:
+        if not any(name == estimator or name.startswith(estimator) for name in listed):
+            raise BundleError(
+                f"bundle {path}: the manifest lists no {estimator} (part of a {kind.value} model)"
+            )
     on_disk = _files(path)
     unlisted = sorted(set(on_disk) - set(listed))
     if unlisted:
@@ -381,11 +424,7 @@ def model_digest(path: Path) -> str:
     """sha256 over the checksums of the files that decide predictions (estimator, vectoriser):
     two bundles with the same digest score every review the same, whatever their metadata."""
     files = _read_manifest(Path(path))["files"]
-    deciding = sorted(
-        (name, digest)
-        for name, digest in files.items()
-        if name in (ESTIMATOR_FILE, TFIDF_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/")
-    )
+    deciding = sorted((name, digest) for name, digest in files.items() if _is_model_file(name))
     return hashlib.sha256(json.dumps(deciding).encode()).hexdigest()
 
 
@@ -450,15 +489,26 @@ def _read_drift_reference(path: Path) -> ReferenceProfile:
 
 
 def _read_estimator(path: Path, kind: ModelKind, tfidf: Tfidf | None, files: Mapping[str, str]) -> Any:
-    if kind.needs_torch and f"{ONNX_FOLDER}/{SERVING_FILE}" in files:
+    if kind is ModelKind.ENSEMBLE:
+        weight = json.loads((path / ENSEMBLE_FILE).read_text())["weight"]
+        return SoftVote(_read_transformer(path, files), _read_pipeline(path, tfidf), float(weight))
+    if kind.needs_torch:
+        return _read_transformer(path, files)
+    return _read_pipeline(path, tfidf)
+
+
+def _read_transformer(path: Path, files: Mapping[str, str]) -> Any:
+    if f"{ONNX_FOLDER}/{SERVING_FILE}" in files:
         from libs.models.onnx_runtime import OnnxClassifier  # onnxruntime and tokenizers only
 
         return OnnxClassifier.load(path / ONNX_FOLDER)
-    if kind.needs_torch:
-        # A bundle saved before the ONNX export: torch and transformers are needed to serve it.
-        from libs.models.transformer import DistilBertClassifier
+    # A bundle saved before the ONNX export: torch and transformers are needed to serve it.
+    from libs.models.transformer import DistilBertClassifier
 
-        return DistilBertClassifier.load(path / ESTIMATOR_FOLDER)
+    return DistilBertClassifier.load(path / ESTIMATOR_FOLDER)
+
+
+def _read_pipeline(path: Path, tfidf: Tfidf | None) -> StarPipeline:
     try:
         estimator = skops.io.load(path / ESTIMATOR_FILE, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as error:

@@ -123,18 +123,22 @@ class StarPipeline(Pipeline):
         coef = np.asarray(coef, dtype=np.float64)
         return coef[:, : tfidf.size]
 
-    def explain(self, frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
+    def explain(
+        self, frame: pd.DataFrame, top_k: int, proba: np.ndarray | None = None
+    ) -> list[dict[str, Any]]:
         """Per row, the predicted star and the terms that pushed it most (positive weights only).
 
         weight(term) = tfidf(term) x (coef[predicted] - mean coef over stars): the logit a
-        term adds to the predicted star relative to the others.
+        term adds to the predicted star relative to the others. `proba`: the probabilities
+        that decide the predicted star when this pipeline is one voter of several (default:
+        its own).
         """
         weights = self._term_weights()
         relative = weights - weights.mean(axis=0, keepdims=True)
         tfidf = self.feature_matrix.tfidf
         assert tfidf is not None  # _term_weights checked it
         matrix = tfidf.transform(frame[CLEAN_COLUMN].tolist())
-        predicted = np.argmax(self.predict_proba(frame), axis=1)
+        predicted = np.argmax(self.predict_proba(frame) if proba is None else proba, axis=1)
         explanations = []
         for row, star in enumerate(predicted):
             start, end = matrix.indptr[row], matrix.indptr[row + 1]
@@ -146,6 +150,46 @@ class StarPipeline(Pipeline):
             ]
             explanations.append({"label": LABELS[star], "tokens": tokens})
         return explanations
+
+
+class SoftVote:
+    """The ensemble kind: `weight` x the transformer's probabilities + (1 - weight) x the TF-IDF
+    model's, per review.
+
+    The two read different things (the transformer the words in context, the TF-IDF model
+    term counts and the numeric signals), so their errors differ and the average beats
+    either; the weight is chosen on validation (`libs.models.training.ensemble`). Members
+    are duck-typed: any `predict_proba` over the features frame (the ONNX scorer in
+    serving, the torch model in training).
+    """
+
+    def __init__(self, transformer: Any, tfidf_model: StarPipeline, weight: float) -> None:
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"ensemble weight must lie in [0, 1], got {weight}")
+        self.transformer = transformer
+        self.tfidf_model = tfidf_model
+        self.weight = float(weight)
+        self.classes_ = np.array(LABELS)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return blend(
+            self.transformer.predict_proba(frame), self.tfidf_model.predict_proba(frame), self.weight
+        )
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.classes_[np.argmax(self.predict_proba(frame), axis=1)])
+
+    def explain(self, frame: pd.DataFrame, top_k: int) -> list[dict[str, Any]]:
+        """The ensemble's predicted star, with the terms the TF-IDF member weighs towards it
+        (the transformer has no per-term weights; a non-linear TF-IDF member has none either)."""
+        return self.tfidf_model.explain(frame, top_k, proba=self.predict_proba(frame))
+
+
+def blend(transformer: np.ndarray, tfidf_model: np.ndarray, weight: float) -> np.ndarray:
+    """The soft vote of two (n, 5) probability arrays, `weight` on the transformer's."""
+    return weight * np.asarray(transformer, dtype=np.float64) + (1.0 - weight) * np.asarray(
+        tfidf_model, dtype=np.float64
+    )
 
 
 class BalancedEpochMLP(ClassifierMixin, BaseEstimator):

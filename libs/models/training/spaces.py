@@ -46,18 +46,27 @@ def suggest(kind: ModelKind, trial: optuna.Trial, settings: TrainingSettings) ->
         return {
             "pretrained": settings.pretrained,
             "learning_rate": trial.suggest_float("learning_rate", 2e-5, 2e-4, log=True),
-            "epochs": trial.suggest_int("epochs", 1, 3),
-            "max_length": trial.suggest_categorical("max_length", [128, 256]),
+            # The first trial's recipe (the settings) always lies inside the space.
+            "epochs": trial.suggest_int("epochs", 1, max(3, settings.transformer_epochs)),
+            "max_length": trial.suggest_categorical(
+                "max_length", sorted({128, 256, settings.transformer_max_length})
+            ),
         }
     raise ValueError(f"no search space for model kind {kind!r}")
 
 
-def starting_points(kind: ModelKind) -> list[dict[str, Any]]:
+def starting_points(kind: ModelKind, settings: TrainingSettings) -> list[dict[str, Any]]:
     """Configurations every new study tries first, before TPE samples: the learner's own
     defaults, so a short search never ends worse than an untuned model. They also win
     ties: a sampled configuration replaces them only by beating them clearly."""
     if kind is ModelKind.LOGREG:
         return [{"C": 1.0, "numeric": False}, {"C": 1.0, "numeric": True}]
-    if kind is ModelKind.DISTILBERT:  # the CPU recipe (transformer.py): 9 minutes, 0.539 unseen
-        return [{"learning_rate": 8e-5, "epochs": 2, "max_length": 128}]
+    if kind is ModelKind.DISTILBERT:  # the CPU recipe (transformer.py), its length and epochs set
+        return [
+            {
+                "learning_rate": 8e-5,
+                "epochs": settings.transformer_epochs,
+                "max_length": settings.transformer_max_length,
+            }
+        ]
     return []

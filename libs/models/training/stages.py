@@ -9,7 +9,12 @@ What each stage guarantees:
 - `search_kind`: an Optuna study on train/validation (resumable: its storage outlives the
   task), then the chosen configuration refit on train + validation with the vocabulary
   fitted on both, saved as that kind's candidate bundle. No labelled row is held back
-  from the final model except the test split.
+  from the final model except the test split. The transformer is the exception: its best
+  trial's model, fitted on train, is the candidate (a second fine-tune would double the
+  slowest step of the run for a few hundred more rows), and its validation scores are
+  then out of sample, as the ensemble's weight needs.
+- `build_ensemble` (`ensemble.py`): the soft vote of the transformer and the best TF-IDF
+  kind, its weight chosen on validation.
 - `select_champion`: best validation macro-F1 among kinds within the latency budget.
 - `finish_bundle`: the champion's test metrics (reported, never used to choose) and its
   drift reference (numeric features with the natural star mix, predicted-label shares and
@@ -58,13 +63,13 @@ from libs.models.training.tracking import (
     run_tags,
     trial_logger,
 )
-from libs.models.training.tuning import TrialInputs, finished_trials, run_study
+from libs.models.training.tuning import TrialInputs, finished_trials, run_study, trial_model_folder
 
 logger = logging.getLogger("kindle.models.stages")
 
 CANDIDATE_ARTIFACT = "candidate"
 """Where each kind's run keeps its candidate bundle (the chosen configuration, refit)."""
-SEARCH_SPACE_VERSION = "1"
+SEARCH_SPACE_VERSION = "2"
 """Part of every study's name: bump it when a search space changes, so no study resumes
 with trials drawn from another space."""
 
@@ -83,6 +88,7 @@ class KindResult:
     seconds: float
     bundle: Path  # the candidate bundle
     run_id: str | None = None
+    val_proba: list[list[float]] = dataclasses.field(default_factory=list)  # of the chosen trial
 
     @property
     def val_macro_f1(self) -> float:
@@ -183,11 +189,14 @@ def search_kind(
     out_dir: Path,
     parent_run_id: str | None = None,
 ) -> KindResult:
-    """The study for `kind` on train/validation, then its candidate refit on train + validation.
+    """The study for `kind` on train/validation, then its candidate refit on train + validation
+    (the transformer's: its best trial's model).
 
     With `parent_run_id` this logs a nested MLflow run for the kind (and one per trial).
     """
     kind = ModelKind.parse(kind)
+    if not kind.searched:
+        raise ValueError(f"the {kind.value} kind has no study: build it from searched kinds (build_ensemble)")
     started = time.perf_counter()
     data_fingerprint = fingerprint(train)
     name = study_name(kind, settings, data_fingerprint)
@@ -206,21 +215,26 @@ def search_kind(
         callbacks = [trial_logger(kind.value, data_fingerprint)] if tracked else []
         outcome = run_study(kind, inputs, settings, name, callbacks)
         validation_metrics = {k: float(v) for k, v in outcome.best.user_attrs["val_metrics"].items()}
-        both = pd.concat([train, validation], ignore_index=True)
-        estimator = build_estimator(kind, outcome.params, final_tfidf, seed=settings.seed)
-        estimator.fit(both, labels_of(both))
+        if kind.needs_torch:
+            from libs.models.transformer import DistilBertClassifier  # torch only for this kind
+
+            fitted_on = train
+            estimator = DistilBertClassifier.load(trial_model_folder(settings, name, outcome.best.number))
+        else:
+            fitted_on = pd.concat([train, validation], ignore_index=True)
+            estimator = build_estimator(kind, outcome.params, final_tfidf, seed=settings.seed)
+            estimator.fit(fitted_on, labels_of(fitted_on))
         run_id = active.info.run_id if active is not None else None
         candidate = ModelBundle.new(
             kind,
             estimator,
-            final_tfidf,
-            fingerprint(both),
+            final_tfidf,  # the transformer does not read it; drift monitoring does (coverage)
+            fingerprint(fitted_on),
             metrics={f"val_{key}": value for key, value in validation_metrics.items()},
             mlflow_run_id=run_id,
         )
         # A transformer's int8 export serves only if its validation macro-F1 stays within
-        # 0.005 of the torch model's (the rows are in the refit's data: this measures what
-        # quantisation costs, not how well the model generalises).
+        # 0.005 of the torch model's.
         onnx_check = (
             (validation[TEXT_COLUMN].astype(str).tolist(), labels_of(validation).tolist())
             if kind.needs_torch
@@ -250,6 +264,7 @@ def search_kind(
         seconds=time.perf_counter() - started,
         bundle=path,
         run_id=run_id,
+        val_proba=outcome.best.user_attrs["val_proba"],
     )
 
 

@@ -4,9 +4,10 @@ The study lives in SQL storage (one SQLite file per study under the output folde
 with `load_if_exists=True`, and the budget counts trials already finished there, so a
 crashed search resumes and runs only the trials it still owes.
 
-Objective: validation macro-F1. Every trial also records its validation metrics, its
-per-sample latency (p50, ms, the model part on precomputed features: what differs
-between trials) and the serialised model size as user attributes. Two modes
+Objective: validation macro-F1. Every trial also records its validation metrics and
+probabilities (the ensemble's weight is chosen on them), its per-sample latency (p50, ms,
+the model part on precomputed features: what differs between trials) and the serialised
+model size as user attributes. Two modes
 (TrainingSettings.multi_objective):
 - single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
   (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible); trials
@@ -16,13 +17,18 @@ between trials) and the serialised model size as user attributes. Two modes
 - multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
   trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
 Pruning needs intermediate values, which Optuna allows only for single-objective studies.
+
+A transformer trial also keeps its fitted model (`trial_model_folder`): minutes of
+fine-tuning on a CPU are not repeated, the best trial's model is the candidate.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,6 +88,12 @@ def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optu
     )
 
 
+def trial_model_folder(settings: TrainingSettings, study: str, number: int) -> Path:
+    """Where trial `number` of a transformer study keeps its fitted model (beside the study's
+    storage, so a resumed study finds it)."""
+    return settings.output_dir.resolve() / "optuna" / study / f"trial-{number}"
+
+
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -102,6 +114,9 @@ def objective(
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"macro-F1 {score:.4f} below the median at step {step}")
         trial.set_user_attr("val_metrics", classification_metrics(inputs.y_val, proba))
+        trial.set_user_attr("val_proba", np.round(proba, 6).tolist())
+        if kind.needs_torch:
+            model.save(trial_model_folder(settings, trial.study.study_name, trial.number))
         latency = latency_ms(lambda i: model.predict_proba(inputs.X_val[i : i + 1]), len(inputs.y_val))
         trial.set_user_attr("latency_ms", latency["p50"])
         trial.set_user_attr("latency_p95_ms", latency["p95"])
@@ -146,7 +161,7 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line replaces Optuna's
     study = create_study(kind, settings, name)
     if not study.get_trials(deepcopy=False):  # a new study: its starting points first
-        for params in starting_points(kind)[: settings.trials]:
+        for params in starting_points(kind, settings)[: settings.trials]:
             study.enqueue_trial(params)
     remaining = settings.trials - finished_trials(study)
     if remaining > 0:
@@ -159,14 +174,21 @@ def run_study(
             gc_after_trial=True,
         )
     best, feasible = pick_best(kind, study, settings)
+    if kind.needs_torch:  # only the best trial's model is ever used again
+        for trial in study.get_trials(deepcopy=False):
+            if trial.number != best.number:
+                shutil.rmtree(trial_model_folder(settings, name, trial.number), ignore_errors=True)
     return StudyOutcome(study, best, dict(best.user_attrs["params"]), feasible)
 
 
-def _default_rank(kind: ModelKind, trial: FrozenTrial) -> int:
+def _default_rank(kind: ModelKind, trial: FrozenTrial, settings: TrainingSettings) -> int:
     """How strongly a tie prefers `trial`: the first starting point most, sampled trials least."""
-    defaults = starting_points(kind)
+    defaults = starting_points(kind, settings)
     params = trial.user_attrs["params"]
-    return len(defaults) - defaults.index(params) if params in defaults else 0
+    for rank, default in enumerate(defaults):
+        if all(params.get(key) == value for key, value in default.items()):
+            return len(defaults) - rank
+    return 0
 
 
 def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) -> tuple[FrozenTrial, bool]:
@@ -188,7 +210,7 @@ def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) 
             return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
         best = max(trial.values[0] for trial in feasible)
         tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
-        return max(tied, key=lambda t: (_default_rank(kind, t), t.values[0])), True
+        return max(tied, key=lambda t: (_default_rank(kind, t, settings), t.values[0])), True
     fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",
