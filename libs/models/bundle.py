@@ -428,6 +428,13 @@ def model_digest(path: Path) -> str:
     return hashlib.sha256(json.dumps(deciding).encode()).hexdigest()
 
 
+def model_bytes(path: Path) -> int:
+    """Bytes of the files that decide predictions: what a server loads, comparable across kinds
+    (a transformer's counts each of its files, the unused ONNX precision too)."""
+    path = Path(path)
+    return sum((path / name).stat().st_size for name in _read_manifest(path)["files"] if _is_model_file(name))
+
+
 def _check_versions(path: Path, recorded: Mapping[str, str]) -> None:
     for name, version in recorded.items():
         if name == "python":

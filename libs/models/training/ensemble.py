@@ -111,7 +111,7 @@ def build_ensemble(
         )
         if tracked:
             mlflow.set_tags({**run_tags(tfidf_bundle.data_fingerprint), "kind": ModelKind.ENSEMBLE.value})
-            mlflow.log_params(params)
+            mlflow.log_params({f"best_{key}": value for key, value in params.items()})
             mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
             mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
     logger.info(

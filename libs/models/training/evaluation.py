@@ -99,10 +99,13 @@ def evaluate(
     y_true: Labels,
     out_dir: Path | None = None,
     split: str = "test",
+    size_bytes: int | None = None,
 ) -> Evaluation:
     """Scores `estimator` on a features frame; with `out_dir`, writes plots and misclassified rows.
 
     Latency is end to end for one raw review (features, TF-IDF and model), as the service pays it.
+    `size_bytes`: the model's size when it is known from its files (a served ONNX model is a
+    file, not a picklable object); else the pickled estimator's.
     """
     truth = np.asarray(y_true, dtype=int)
     if len(truth) != len(frame):
@@ -112,7 +115,7 @@ def evaluate(
     texts = frame[TEXT_COLUMN].tolist()
     latency = latency_ms(lambda i: estimator.predict_proba(compute_features([texts[i]])), len(texts))
     metrics.update(latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"])
-    metrics["model_size_bytes"] = float(model_size_bytes(estimator))
+    metrics["model_size_bytes"] = float(model_size_bytes(estimator) if size_bytes is None else size_bytes)
     pred = predicted_labels(proba)
     report = classification_report(truth, pred, labels=LABELS, output_dict=True, zero_division=0)
     confusion = confusion_matrix(truth, pred, labels=LABELS)

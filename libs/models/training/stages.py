@@ -47,7 +47,7 @@ from sklearn.pipeline import Pipeline
 
 from libs.drift import ReferenceProfile
 from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
-from libs.models.bundle import ModelBundle, load_bundle, model_digest, save_bundle
+from libs.models.bundle import ModelBundle, load_bundle, model_bytes, model_digest, save_bundle
 from libs.models.components import FeatureMatrix
 from libs.models.kinds import LABELS, ModelKind
 from libs.models.training.data import fingerprint, labels_of
@@ -296,7 +296,14 @@ def finish_bundle(
 ) -> Finished:
     """The champion's test report and drift reference, and its final bundle, written once."""
     candidate = load_bundle(champion.bundle)
-    report = evaluate(candidate.estimator, test, labels_of(test), out_dir / "reports", split="test")
+    report = evaluate(
+        candidate.estimator,
+        test,
+        labels_of(test),
+        out_dir / "reports",
+        split="test",
+        size_bytes=model_bytes(champion.bundle),
+    )
     final = dataclasses.replace(
         candidate,
         metrics={**candidate.metrics, **{f"test_{key}": value for key, value in report.metrics.items()}},

@@ -250,7 +250,12 @@ def promotion_lock(client: MlflowClient, name: str) -> Iterator[None]:
             client.create_registered_model(lock, description=f"held by pid {os.getpid()} promoting {name}")
             break
         except MlflowException as error:
-            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            # Taken; or (a store that looks the name up after a failed insert) taken and
+            # given back in between: either way, try again.
+            if error.error_code not in (
+                ErrorCode.Name(RESOURCE_ALREADY_EXISTS),
+                ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),
+            ):
                 raise
         if time.monotonic() > deadline:
             raise TimeoutError(f"promotion lock {lock!r} held for over {PROMOTION_LOCK_WAIT_S:.0f} s")
