@@ -81,8 +81,8 @@ def _pip_repository_impl(ctx):
     _run(ctx, command, "installing " + str(ctx.attr.lock), quiet = False)
     available = ctx.execute(["grep", "-h", "_AVAILABLE = False", ctx.path("requirements.bzl")]).stdout.strip()
     if available:
-        print(("@%s: %s (no matching wheel in %s): targets that need it are tagged manual, " +
-               "so //... leaves them out; see docs/torch.md") % (ctx.name, available, find_links or "no wheel folder"))
+        print(("@%s: %s (wheel folders searched: %s): the targets that need it are tagged " +
+               "manual, so //... leaves them out; see docs/torch.md") % (ctx.name, available, ", ".join(find_links) or "none"))
 
 pip_repository = repository_rule(
     implementation = _pip_repository_impl,

@@ -357,10 +357,11 @@ def install_bazel_repo(
     for name, pin in sorted(optional.items()):
         wheel, notes = local_wheel(pin, args.find_links)
         if wheel is None:
-            folders = ", ".join(args.find_links) or "no find_links folder"
+            folders = ", ".join(args.find_links) or "none"
             missing[name] = (
-                f"{name}=={pin.version} is not installed in @{args.repo_name}: no matching wheel with a "
-                f"listed sha256 in {folders}. Targets that need it are tagged manual; see docs/torch.md."
+                f"{name}=={pin.version} is not installed in @{args.repo_name}: no wheel folder (searched: "
+                f"{folders}) holds its wheel with a listed sha256. Targets that need it are tagged manual, "
+                "out of //...; see docs/torch.md."
             )
             print(" ".join([missing[name], *notes]), file=sys.stderr)
         else:
