@@ -89,7 +89,7 @@ if [ "$torch_build" != none ] && [ "$(cat "$torch_stamp" 2>/dev/null)" != "$torc
     optional --pins "$torch_pins" --venv .venv --build "$torch_build" 2>&1); then
     echo "$torch_want" > "$torch_stamp"
   else
-    echo "setup: torch $torch_version not installed, so the transformer kind is unavailable" \
+    echo "setup: torch $torch_version not installed, so the transformer and ensemble kinds are unavailable" \
       "($(echo "$why" | tail -1)); to install it: put torch-$torch_version+cpu-cp311-cp311-manylinux_2_28_x86_64.whl" \
       "in KINDLE_WHEELS ($wheels) or reach https://download.pytorch.org/whl/cpu, or run KINDLE_TORCH=cuda" \
       "bash tools/setup.sh for the CUDA build (README: Installing torch)"
