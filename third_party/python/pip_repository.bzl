@@ -16,6 +16,18 @@ from the host's CPython 3.11 in the user's cache. It lives outside Bazel's outpu
 so its path, which is part of every Python action, is the same for every clone: the
 disk cache then serves one clone's results to another. Being a venv, it does not see
 packages installed into the host interpreter, so targets import only what they declare.
+
+Optional requirements (`optional`, torch) are not in the lock: each is added only when a
+`find_links` folder holds a matching wheel whose sha256 its pin file lists. Without one,
+`requirement("torch")` still loads (its target fails with a message if built) and
+
+    load("@pypi//:requirements.bzl", "optional_tags")
+    py_test(..., tags = optional_tags("torch"))
+
+tags the targets that need it `manual`, so `//...` leaves them out (docs/torch.md). The
+environment variable KINDLE_WHEELS, when set, replaces `find_links` (a colon-separated
+list; empty for none); the wheel folders are read when @pypi is fetched, so a wheel added
+later needs `bazel sync --only=pypi`.
 """
 
 def _cache_root(ctx):
@@ -48,20 +60,29 @@ def _pip_repository_impl(ctx):
     command = [
         real_python,
         installer,
-        "--lock", ctx.path(ctx.attr.lock),
-        "--wheelhouse", cache + "/wheels",
     ]
-    for link in ctx.attr.find_links:
+    find_links = ctx.attr.find_links
+    if "KINDLE_WHEELS" in ctx.os.environ:
+        find_links = [link for link in ctx.os.environ["KINDLE_WHEELS"].split(":") if link]
+    for link in find_links:
         command += ["--find-links", link]
     command += [
         "bazel-repo",
+        "--lock", ctx.path(ctx.attr.lock),
+        "--wheelhouse", cache + "/wheels",
         "--requirements-in", ctx.path(ctx.attr.requirements_in),
         "--repo-dir", ctx.path("."),
         "--repo-name", ctx.name,
         "--interpreter", venv + "/bin/python3",
     ]
+    for pins in ctx.attr.optional:
+        command += ["--optional", ctx.path(pins)]
     ctx.report_progress("installing the Python lock file (first run fetches wheels)")
     _run(ctx, command, "installing " + str(ctx.attr.lock), quiet = False)
+    available = ctx.execute(["grep", "-h", "_AVAILABLE = False", ctx.path("requirements.bzl")]).stdout.strip()
+    if available:
+        print(("@%s: %s (wheel folders searched: %s): the targets that need it are tagged " +
+               "manual, so //... leaves them out; see docs/torch.md") % (ctx.name, available, ", ".join(find_links) or "none"))
 
 pip_repository = repository_rule(
     implementation = _pip_repository_impl,
@@ -70,10 +91,15 @@ pip_repository = repository_rule(
         "requirements_in": attr.label(allow_single_file = True, mandatory = True),
         "python": attr.string(default = "python3.11"),
         "find_links": attr.string_list(
-            doc = "Local folders of wheels that are not on the index (the CPU build of torch).",
+            doc = "Local folders of wheels that are not on the index (the CPU build of torch). " +
+                  "KINDLE_WHEELS, when set, replaces them.",
+        ),
+        "optional": attr.label_list(
+            allow_files = True,
+            doc = "Pin files (name==version with sha256 hashes) installed only from a find_links wheel.",
         ),
         "cache_dir": attr.string(doc = "Defaults to $XDG_CACHE_HOME/kindle-sentiment."),
         "_installer": attr.label(default = "//third_party/python:wheel_installer.py"),
     },
-    environ = ["HOME", "XDG_CACHE_HOME", "PATH"],
+    environ = ["HOME", "XDG_CACHE_HOME", "PATH", "KINDLE_WHEELS"],
 )
