@@ -30,7 +30,11 @@ What is measured, on this machine, in one run:
   cores in each worker; the embedded runner's coalescer), loaded by wrk like the serving
   suite (`serving.wrk_points`): single-review `predict` requests drawn from real reviews
   at concurrency 16, 3 s warm-up, 12 s measured. Reported: req/s, texts/s, p50/p95/p99,
-  errors, server CPU; the system names the precision `serving.json` chose to serve. Then
+  errors, server CPU; the system names the precision `serving.json` chose to serve. That
+  choice does depend on training: int8 serves only if it keeps the torch model's
+  macro-F1 on the check set, and the brief fine-tune leaves probabilities nearly flat, so
+  small int8 errors flip predictions and fp32 may serve (the choice and its evidence are
+  printed). Then
   the same with `KINDLE_ONNX_THREADS=1` (one ONNX Runtime thread per API worker, so two
   workers do not run four threads on two cores), beside the defaults, not instead.
   `--quick` skips the Bento build (seconds of packaging) and the variant, and serves the
