@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tools.benchmarks import etl, features, quality, serving, training
+from tools.benchmarks import etl, features, quality, serving, training, transformer
 from tools.benchmarks.report import Report
 
 SUITES = {
@@ -14,6 +14,7 @@ SUITES = {
     "serving": serving.run,
     "training": training.run,
     "quality": quality.run,
+    "transformer": transformer.run,
 }
 
 

@@ -180,7 +180,13 @@ BALANCED = 0.7
 
 
 def wrk_points(
-    report: Report, system: str, server: ServerProcess, bodies: dict[int, Path], plan: Plan, workers: int
+    report: Report,
+    system: str,
+    server: ServerProcess,
+    bodies: dict[int, Path],
+    plan: Plan,
+    workers: int,
+    benchmark: str = "serving",
 ) -> dict[tuple[int, int], dict]:
     """Single reviews at each concurrency, then batches; {(reviews, concurrency): metrics}.
 
@@ -214,7 +220,7 @@ def wrk_points(
         }
         settings = {"load": "wrk", "concurrency": concurrency, "reviews_per_request": size}
         settings |= {"workers": workers, "seconds": plan.seconds}
-        report.add(Row("serving", system, settings, metrics))
+        report.add(Row(benchmark, system, settings, metrics))
         results[(size, concurrency)] = metrics
     return results
 
@@ -280,7 +286,13 @@ def baseline_server(bundle: Path, work: Path, workers: int) -> ServerProcess:
     )
 
 
-def _ratio(numerator: float, denominator: float) -> float:
+def product_env() -> dict[str, str]:
+    """What a benchmarked `Server` needs to run with the product's defaults: its drift
+    cadence (the test kit's servers recompute more often)."""
+    return {"KINDLE_DRIFT_RECOMPUTE_ROWS": str(ServiceSettings.model_fields["drift_recompute_rows"].default)}
+
+
+def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
@@ -290,8 +302,7 @@ def run(report: Report, quick: bool) -> None:
     reviews = fixtures.kindle_reviews()
     limit = ServiceSettings.model_fields["max_text_chars"].default
     servable = reviews[reviews["reviewText"].str.len() <= limit]
-    # The product's drift cadence (the test kit's servers recompute more often).
-    env = {"KINDLE_DRIFT_RECOMPUTE_ROWS": str(ServiceSettings.model_fields["drift_recompute_rows"].default)}
+    env = product_env()
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         work = Path(tmp)
@@ -319,8 +330,8 @@ def run(report: Report, quick: bool) -> None:
             f"http / fastapi at c{top} (wrk)",
             {"concurrency": top},
             {
-                "throughput_ratio": _ratio(ours["req_per_s"], theirs["req_per_s"]),
-                "p99_ratio": _ratio(ours["p99_ms"], theirs["p99_ms"]),
+                "throughput_ratio": ratio(ours["req_per_s"], theirs["req_per_s"]),
+                "p99_ratio": ratio(ours["p99_ms"], theirs["p99_ms"]),
                 "errors": ours["errors"] + theirs["errors"],
             },
         )
@@ -332,10 +343,10 @@ def run(report: Report, quick: bool) -> None:
                 f"grpc / http at c{concurrency} (python clients)",
                 {"concurrency": concurrency},
                 {
-                    "throughput_ratio": _ratio(
+                    "throughput_ratio": ratio(
                         grpc_py[concurrency]["req_per_s"], http_py[concurrency]["req_per_s"]
                     ),
-                    "p99_ratio": _ratio(grpc_py[concurrency]["p99_ms"], http_py[concurrency]["p99_ms"]),
+                    "p99_ratio": ratio(grpc_py[concurrency]["p99_ms"], http_py[concurrency]["p99_ms"]),
                     "errors": grpc_py[concurrency]["errors"] + http_py[concurrency]["errors"],
                 },
             )
