@@ -16,12 +16,27 @@ from workflows.settings import SETTINGS
 
 REPO_ROOT = Path(__file__).absolute().parents[1]
 LOCK_FILE = REPO_ROOT / "third_party" / "python" / "requirements_lock.txt"
+TORCH_PIN_FILE = REPO_ROOT / "third_party" / "python" / "torch.txt"
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def torch_pin() -> str:
+    """`torch==X` as third_party/python/torch.txt pins it (the lock leaves torch out)."""
+    for line in TORCH_PIN_FILE.read_text().splitlines():
+        if line.startswith("torch=="):
+            return line.split()[0]
+    raise ValueError(f"{TORCH_PIN_FILE} pins no torch")
+
 
 IMAGE_SPEC = ImageSpec(
     name="kindle-sentiment-workflows",
     python_version="3.11",
     # The same hash-checked lock Bazel and .venv use (pyspark, flytekit, mlflow, sklearn...).
     requirements=str(LOCK_FILE) if LOCK_FILE.is_file() else None,
+    # torch's CPU build, for the transformer kind's task (a GPU node's image would take the
+    # default index's CUDA build instead: docs/torch.md).
+    packages=[torch_pin()] if TORCH_PIN_FILE.is_file() else None,
+    pip_extra_index_url=[TORCH_CPU_INDEX],
     apt_packages=["openjdk-17-jre-headless"],  # Spark's JVM
     source_root=str(REPO_ROOT),
     registry=SETTINGS.image_registry,

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 from pathlib import Path
 
-from tools.benchmarks import etl, features, quality, serving, training, transformer
 from tools.benchmarks.report import Report
 
-SUITES = {
-    "features": features.run,
-    "etl": etl.run,
-    "serving": serving.run,
-    "training": training.run,
-    "quality": quality.run,
-    "transformer": transformer.run,
-}
+SUITES = ("features", "etl", "serving", "training", "quality", "transformer")
+"""Modules of tools/benchmarks, each with `run(report, quick)`; imported only when run."""
+NEEDS_TORCH = frozenset({"transformer"})
+"""Suites skipped, with a line saying so, where torch is not installed (docs/torch.md)."""
 
 
 def main() -> None:
@@ -26,8 +23,13 @@ def main() -> None:
     args = parser.parse_args()
     report = Report(mode="quick" if args.quick else "full")
     for name in args.only.split(","):
+        if name not in SUITES:
+            parser.error(f"unknown suite {name!r}; suites: {', '.join(SUITES)}")
+        if name in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
+            print(f"== {name}: skipped, torch is not installed (docs/torch.md)", flush=True)
+            continue
         print(f"== {name}", flush=True)
-        SUITES[name](report, args.quick)
+        importlib.import_module(f"tools.benchmarks.{name}").run(report, args.quick)
     json_path, md_path = report.write(args.out)
     print()
     print(report.markdown())

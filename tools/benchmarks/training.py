@@ -11,6 +11,7 @@ with its defaults, in a fresh home (Flyte cache), MLflow store and BentoML store
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -169,6 +170,7 @@ def run(report: Report, quick: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="training-bench-") as tmp:
         folder = Path(tmp)
         sklearn_rows(report, (train_df, val_df), quick, folder)
-        distilbert_row(report, (train_df, val_df), quick, folder)
+        if importlib.util.find_spec("torch") is not None:  # the transformer kind needs torch
+            distilbert_row(report, (train_df, val_df), quick, folder)
         if not quick:  # minutes of Spark, HPO and a Bento build: full mode only
             pipeline_row(report, folder)
