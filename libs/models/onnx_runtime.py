@@ -31,7 +31,9 @@ from libs.models.components import review_texts
 from libs.models.kinds import LABELS
 
 THREADS_ENV = "KINDLE_ONNX_THREADS"
-"""ONNX Runtime's intra-op threads; 0 (the default) lets it use the machine's cores."""
+"""ONNX Runtime's intra-op threads per process: 1 by default, since the service runs one API
+worker per CPU (more threads per worker would oversubscribe the cores); 0 lets ONNX Runtime
+use every core, for a lone process scoring large batches."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _threads() -> int:
-    value = os.environ.get(THREADS_ENV, "0").strip() or "0"
+    value = os.environ.get(THREADS_ENV, "1").strip() or "1"
     threads = int(value)
     if threads < 0:
         raise ValueError(f"{THREADS_ENV} must be 0 (all cores) or a positive count, got {value!r}")

@@ -199,3 +199,15 @@ def test_a_bundle_without_onnx_files_still_loads_through_torch(
     assert isinstance(loaded.estimator, DistilBertClassifier)
     reviews = ["Great story, loved the characters", "Terrible. Stopped reading."]
     np.testing.assert_allclose(loaded.predict_proba(reviews), fitted.predict_proba(reviews), atol=1e-6)
+
+
+def test_onnx_runtime_takes_one_thread_per_process_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from libs.models.onnx_runtime import THREADS_ENV, _threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert _threads() == 1  # the service runs one API worker per CPU
+    monkeypatch.setenv(THREADS_ENV, "0")
+    assert _threads() == 0  # every core
+    monkeypatch.setenv(THREADS_ENV, "-2")
+    with pytest.raises(ValueError, match="KINDLE_ONNX_THREADS must be 0"):
+        _threads()

@@ -27,15 +27,15 @@ What is measured, on this machine, in one run:
   process may run on (2 on the reference machine), so neither gets more cores.
 - The service: the same bundle packed into a Bento (`workflows.bento.build`) and served by
   `bentoml serve` with the product's default configuration (`services/configuration.yaml`:
-  one API worker per CPU; `KINDLE_ONNX_THREADS` unset, i.e. ONNX Runtime's default of all
-  cores in each worker; the embedded runner's coalescer), loaded by wrk like the serving
+  one API worker per CPU, each scoring with one ONNX Runtime thread, `KINDLE_ONNX_THREADS`'s
+  default; the embedded runner's coalescer), loaded by wrk like the serving
   suite (`serving.wrk_points`): single-review `predict` requests drawn from real reviews
   at concurrency 16, 3 s warm-up, 12 s measured. Reported: req/s, texts/s, p50/p95/p99,
   errors, server CPU; the system names the precision `serving.json` chose to serve. That
   choice does depend on training: int8 serves only if it keeps the torch model's
   macro-F1 on the check set (the choice and its evidence are printed). Then
-  the same with `KINDLE_ONNX_THREADS=1` (one ONNX Runtime thread per API worker, so two
-  workers do not run four threads on two cores), beside the defaults, not instead.
+  the same with `KINDLE_ONNX_THREADS=0` (ONNX Runtime on every core in each API worker, so
+  two workers run four threads on two cores), beside the defaults, not instead.
   `--quick` skips the Bento build (seconds of packaging) and the variant, and serves the
   source tree's service on the bundle folder, the same defaults otherwise, 1 s + 2 s.
 - Ratios (target 3x): the service's texts/s at c16 over plain torch's better texts/s
@@ -100,7 +100,7 @@ FULL = Plan(
     texts={1: 128, 64: 640},
     # The serving suite's timing (3 s warm-up, 12 s measured), single reviews at c16 only.
     service=replace(serving.FULL, concurrency=(CONCURRENCY,), batches=()),
-    variants={"": {}, "KINDLE_ONNX_THREADS=1": {"KINDLE_ONNX_THREADS": "1"}},
+    variants={"": {}, "KINDLE_ONNX_THREADS=0": {"KINDLE_ONNX_THREADS": "0"}},
 )
 QUICK = replace(
     FULL,
