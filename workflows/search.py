@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from flytekit import Resources, current_context, dynamic, task
@@ -60,14 +61,20 @@ def read_split(split: Features) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-@task(
-    cache=True,
-    cache_version=cache_version("search"),
-    cache_ignore_input_vars=("parent_run_id",),
-    container_image=TASK_IMAGE,
-    requests=Resources(cpu="2", mem="4Gi"),
-    limits=Resources(cpu="2", mem="8Gi"),
-)
+def candidate_task(stage: str) -> Any:
+    """The decorator of a task that makes a kind's candidate: cached by `stage` (not by the
+    parent run it logs under), 2 CPUs, as a cluster pod."""
+    return task(
+        cache=True,
+        cache_version=cache_version(stage),
+        cache_ignore_input_vars=("parent_run_id",),
+        container_image=TASK_IMAGE,
+        requests=Resources(cpu="2", mem="4Gi"),
+        limits=Resources(cpu="2", mem="8Gi"),
+    )
+
+
+@candidate_task("search")
 def search_kind_task(
     kind: str,
     train: Features,
@@ -92,14 +99,7 @@ def search_kind_task(
     return Candidate(result, FlyteDirectory(str(result.bundle)))
 
 
-@task(
-    cache=True,
-    cache_version=cache_version("ensemble"),
-    cache_ignore_input_vars=("parent_run_id",),
-    container_image=TASK_IMAGE,
-    requests=Resources(cpu="2", mem="4Gi"),
-    limits=Resources(cpu="2", mem="8Gi"),
-)
+@candidate_task("ensemble")
 def ensemble_task(
     candidates: list[Candidate], validation: Features, settings: TrainingSettings, parent_run_id: str
 ) -> Candidate:
