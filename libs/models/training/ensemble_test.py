@@ -173,3 +173,15 @@ def test_the_ensemble_kind_is_refused_without_its_voters() -> None:
             TrainingSettings(kinds="logreg"),
             Path("."),
         )  # type: ignore[arg-type]
+
+
+def test_default_kinds_add_the_transformer_and_ensemble_where_they_can_run(tmp_path: Path) -> None:
+    from libs.models.kinds import SKLEARN_KINDS, TRANSFORMER_KINDS
+
+    # torch, transformers and the installed MiniLM are all here (this target's dependencies).
+    assert TrainingSettings().kinds == [*SKLEARN_KINDS, *TRANSFORMER_KINDS]
+    assert TrainingSettings(pretrained=str(tmp_path)).kinds == [*SKLEARN_KINDS, *TRANSFORMER_KINDS]
+    # A checkpoint that is not on this machine: the scikit-learn kinds only.
+    assert TrainingSettings(pretrained=str(tmp_path / "absent")).kinds == list(SKLEARN_KINDS)
+    # An explicit choice narrows the set, from the settings or the environment alike.
+    assert TrainingSettings(kinds="logreg,distilbert").kinds == [ModelKind.LOGREG, ModelKind.DISTILBERT]
