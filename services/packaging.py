@@ -27,12 +27,16 @@ from services.model_source import BUNDLE_DIR
 REPO_ROOT = Path(__file__).absolute().parents[1]  # not resolve(): under Bazel, the runfiles tree
 BENTOFILE = Path(__file__).with_name("bentofile.yaml")
 LOCK_FILE = REPO_ROOT / "third_party" / "python" / "requirements_lock.txt"
+TORCH_PIN_FILE = REPO_ROOT / "third_party" / "python" / "torch.txt"
 
 
-def lock_pins(lock_file: Path = LOCK_FILE) -> dict[str, str]:
-    """{normalised distribution name: version} from the hash-checked lock file."""
+def lock_pins(lock_file: Path = LOCK_FILE, torch_file: Path = TORCH_PIN_FILE) -> dict[str, str]:
+    """{normalised distribution name: version} from the hash-checked lock file, and torch's
+    pin, which lives outside the lock (a bundle saved before the ONNX export needs torch)."""
     pins = {}
-    for line in lock_file.read_text().splitlines():
+    lines = lock_file.read_text().splitlines()
+    lines += torch_file.read_text().splitlines() if torch_file.is_file() else []
+    for line in lines:
         match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)", line)
         if match:
             pins[_normalise(match.group(1))] = match.group(2)
