@@ -34,7 +34,7 @@ from flytekit.types.directory import FlyteDirectory
 from flytekit.types.file import FlyteFile
 
 from libs.features import Tfidf
-from libs.models.kinds import SKLEARN_KINDS, ModelKind
+from libs.models.kinds import ModelKind
 from libs.models.training.ensemble import build_ensemble
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import KindResult, search_kind, search_settings
@@ -130,7 +130,7 @@ def search_all_kinds(
 ) -> list[Candidate]:
     """Fans out one `search_kind_task` per searched kind of `settings` (parallel pods on a
     cluster), then builds the ensemble from their candidates when `settings` name it."""
-    searched = {}
+    searched = []
     for kind in settings.kinds:
         if not kind.searched:
             continue
@@ -148,15 +148,12 @@ def search_all_kinds(
                 requests=Resources(cpu="2", mem="8Gi", gpu=str(settings.transformer_gpus)),
                 limits=Resources(cpu="4", mem="16Gi", gpu=str(settings.transformer_gpus)),
             )
-        searched[kind] = branch
-    candidates = list(searched.values())
+        searched.append(branch)
+    candidates = list(searched)
     if ModelKind.ENSEMBLE in settings.kinds:
-        voters = [
-            searched[kind] for kind in searched if kind is ModelKind.DISTILBERT or kind in SKLEARN_KINDS
-        ]
         candidates.append(
             ensemble_task(
-                candidates=voters,
+                candidates=searched,  # build_ensemble picks its members
                 validation=validation,
                 settings=search_settings(settings),
                 parent_run_id=parent_run_id,
