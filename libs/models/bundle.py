@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,9 @@ from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
 from libs.models.components import ExplanationUnavailable, SoftVote, StarPipeline
 from libs.models.kinds import LABELS, ModelKind, sentiment_of
+
+if TYPE_CHECKING:  # the export needs torch; only training saves transformer bundles
+    from libs.models.onnx_export import LabelledCheck
 
 logger = logging.getLogger("kindle.models.bundle")
 
@@ -215,9 +218,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_estimator(
-    bundle: ModelBundle, folder: Path, onnx_check: tuple[Sequence[str], Sequence[int]] | None
-) -> None:
+def _write_estimator(bundle: ModelBundle, folder: Path, onnx_check: LabelledCheck | None) -> None:
     kind = ModelKind.parse(bundle.kind)
     if kind is ModelKind.ENSEMBLE:
         if not isinstance(bundle.estimator, SoftVote):
@@ -231,10 +232,10 @@ def _write_estimator(
 
 
 def _write_transformer(
-    transformer: Any, version: str, folder: Path, onnx_check: tuple[Sequence[str], Sequence[int]] | None
+    transformer: Any, version: str, folder: Path, onnx_check: LabelledCheck | None
 ) -> None:
     """The torch model as saved, and its ONNX export (what serving loads)."""
-    from libs.models.onnx_export import LabelledCheck, export_onnx  # torch only for these kinds
+    from libs.models.onnx_export import export_onnx  # torch only for these kinds
 
     if not hasattr(transformer, "save"):
         raise BundleError(
@@ -242,9 +243,8 @@ def _write_transformer(
             "model_files_from (the bundles it was loaded from)"
         )
     transformer.save(folder / ESTIMATOR_FOLDER)
-    check = LabelledCheck(*onnx_check) if onnx_check is not None else None
     try:
-        export_onnx(transformer, folder / ONNX_FOLDER, check)
+        export_onnx(transformer, folder / ONNX_FOLDER, onnx_check)
     except ValueError as error:
         raise BundleError(f"bundle {version}: {error}") from error
 
@@ -293,7 +293,7 @@ def save_bundle(
     bundle: ModelBundle,
     path: Path,
     model_files_from: Path | Sequence[Path] | None = None,
-    onnx_check: tuple[Sequence[str], Sequence[int]] | None = None,
+    onnx_check: LabelledCheck | None = None,
 ) -> Path:
     """Writes the bundle atomically to `path` (a folder, replaced if it exists); returns `path`.
 

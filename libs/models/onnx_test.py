@@ -16,7 +16,7 @@ import torch
 
 from libs.models.bundle import MANIFEST, ModelBundle, load_bundle, model_digest, save_bundle
 from libs.models.kinds import ModelKind
-from libs.models.onnx_export import CHECK_TEXTS, INT8_MAX_DIFF, choose_precision
+from libs.models.onnx_export import CHECK_TEXTS, INT8_MAX_DIFF, LabelledCheck, choose_precision
 from libs.models.onnx_runtime import OnnxClassifier
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator
@@ -175,7 +175,7 @@ def test_a_labelled_check_applies_the_macro_f1_rule(
     fitted: DistilBertClassifier, train_df: pd.DataFrame, val_df: pd.DataFrame, tmp_path: Path
 ) -> None:
     bundle = ModelBundle.new("distilbert", fitted, None, fingerprint(train_df))
-    check = (val_df["text"].tolist(), labels_of(val_df).tolist())
+    check = LabelledCheck(val_df["text"].tolist(), labels_of(val_df).tolist())
     path = save_bundle(bundle, tmp_path / "bundle", onnx_check=check)
     serving = json.loads((path / MANIFEST).read_text())["serving"]
     assert serving["check"]["labelled"] is True and serving["rule"] == "macro_f1_within_0.005"

@@ -60,7 +60,7 @@ import torch
 from libs.features import TEXT_COLUMN, compute_features
 from libs.models.bundle import ESTIMATOR_FOLDER, ONNX_FOLDER, SERVING_FILE, ModelBundle, save_bundle
 from libs.models.kinds import LABELS, ModelKind
-from libs.models.onnx_export import FP32_FILE, INT8_FILE
+from libs.models.onnx_export import FP32_FILE, INT8_FILE, LabelledCheck
 from libs.models.onnx_runtime import OnnxClassifier, ServingSettings
 from libs.models.training.data import LABEL_COLUMN, fingerprint, labelled_features, labels_of
 from libs.models.training.estimators import build_estimator
@@ -128,7 +128,7 @@ def transformer_bundle(plan: Plan, work: Path) -> tuple[Path, str]:
     estimator = build_estimator(ModelKind.DISTILBERT, params, None, seed=42)
     estimator.fit(train, labels_of(train))
     bundle = ModelBundle.new("distilbert", estimator, None, fingerprint(train))
-    onnx_check = (check[TEXT_COLUMN].astype(str).tolist(), labels_of(check).tolist())
+    onnx_check = LabelledCheck(check[TEXT_COLUMN].astype(str).tolist(), labels_of(check).tolist())
     return save_bundle(bundle, work / "bundle", onnx_check=onnx_check), weights
 
 

@@ -7,7 +7,7 @@ import pytest
 from libs.features import Tfidf
 from libs.models.kinds import LABELS, SKLEARN_KINDS, ModelKind
 from libs.models.training.data import labels_of
-from libs.models.training.estimators import build_estimator, fit_in_stages
+from libs.models.training.estimators import HIST_GB_BINS, build_estimator, fit_in_stages
 from libs.models.training.evaluation import classification_metrics
 
 SMALL = {
@@ -47,6 +47,17 @@ def test_a_staged_fit_ends_with_the_model_a_plain_fit_gives(
     )
     assert steps == [1, 2, 3, 4]
     np.testing.assert_allclose(staged.predict_proba(val_df), plain.predict_proba(val_df))
+
+
+def test_hist_gb_gets_its_components_pre_binned_so_class_weighted_binning_stays_cheap(
+    train_df: pd.DataFrame, tfidf: Tfidf
+) -> None:
+    model = build_estimator(ModelKind.HIST_GB, SMALL[ModelKind.HIST_GB], tfidf)
+    model.fit(train_df, labels_of(train_df))
+    dense = model[:-1].transform(train_df)
+    components = dense[:, : SMALL[ModelKind.HIST_GB]["n_components"]]
+    assert max(len(np.unique(column)) for column in components.T) <= HIST_GB_BINS
+    assert model[-1].n_features_in_ == dense.shape[1]  # the numeric columns still pass through
 
 
 def test_training_without_every_star_is_refused(train_df: pd.DataFrame, tfidf: Tfidf) -> None:

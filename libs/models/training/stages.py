@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -69,7 +70,7 @@ logger = logging.getLogger("kindle.models.stages")
 
 CANDIDATE_ARTIFACT = "candidate"
 """Where each kind's run keeps its candidate bundle (the chosen configuration, refit)."""
-SEARCH_SPACE_VERSION = "2"
+SEARCH_SPACE_VERSION = "3"
 """Part of every study's name: bump it when a search space changes, so no study resumes
 with trials drawn from another space."""
 
@@ -233,13 +234,15 @@ def search_kind(
             metrics={f"val_{key}": value for key, value in validation_metrics.items()},
             mlflow_run_id=run_id,
         )
-        # A transformer's int8 export serves only if its validation macro-F1 stays within
-        # 0.005 of the torch model's.
-        onnx_check = (
-            (validation[TEXT_COLUMN].astype(str).tolist(), labels_of(validation).tolist())
-            if kind.needs_torch
-            else None
-        )
+        onnx_check = None
+        if kind.needs_torch:  # its int8 export serves only if validation macro-F1 stays within 0.005
+            from libs.models.onnx_export import LabelledCheck
+
+            onnx_check = LabelledCheck(
+                validation[TEXT_COLUMN].astype(str).tolist(),
+                labels_of(validation).tolist(),
+                np.asarray(outcome.best.user_attrs["val_proba"]),  # the candidate's own, from its trial
+            )
         path = save_bundle(candidate, out_dir / kind.value, onnx_check=onnx_check)
         latency = float(outcome.best.user_attrs["latency_ms"])
         if tracked:

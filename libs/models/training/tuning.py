@@ -43,6 +43,8 @@ from libs.models.training.spaces import starting_points, suggest
 
 logger = logging.getLogger("kindle.models.tuning")
 
+PRUNER_STARTUP_TRIALS = 3
+"""Completed trials the median pruner needs before it compares a trial with them."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 """Trials that count against the budget; failed or crashed (still RUNNING) ones are redone."""
 
@@ -82,10 +84,15 @@ def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optu
         study_name=name,
         storage=settings.storage_url(name),
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=1),
         direction="maximize",
         load_if_exists=True,
     )
+
+
+def can_prune(study: optuna.Study) -> bool:
+    """Whether the median pruner may stop a trial: only once `PRUNER_STARTUP_TRIALS` completed."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= PRUNER_STARTUP_TRIALS
 
 
 def trial_model_folder(settings: TrainingSettings, study: str, number: int) -> Path:
@@ -105,14 +112,20 @@ def objective(
         params = suggest(kind, trial, settings)
         trial.set_user_attr("params", params)
         model = inputs.build(params)
-        score, proba = 0.0, np.empty((0, 0))
+        scored = False
         for step in fit_in_stages(model, inputs.X_train, inputs.y_train):
-            proba = model.predict_proba(inputs.X_val)
-            score = macro_f1(inputs.y_val, proba)
-            if not settings.multi_objective:
+            # Intermediate scores only where the pruner can use them: scoring validation after
+            # every epoch costs a transformer minutes on a CPU.
+            scored = not settings.multi_objective and can_prune(trial.study)
+            if scored:
+                proba = model.predict_proba(inputs.X_val)
+                score = macro_f1(inputs.y_val, proba)
                 trial.report(score, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"macro-F1 {score:.4f} below the median at step {step}")
+        if not scored:
+            proba = model.predict_proba(inputs.X_val)
+            score = macro_f1(inputs.y_val, proba)
         trial.set_user_attr("val_metrics", classification_metrics(inputs.y_val, proba))
         trial.set_user_attr("val_proba", np.round(proba, 6).tolist())
         if kind.needs_torch:

@@ -10,9 +10,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from libs.features import Tfidf
 from libs.models.kinds import ModelKind
+from libs.models.training.estimators import STAGES
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import trial_inputs
-from libs.models.training.tuning import StudyOutcome, TrialInputs, finished_trials, run_study
+from libs.models.training.tuning import (
+    PRUNER_STARTUP_TRIALS,
+    StudyOutcome,
+    TrialInputs,
+    finished_trials,
+    run_study,
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +124,16 @@ def test_a_new_study_tries_the_learner_s_defaults_first(tmp_path: Path, inputs: 
     outcome = run_study(ModelKind.LOGREG, inputs, settings(tmp_path, trials=3), "defaults")
     first = [t.params for t in sorted(outcome.study.trials, key=lambda t: t.number)][:2]
     assert first == [{"C": 1.0, "numeric": False}, {"C": 1.0, "numeric": True}]
+
+
+def test_intermediate_scores_are_computed_only_once_the_pruner_can_use_them(
+    tmp_path: Path, train_df: pd.DataFrame, val_df: pd.DataFrame, tfidf: Tfidf
+) -> None:
+    staged = trial_inputs(ModelKind.RF, tfidf, train_df, val_df, seed=0)
+    outcome = run_study(ModelKind.RF, staged, settings(tmp_path, trials=5, timeout_s=0), "staged")
+    trials = sorted(outcome.study.trials, key=lambda t: t.number)
+    assert [t.intermediate_values for t in trials[:PRUNER_STARTUP_TRIALS]] == [{}] * PRUNER_STARTUP_TRIALS
+    for trial in trials[PRUNER_STARTUP_TRIALS:]:  # one report per stage, up to where it was pruned
+        assert list(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
+        assert len(trial.intermediate_values) == STAGES or trial.state is TrialState.PRUNED
+    assert all("val_proba" in t.user_attrs for t in trials if t.state is TrialState.COMPLETE)
