@@ -41,7 +41,12 @@ class TrainingSettings(RegistrySettings):
     trials: int = Field(
         8, ge=1, description="Optuna trials per kind (finished ones of a resumed study count)."
     )
-    timeout_s: float = Field(120.0, ge=0, description="Optuna search time per kind in seconds (0: no limit).")
+    timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="Optuna search time per kind in seconds (0: no limit): no trial starts that would "
+        "likely end past it, by the mean of the kind's trials so far; the first always runs.",
+    )
     seed: int = Field(42, description="Seed of the data split, Optuna's sampler and the estimators.")
     latency_budget_ms: float = Field(
         50.0,

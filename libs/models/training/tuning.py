@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,26 @@ def progress_logger(kind: ModelKind, n_trials: int) -> Callable[[optuna.Study, F
     return log
 
 
+def time_budget(
+    seconds: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Stops the search once the next trial would likely end past `seconds` from now: when
+    the time spent plus the mean trial's time so far exceeds it. A plain timeout only
+    refuses to start trials after the budget, so a trial started just before it (minutes
+    for a transformer) overran it by a whole trial. The first trial always runs."""
+    started = clock()
+    finished = 0
+
+    def stop_when_next_would_overrun(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal finished
+        finished += 1
+        spent = clock() - started
+        if spent + spent / finished > seconds:
+            study.stop()
+
+    return stop_when_next_would_overrun
+
+
 def _format(values: Sequence[float] | None) -> str:
     return "none" if not values else ", ".join(f"{v:.4f}" for v in values)
 
@@ -170,7 +191,8 @@ def run_study(
     name: str,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> StudyOutcome:
-    """Runs what is left of the study's budget (`trials` minus trials already finished, `timeout_s`)."""
+    """Runs what is left of the study's budget: `trials` minus trials already finished, within
+    `timeout_s` (`time_budget`)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress line replaces Optuna's
     study = create_study(kind, settings, name)
     if not study.get_trials(deepcopy=False):  # a new study: its starting points first
@@ -179,11 +201,11 @@ def run_study(
     remaining = settings.trials - finished_trials(study)
     if remaining > 0:
         logger.info("%s: study %s, %d of %d trials to run", kind.value, name, remaining, settings.trials)
+        budget = [time_budget(settings.timeout_s)] if settings.timeout_s else []
         study.optimize(
             objective(kind, inputs, settings),
             n_trials=remaining,
-            timeout=settings.timeout_s or None,
-            callbacks=[progress_logger(kind, settings.trials), *callbacks],
+            callbacks=[progress_logger(kind, settings.trials), *budget, *callbacks],
             gc_after_trial=True,
         )
     best, feasible = pick_best(kind, study, settings)

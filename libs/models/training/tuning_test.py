@@ -19,6 +19,7 @@ from libs.models.training.tuning import (
     TrialInputs,
     finished_trials,
     run_study,
+    time_budget,
 )
 
 
@@ -137,3 +138,18 @@ def test_intermediate_scores_are_computed_only_once_the_pruner_can_use_them(
         assert list(trial.intermediate_values) == list(range(1, len(trial.intermediate_values) + 1))
         assert len(trial.intermediate_values) == STAGES or trial.state is TrialState.PRUNED
     assert all("val_proba" in t.user_attrs for t in trials if t.state is TrialState.COMPLETE)
+
+
+def test_the_time_budget_starts_no_trial_that_would_likely_end_past_it() -> None:
+    now = [0.0]
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        now[0] += 50.0  # every trial takes 50 s
+        return 0.0
+
+    study.optimize(objective, n_trials=10, callbacks=[time_budget(120.0, clock=lambda: now[0])])
+    assert len(study.trials) == 2  # after two (100 s spent), a third would end at 150 s
+    one = optuna.create_study(direction="maximize")
+    one.optimize(objective, n_trials=10, callbacks=[time_budget(30.0, clock=lambda: now[0])])
+    assert len(one.trials) == 1  # the first trial runs even when it alone exceeds the budget
