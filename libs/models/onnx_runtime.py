@@ -7,9 +7,12 @@ the forward pass. The bundle therefore carries its fine-tuned model exported to 
 that serving needs to turn texts into 5-star probabilities from them.
 
 Texts are tokenised once, sorted by length and cut into batches padded to their own
-longest text: a short review is not padded to the length of the longest one in the
-request, which is most of the work saved on real traffic. Probabilities come back in the
-input order.
+longest text (`length_groups`): a batch closes when it is full or when the next text
+would pad its shortest by more than `PADDING_SLACK`. A large batch of reviews still runs
+in full batches of near-equal length; a handful of requests the service coalesced, of
+lengths from a line to a page, mostly run one by one, which is faster than padding them
+all to the longest (1.4x for fp32 and 1.7x for int8 on groups of 8 real reviews, one
+thread). Probabilities come back in the input order.
 """
 
 from __future__ import annotations
@@ -34,6 +37,22 @@ THREADS_ENV = "KINDLE_ONNX_THREADS"
 """ONNX Runtime's intra-op threads per process: 1 by default, since the service runs one API
 worker per CPU (more threads per worker would oversubscribe the cores); 0 lets ONNX Runtime
 use every core, for a lone process scoring large batches."""
+
+
+PADDING_SLACK = 0.25
+"""How much longer than a batch's shortest text its longest may be (padding is wasted work)."""
+
+
+def length_groups(lengths: Sequence[int], batch_size: int, slack: float = PADDING_SLACK) -> list[list[int]]:
+    """Row indices in batches of at most `batch_size`, sorted by length, where no text is
+    padded beyond (1 + `slack`) times the batch's shortest."""
+    groups: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        if groups and len(groups[-1]) < batch_size and lengths[row] <= lengths[groups[-1][0]] * (1 + slack):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
 
 
 @dataclass(frozen=True)
@@ -117,14 +136,13 @@ class OnnxClassifier:
         )
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 5) logits in input order; batches of similar length, each padded to its longest."""
+        """(n, 5) logits in input order; batches of similar length (`length_groups`), each
+        padded to its longest."""
         if not texts:
             return np.empty((0, len(LABELS)), dtype=np.float32)
         ids = [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         result = np.empty((len(ids), len(LABELS)), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in length_groups([len(row) for row in ids], self.batch_size):
             width = max(len(ids[i]) for i in rows)
             input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(rows), width), dtype=np.int64)
