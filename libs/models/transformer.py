@@ -35,6 +35,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from libs.models.components import review_texts
 from libs.models.kinds import INSTALLED_CHECKPOINT, LABELS, check_labels
+from libs.models.onnx_runtime import length_groups
 
 logger = logging.getLogger("kindle.models.distilbert")
 
@@ -186,14 +187,15 @@ class DistilBertClassifier(ClassifierMixin, BaseEstimator):
 
     @torch.no_grad()
     def predict_proba(self, X: pd.DataFrame | Sequence[str]) -> np.ndarray:
-        """Probabilities in the input order, computed in batches of similar length."""
+        """Probabilities in the input order, computed in batches of similar length cut as the
+        ONNX scorer cuts them (`length_groups`)."""
         self.model_.eval()
         texts = review_texts(X)
         if not texts:
             return np.empty((0, len(LABELS)))
         ids = self._tokenise(texts)
         proba = np.empty((len(ids), len(LABELS)))
-        for rows in length_batches([len(row) for row in ids], self.batch_size):
+        for rows in length_groups([len(row) for row in ids], self.batch_size):
             with self._autocast():
                 logits = self.model_(**self._batch(ids, rows)).logits
             proba[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()

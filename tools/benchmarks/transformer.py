@@ -18,8 +18,9 @@ What is measured, on this machine, in one run:
   reviews of the 2006-2014 sample (none fine-tuned on) go to every engine, as the
   service's model sees them (summary + review, `compute_features`' text column): 128
   texts one per call (batch 1) and 640 in calls of 64 (batch 64; `--quick`: 32 and 128).
-  Each call includes tokenisation; a call of 64 is one forward pass padded to its
-  longest text (both engines' batch size is set to the call's size). Every engine gets
+  Each call includes tokenisation; both engines cut a call of 64 into batches of similar
+  length as serving does (`length_groups`: at most the call's size, no text padded beyond
+  1.25x the batch's shortest). Every engine gets
   one warm-up call first. texts/s is texts over the wall seconds of all calls; p50/p99
   are per call.
 - Threads: torch (`torch.set_num_threads`) and ONNX Runtime (intra-op threads, what
