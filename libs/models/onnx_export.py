@@ -166,7 +166,9 @@ def export_onnx(classifier: Any, folder: Path, check: LabelledCheck | None = Non
     known = check.torch_proba if check is not None else None
     if known is not None and np.shape(known) != (len(texts), len(LABELS)):
         shape = np.shape(known)
-        raise ValueError(f"the check's torch probabilities have shape {shape}, not ({len(texts)}, 5)")
+        raise ValueError(
+            f"the check's torch probabilities have shape {shape}, not ({len(texts)}, {len(LABELS)})"
+        )
     torch_proba = np.asarray(classifier.predict_proba(texts) if known is None else known, dtype=np.float64)
     fp32_proba = scorer(FP32_FILE).predict_proba(texts)
     fp32_diff = float(np.max(np.abs(fp32_proba - torch_proba))) if texts else 0.0

@@ -86,9 +86,9 @@ def one_cycle(total_steps: int, warmup_share: float = WARMUP_SHARE) -> Callable[
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Row indices cut into batches of similar length (sorted by length, then chunked), so
     each batch is padded only to its own longest text. Deterministic; shuffle the batches'
-    order, not their rows, for training."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    order, not their rows, for training. Always full (`length_groups` with no padding
+    limit): the recipe's batch size is part of what it trains with."""
+    return length_groups(lengths, batch_size, slack=math.inf)
 
 
 class DistilBertClassifier(ClassifierMixin, BaseEstimator):
