@@ -8,6 +8,13 @@ Runs where the bundle is saved (training, with torch); what it writes is read by
     tokenizer.json    the fast tokenizer
     serving.json      which of the two serves, max_length, pad id, batch size, and the check
 
+The graph is fused before it is quantised (`_fuse`): the model is traced with eager
+attention, whose subgraph ONNX Runtime's transformer optimizer recognises, and each
+encoder layer's attention, GELU and residual layer norms become one fused operator
+(`Attention`, `BiasGelu`, `SkipLayerNormalization`; int8: `QAttention`). Traced with
+PyTorch's SDPA attention instead, the optimizer leaves attention as a dozen small
+operators. On MiniLM-L6 with 2 threads, fused int8 scores real reviews 1.15-1.2x faster.
+
 Which precision serves (`choose_precision`): int8 is about twice as fast on a CPU but may
 move predictions, so it must earn its place.
 - With a labelled check set (`LabelledCheck`, e.g. the training stage's validation
@@ -30,7 +37,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from onnx import TensorProto
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers import optimizer
 from sklearn.metrics import f1_score
 
 from libs.models.bundle import SERVING_FILE
@@ -123,6 +132,7 @@ class _Logits(torch.nn.Module):
 
 def _export_fp32(model: torch.nn.Module, tokenizer: Any, max_length: int, path: Path) -> None:
     cpu_model = copy.deepcopy(model).to("cpu").eval()
+    cpu_model.set_attn_implementation("eager")  # the attention pattern `_fuse` recognises
     sample = tokenizer(
         list(CHECK_TEXTS[:2]), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
     )
@@ -143,6 +153,17 @@ def _export_fp32(model: torch.nn.Module, tokenizer: Any, max_length: int, path: 
         )
 
 
+def _fuse(path: Path, config: Any) -> dict[str, int]:
+    """Rewrites the fp32 graph at `path` with ONNX Runtime's fused transformer operators;
+    returns {operator: count} of those it placed."""
+    model = optimizer.optimize_model(
+        str(path), model_type="bert", num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+    )  # fmt: skip
+    model.save_model_to_file(str(path))
+    return {name: count for name, count in model.get_fused_operator_statistics().items() if count}
+
+
 def export_onnx(classifier: Any, folder: Path, check: LabelledCheck | None = None) -> dict[str, Any]:
     """Writes the ONNX folder of a fitted DistilBertClassifier; returns `serving.json`'s content.
 
@@ -152,7 +173,12 @@ def export_onnx(classifier: Any, folder: Path, check: LabelledCheck | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = classifier.tokenizer_
     _export_fp32(classifier.model_, tokenizer, int(classifier.max_length), folder / FP32_FILE)
-    quantize_dynamic(str(folder / FP32_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8)
+    fused = _fuse(folder / FP32_FILE, classifier.model_.config)
+    quantize_dynamic(
+        str(folder / FP32_FILE), str(folder / INT8_FILE), weight_type=QuantType.QInt8,
+        # Fused operators carry no shape-inferred types; their outputs are float.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )  # fmt: skip
     tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
     pad_id = int(tokenizer.pad_token_id)
     texts = list(check.texts) if check is not None else list(CHECK_TEXTS)
@@ -193,6 +219,7 @@ def export_onnx(classifier: Any, folder: Path, check: LabelledCheck | None = Non
         "pad_id": pad_id,
         "batch_size": int(classifier.batch_size),
         "opset": OPSET,
+        "fused_operators": fused,
         "rule": choice.rule,
         "check": {**choice.evidence, "fp32_max_abs_diff_vs_torch": fp32_diff, "labelled": check is not None},
         "exported_with": {name: importlib.metadata.version(name) for name in ("torch", "transformers")},

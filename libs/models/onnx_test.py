@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["KINDLE_ONNX_THREADS"] = "1"
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -74,6 +75,19 @@ def test_the_int8_export_is_close_and_its_choice_follows_the_rule(
     if expected.precision == "int8":
         assert np.array_equal(fp32.argmax(axis=1), int8.argmax(axis=1))
         assert np.abs(fp32 - int8).max() <= INT8_MAX_DIFF
+
+
+def test_each_layer_serves_as_one_fused_attention_operator(fitted: DistilBertClassifier, saved: Path) -> None:
+    onnx_folder = saved / "estimator" / "onnx"
+    layers = fitted.model_.config.num_hidden_layers
+    assert json.loads((onnx_folder / "serving.json").read_text())["fused_operators"]["Attention"] == layers
+    operators = {
+        name: [node.op_type for node in onnx.load(str(onnx_folder / name)).graph.node]
+        for name in ("model.onnx", "model.int8.onnx")
+    }
+    assert operators["model.onnx"].count("Attention") == layers
+    assert operators["model.int8.onnx"].count("QAttention") == layers
+    assert "Softmax" not in operators["model.onnx"]  # no unfused attention left beside it
 
 
 def test_the_precision_rule() -> None:

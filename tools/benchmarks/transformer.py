@@ -39,8 +39,11 @@ What is measured, on this machine, in one run:
   two workers run four threads on two cores), beside the defaults, not instead.
   `--quick` skips the Bento build (seconds of packaging) and the variant, and serves the
   source tree's service on the bundle folder, the same defaults otherwise, 1 s + 2 s.
+- The int8 ceiling (`int8_ceiling`): torch fp32, ONNX Runtime fp32 and ONNX Runtime int8
+  multiplying one of the model's own dense-layer shapes, on the same threads. int8 serving
+  cannot outrun plain torch by more than int8 GEMM outruns torch's fp32 GEMM here.
 - Ratios (target 3x): the service's texts/s at c16 over plain torch's better texts/s
-  (batch 1 or 64), and ONNX int8 (and fp32) over torch at each batch size.
+  (batch 1 or 64), ONNX int8 (and fp32) over torch at each batch size, and the ceiling.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import AutoConfig
 
 from libs.features import TEXT_COLUMN, compute_features
 from libs.models.bundle import ESTIMATOR_FOLDER, ONNX_FOLDER, SERVING_FILE, ModelBundle, save_bundle
@@ -65,13 +69,13 @@ from libs.models.onnx_export import FP32_FILE, INT8_FILE, LabelledCheck
 from libs.models.onnx_runtime import OnnxClassifier, ServingSettings
 from libs.models.training.data import LABEL_COLUMN, fingerprint, labelled_features, labels_of
 from libs.models.training.estimators import build_estimator
-from libs.models.transformer import DistilBertClassifier
+from libs.models.transformer import MODEL_FOLDER, DistilBertClassifier
 from services.settings import ServiceSettings
 from tests import fixtures
 from tests.fixtures.servers import started
 from tests.fixtures.service import SOURCE_SERVICE, Server, source_home
 from tests.fixtures.tiny_transformer import tiny_distilbert
-from tools.benchmarks import serving
+from tools.benchmarks import int8_ceiling, serving
 from tools.benchmarks.report import Report, Row
 from workflows.bento import build
 
@@ -234,6 +238,14 @@ def ratio_row(report: Report, system: str, numerator: float, denominator: float,
     report.add(Row(BENCHMARK, system, dict(settings), metrics))
 
 
+def ceiling_rows(report: Report, bundle: Path) -> dict[str, float]:
+    """Seconds per GEMM of each engine at the bundle model's feed-forward shape."""
+    config = AutoConfig.from_pretrained(bundle / ESTIMATOR_FOLDER / MODEL_FOLDER)
+    # BERT-like configs name the feed-forward width intermediate_size; DistilBERT's hidden_dim.
+    width = getattr(config, "intermediate_size", None) or config.hidden_dim
+    return int8_ceiling.ceiling_rows(report, BENCHMARK, int(config.hidden_size), int(width), THREADS)
+
+
 def run(report: Report, quick: bool) -> None:
     plan = QUICK if quick else FULL
     reviews = fixtures.kindle_reviews()
@@ -244,6 +256,7 @@ def run(report: Report, quick: bool) -> None:
         print(f"  transformer: bundle ready in {time.perf_counter() - began:.0f} s", flush=True)
         texts = model_texts(reviews, max(plan.texts.values()))
         measured = engine_rows(report, bundle, texts, plan, weights)
+        gemm = ceiling_rows(report, bundle)
         served = service_rows(report, bundle, reviews, plan, work)
 
     sizes = list(plan.texts)
@@ -256,6 +269,8 @@ def run(report: Report, quick: bool) -> None:
             float(measured[("torch", best)]["texts_per_s"]),
             torch_batch=best,
         )
+    # Speed is the inverse of seconds: torch's seconds over int8's.
+    ratio_row(report, "GEMM onnx int8 / torch fp32 (the ceiling)", gemm["torch fp32"], gemm["onnx int8"])
     for engine in ("onnx int8", "onnx fp32"):
         for size in sizes:
             ratio_row(

@@ -15,7 +15,7 @@ import pytest
 from libs.models.bundle import ONNX_FOLDER
 from libs.models.onnx_runtime import ServingSettings
 from tests import fixtures
-from tools.benchmarks import transformer
+from tools.benchmarks import int8_ceiling, transformer
 from tools.benchmarks.report import Report
 
 ENGINES = ("torch", "onnx fp32", "onnx int8")
@@ -62,3 +62,16 @@ def test_ratio_rows_say_whether_the_target_is_met() -> None:
     first, second = report.rows
     assert first.metrics == {"ratio": 3.0, "target": 3.0, "meets_target": "yes"}
     assert second.metrics["meets_target"] == "no" and second.settings == {"batch": 1}
+
+
+def test_the_ceiling_times_each_engine_on_the_bundle_models_feed_forward_shape(bundle: Path) -> None:
+    report = Report(mode="quick")
+    seconds = transformer.ceiling_rows(report, bundle)
+    assert list(seconds) == ["torch fp32", "onnx fp32", "onnx int8"]
+    assert [row.system for row in report.rows] == [f"GEMM {engine}" for engine in seconds]
+    # The tiny DistilBERT of the quick plan: dim 32, hidden_dim 64.
+    assert {row.settings["shape"] for row in report.rows} == {f"{int8_ceiling.TOKENS}x32 @ 32x64"}
+    for row, spent in zip(report.rows, seconds.values(), strict=True):
+        assert spent > 0
+        assert row.metrics["vs_torch_fp32"] == pytest.approx(seconds["torch fp32"] / spent)
+    assert report.rows[0].metrics["vs_torch_fp32"] == 1.0
