@@ -13,7 +13,8 @@ Public API:
   state_dir=..., webhook_url=...)` with `.observe(features, predicted_labels)`: the service's
   live check, merged over worker processes, published as kindle_drift_* Prometheus metrics.
 
-The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`.
+The batch check's outputs (HTML report, MLflow logging, the CLI) are `libs.drift.reports`;
+text drift by a domain classifier (scikit-learn, not served) is `libs.drift.domain`.
 The production data it reads (scored batches, labelled feedback) is `libs.production`.
 """
 
