@@ -14,6 +14,8 @@ Layout (format version 2):
     ensemble.json          the ensemble kind: the transformer's weight in the soft vote
     tfidf.json             the fitted vectoriser (the one copy; re-attached on load)
     drift_reference.json   libs.drift's reference profile (`ReferenceProfile.to_dict`), when given
+    calibration.json       the calibration every returned probability goes through
+                           (`libs.models.calibration`), when given
 
 Why skops and not pickle: a pickle runs whatever code its bytes name when it is loaded,
 so anyone able to write a bundle folder or the MLflow artifact store could run code in
@@ -58,6 +60,7 @@ from skops.io.exceptions import UntrustedTypesFoundException
 from libs.atomic import fsync
 from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, FeatureContractError, Tfidf, compute_features
+from libs.models.calibration import Calibration, calibration_from_dict
 from libs.models.components import ExplanationUnavailable, SoftVote, StarPipeline
 from libs.models.kinds import LABELS, ModelKind, sentiment_of
 
@@ -73,6 +76,7 @@ ESTIMATOR_FOLDER = "estimator"
 TFIDF_FILE = "tfidf.json"
 DRIFT_FILE = "drift_reference.json"
 ENSEMBLE_FILE = "ensemble.json"
+CALIBRATION_FILE = "calibration.json"
 STRICT_LIBRARY = "scikit-learn"
 """The library whose feature release (major.minor) must match the one that saved the estimator."""
 
@@ -128,6 +132,7 @@ class ModelBundle:
     labels: list[int] = field(default_factory=lambda: list(LABELS))
     contract_hash: str = CONTRACT.hash
     library_versions: dict[str, str] = field(default_factory=dict)
+    calibration: Calibration | None = None  # applied to every probability the bundle returns
 
     @classmethod
     def new(
@@ -161,7 +166,8 @@ class ModelBundle:
 
     def predict_features(self, frame: pd.DataFrame) -> np.ndarray:
         """`predict_proba` of reviews whose features are computed already (`compute_features`
-        output): callers that need the features too (the service's drift feed) compute them once."""
+        output): callers that need the features too (the service's drift feed) compute them once.
+        Calibrated where the bundle carries a calibration."""
         if len(frame) == 0:
             return np.empty((0, len(self.labels)))
         proba = np.asarray(self.estimator.predict_proba(frame), dtype=np.float64)
@@ -170,7 +176,8 @@ class ModelBundle:
                 f"estimator of bundle {self.version} returned shape {proba.shape}, "
                 f"expected ({len(frame)}, {len(self.labels)})"
             )
-        return proba / proba.sum(axis=1, keepdims=True)
+        proba = proba / proba.sum(axis=1, keepdims=True)
+        return proba if self.calibration is None else self.calibration.apply(proba)
 
     def explain(
         self, reviews: Sequence[object], summaries: Sequence[object] | None, top_k: int
@@ -201,6 +208,7 @@ class ModelBundle:
                 "contract": CONTRACT.to_dict(),
                 "library_versions": self.library_versions,
                 "has_drift_reference": self.drift_reference is not None,
+                "calibration": None if self.calibration is None else self.calibration.to_dict(),
             }
         )
 
@@ -262,8 +270,9 @@ def _write_pipeline(pipeline: Any, kind: ModelKind, folder: Path) -> None:
 
 
 def _is_model_file(name: str) -> bool:
-    """Files that decide predictions: estimator, vectoriser, the ensemble's weight."""
-    return name in (ESTIMATOR_FILE, TFIDF_FILE, ENSEMBLE_FILE) or name.startswith(f"{ESTIMATOR_FOLDER}/")
+    """Files that decide predictions: estimator, vectoriser, the ensemble's weight, the calibration."""
+    deciding = (ESTIMATOR_FILE, TFIDF_FILE, ENSEMBLE_FILE, CALIBRATION_FILE)
+    return name in deciding or name.startswith(f"{ESTIMATOR_FOLDER}/")
 
 
 def _files(folder: Path) -> dict[str, str]:
@@ -277,10 +286,12 @@ def _files(folder: Path) -> dict[str, str]:
 
 def _copy_model_files(sources: Sequence[Path], folder: Path) -> None:
     """The model files of the bundles at `sources`, byte for byte (an ensemble's come from its
-    two members' bundles; a file two sources both hold must be the same in both)."""
+    two members' bundles; a file two sources both hold must be the same in both). Not the
+    calibration: it belongs to the bundle being written (an ensemble has its own), which
+    `save_bundle` writes from `ModelBundle.calibration`."""
     for source in sources:
         for name, digest in _read_manifest(source)["files"].items():
-            if _is_model_file(name):
+            if _is_model_file(name) and name != CALIBRATION_FILE:
                 if (folder / name).exists():
                     if _sha256(folder / name) != digest:
                         raise BundleError(f"the bundles {list(map(str, sources))} hold different {name}")
@@ -328,6 +339,8 @@ def save_bundle(
             (temporary / ENSEMBLE_FILE).write_text(json.dumps({"weight": bundle.estimator.weight}))
         if bundle.drift_reference is not None:
             (temporary / DRIFT_FILE).write_text(json.dumps(bundle.drift_reference.to_dict()))
+        if bundle.calibration is not None:
+            (temporary / CALIBRATION_FILE).write_text(json.dumps(bundle.calibration.to_dict()))
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": kind.value,
@@ -470,6 +483,11 @@ def load_bundle(path: Path) -> ModelBundle:
         tfidf = Tfidf.load(path / TFIDF_FILE) if TFIDF_FILE in manifest["files"] else None
         estimator = _read_estimator(path, kind, tfidf, manifest["files"])
         drift = _read_drift_reference(path) if DRIFT_FILE in manifest["files"] else None
+        calibration = (
+            calibration_from_dict(json.loads((path / CALIBRATION_FILE).read_text()), len(LABELS))
+            if CALIBRATION_FILE in manifest["files"]
+            else None
+        )
     except BundleError:
         raise
     except Exception as error:
@@ -486,6 +504,7 @@ def load_bundle(path: Path) -> ModelBundle:
         labels=list(manifest["labels"]),
         contract_hash=manifest["contract_hash"],
         library_versions=manifest["library_versions"],
+        calibration=calibration,
     )
 
 

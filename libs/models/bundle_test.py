@@ -19,6 +19,7 @@ import skops.io
 from libs.drift import ReferenceProfile
 from libs.features import CONTRACT, Tfidf
 from libs.models.bundle import (
+    CALIBRATION_FILE,
     DRIFT_FILE,
     ESTIMATOR_FILE,
     MANIFEST,
@@ -29,6 +30,7 @@ from libs.models.bundle import (
     model_digest,
     save_bundle,
 )
+from libs.models.calibration import TemperatureScaling
 from libs.models.components import ExplanationUnavailable
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator
@@ -306,3 +308,21 @@ def test_a_terms_only_linear_model_round_trips_and_explains(
     loaded = load_bundle(save_bundle(fresh, tmp_path / "terms"))
     np.testing.assert_array_equal(loaded.predict_proba(REVIEWS), fresh.predict_proba(REVIEWS))
     assert loaded.explain(REVIEWS[:1], None, top_k=3)[0]["tokens"]
+
+
+def test_a_calibrated_bundle_applies_its_calibration_everywhere_and_keeps_it(
+    bundle: ModelBundle, saved: Path, tmp_path: Path
+) -> None:
+    temperature = TemperatureScaling(2.0)
+    path = save_bundle(dataclasses.replace(bundle, calibration=temperature), tmp_path / "calibrated")
+    assert json.loads((path / CALIBRATION_FILE).read_text()) == {"method": "temperature", "temperature": 2.0}
+    loaded = load_bundle(path)
+    assert loaded.calibration == temperature
+    raw = load_bundle(saved).predict_proba(REVIEWS, SUMMARIES)
+    np.testing.assert_allclose(loaded.predict_proba(REVIEWS, SUMMARIES), temperature.apply(raw))
+    assert loaded.metadata()["calibration"] == {"method": "temperature", "temperature": 2.0}
+    assert model_digest(path) != model_digest(saved)  # it decides the probabilities served
+    relabelled = dataclasses.replace(loaded, metrics={})
+    finished = save_bundle(relabelled, tmp_path / "finished", model_files_from=path)
+    assert load_bundle(finished).calibration == temperature
+    assert model_digest(finished) == model_digest(path)

@@ -8,7 +8,8 @@ rows. So both are scored on newer reviews than most of what they trained on.
 
 For each kind (its candidate: the configuration the search chose, refit on train +
 validation; the transformer's best trial; the ensemble's vote and weight) and for the
-champion the pipeline registered: macro-F1, per-star F1 and binary accuracy on the
+champion the pipeline registered: macro-F1, per-star F1, binary accuracy and the ordinal
+metrics (MAE in stars, off-by-one accuracy, quadratic-weighted kappa) on the
 evaluation set, and the kind's training time (its MLflow run: study, refit, export);
 beside them the baseline, a plain
 `TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)` +
@@ -35,7 +36,7 @@ from libs.features import combine
 from libs.models.bundle import load_bundle
 from libs.models.kinds import LABELS
 from libs.models.registry import CHAMPION, MODEL_NAME
-from libs.models.training.evaluation import binary_accuracy
+from libs.models.training.evaluation import binary_accuracy, ordinal_metrics
 from libs.models.training.stages import CANDIDATE_ARTIFACT
 from tests import fixtures
 from tools.benchmarks.report import Report, Row
@@ -67,6 +68,7 @@ def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         "macro_f1": float(np.mean(per_star)),
         **{f"f1_{star}": float(value) for star, value in zip(LABELS, per_star, strict=True)},
         "binary_accuracy": binary_accuracy(truth, predicted),
+        **ordinal_metrics(truth, predicted),
     }
 
 

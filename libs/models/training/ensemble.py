@@ -32,6 +32,7 @@ import pandas as pd
 from libs.models.bundle import ModelBundle, load_bundle, save_bundle
 from libs.models.components import SoftVote, blend
 from libs.models.kinds import SKLEARN_KINDS, ModelKind
+from libs.models.training.calibration import choose_calibration
 from libs.models.training.data import labels_of
 from libs.models.training.evaluation import classification_metrics, macro_f1
 from libs.models.training.settings import TrainingSettings
@@ -83,6 +84,7 @@ def build_ensemble(
     weight = choose_weight(truth, transformer_proba, tfidf_proba)
     proba = blend(transformer_proba, tfidf_proba, weight)
     validation_metrics = classification_metrics(truth, proba)
+    calibrated = choose_calibration(proba, truth, seed=settings.seed)  # members fitted on train alone
     transformer_bundle, tfidf_bundle = load_bundle(transformer.bundle), load_bundle(tfidf_kind.bundle)
     latency = transformer.latency_ms + tfidf_kind.latency_ms
     params = {"weight": weight, "tfidf_kind": tfidf_kind.kind}
@@ -101,8 +103,9 @@ def build_ensemble(
             SoftVote(transformer_bundle.estimator, tfidf_bundle.estimator, weight),
             tfidf_bundle.tfidf,
             tfidf_bundle.data_fingerprint,
-            metrics={f"val_{key}": value for key, value in validation_metrics.items()},
+            metrics={f"val_{key}": value for key, value in validation_metrics.items()} | calibrated.metrics(),
             mlflow_run_id=run_id,
+            calibration=calibrated.calibration,
         )
         path = save_bundle(
             candidate,
@@ -112,6 +115,7 @@ def build_ensemble(
         if tracked:
             mlflow.set_tags({**run_tags(tfidf_bundle.data_fingerprint), "kind": ModelKind.ENSEMBLE.value})
             mlflow.log_params({f"best_{key}": value for key, value in params.items()})
+            mlflow.log_param("calibration", calibrated.calibration.method)
             mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
             mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
     logger.info(

@@ -15,12 +15,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import torch
 
 from libs.features import CLEAN_COLUMN, Tfidf
-from libs.models.bundle import ENSEMBLE_FILE, MANIFEST, load_bundle, model_digest, save_bundle
+from libs.models.bundle import (
+    CALIBRATION_FILE,
+    ENSEMBLE_FILE,
+    MANIFEST,
+    load_bundle,
+    model_digest,
+    save_bundle,
+)
 from libs.models.components import SoftVote, blend
 from libs.models.kinds import ModelKind
 from libs.models.training.data import fingerprint, labels_of
@@ -93,6 +101,17 @@ def test_the_transformer_candidate_is_its_best_trial_fitted_on_train_only(
     )
 
 
+def test_the_transformer_is_timed_as_it_serves_not_as_its_trials_ran(
+    searched: dict[str, KindResult], settings: TrainingSettings
+) -> None:
+    result = searched["distilbert"]
+    study = optuna.load_study(study_name=result.study, storage=settings.storage_url(result.study))
+    timed_in_torch = study.best_trial.user_attrs["latency_ms"]
+    assert result.latency_ms > 0 and result.latency_ms != timed_in_torch  # timed again, on its bundle
+    assert result.feasible == (result.latency_ms <= settings.latency_budget_ms)
+    assert type(load_bundle(result.bundle).estimator).__name__ == "OnnxClassifier"
+
+
 def test_the_weight_is_the_best_soft_vote_on_validation(
     searched: dict[str, KindResult], ensemble: KindResult, val_df: pd.DataFrame
 ) -> None:
@@ -123,11 +142,17 @@ def test_the_ensemble_bundle_serves_the_vote_of_its_members(
     bundle = load_bundle(ensemble.bundle)
     assert bundle.kind == "ensemble" and isinstance(bundle.estimator, SoftVote)
     weight = ensemble.params["weight"]
-    members = [load_bundle(searched[k].bundle).predict_features(test_df) for k in ("distilbert", "logreg")]
-    np.testing.assert_allclose(bundle.predict_features(test_df), blend(*members, weight), atol=1e-9)
-    # The members' model files are copied unchanged, plus the weight.
+    # The vote is of the members' uncalibrated probabilities, then the ensemble's own calibration.
+    members = [load_bundle(searched[k].bundle) for k in ("distilbert", "logreg")]
+    raw = [member.estimator.predict_proba(test_df) for member in members]
+    assert bundle.calibration is not None
+    expected = bundle.calibration.apply(blend(*raw, weight))
+    np.testing.assert_allclose(bundle.predict_features(test_df), expected, atol=1e-9)
+    # The members' model files are copied unchanged, plus the weight and its own calibration.
     listed = set(json.loads((ensemble.bundle / MANIFEST).read_text())["files"])
     assert ENSEMBLE_FILE in listed and "estimator.skops" in listed and "estimator/onnx/serving.json" in listed
+    assert CALIBRATION_FILE in listed and all(member.calibration is not None for member in members)
+    assert {"val_ece_before", "val_ece_after"} <= set(bundle.metrics)
     assert bundle.metadata()["library_versions"].keys() >= {"onnxruntime", "tokenizers", "scikit-learn"}
 
 

@@ -2,6 +2,9 @@
 
 Macro-F1 is the selection metric: the natural star mix is skewed to 5, so accuracy and
 weighted F1 reward a model that ignores the rare 1-3 star reviews; macro-F1 does not.
+But stars are ordinal, and macro-F1 counts a 4 predicted for a 5 as wrong as a 1: the
+ordinal metrics beside it (`mae_stars`, `off_by_one_accuracy`, `quadratic_kappa`) say how
+far off the wrong ratings are.
 """
 
 from __future__ import annotations
@@ -15,15 +18,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+)
 
 from libs.features import TEXT_COLUMN, compute_features
+from libs.models.calibration import FLOOR, Calibration
 from libs.models.kinds import LABELS
 from libs.models.training import plots
 
 Labels = Sequence[int] | np.ndarray
 """Star ratings 1-5, as a list or a numpy array."""
 
+ECE_BINS = 15
 LATENCY_SAMPLES = 30
 """Single-review calls timed per latency measurement: enough for a stable p95, cheap in HPO."""
 
@@ -45,6 +56,80 @@ def binary_accuracy(y_true: Labels, y_pred: Labels) -> float:
     return float(np.mean(((truth >= 4) == (pred >= 4)) & (pred != 3)))
 
 
+def mae_stars(y_true: Labels, y_pred: Labels) -> float:
+    """Mean absolute error in stars: a 4 predicted for a 5 costs 1, a 1 predicted for it 4."""
+    return float(np.mean(np.abs(np.asarray(y_true, dtype=float) - np.asarray(y_pred, dtype=float))))
+
+
+def off_by_one_accuracy(y_true: Labels, y_pred: Labels) -> float:
+    """Share of reviews rated within one star of the truth: a near miss is not a wrong side."""
+    return float(np.mean(np.abs(np.asarray(y_true) - np.asarray(y_pred)) <= 1))
+
+
+def quadratic_kappa(y_true: Labels, y_pred: Labels) -> float:
+    """Cohen's kappa with quadratic weights: agreement beyond chance, where a disagreement costs
+    the square of its distance in stars. 1 is perfect, 0 what chance gives with the same star
+    mixes; unlike MAE it does not reward predicting the most common star."""
+    return float(cohen_kappa_score(y_true, y_pred, labels=LABELS, weights="quadratic"))
+
+
+def ordinal_metrics(y_true: Labels, y_pred: Labels) -> dict[str, float]:
+    return {
+        "mae_stars": mae_stars(y_true, y_pred),
+        "off_by_one_accuracy": off_by_one_accuracy(y_true, y_pred),
+        "quadratic_kappa": quadratic_kappa(y_true, y_pred),
+    }
+
+
+def label_columns(y_true: np.ndarray) -> np.ndarray:
+    """Star ratings 1..5 as column indices 0..4."""
+    return np.searchsorted(np.asarray(LABELS), np.asarray(y_true, dtype=int))
+
+
+def reliability_bins(
+    y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(share of reviews, mean probability, accuracy) per non-empty bin of the predicted star's
+    probability, `bins` equal-width bins of [0, 1]: the reliability diagram's points."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == label_columns(y_true)
+    which = np.clip(np.digitize(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
+    used = [b for b in range(bins) if (which == b).any()]
+    return (
+        np.array([np.mean(which == b) for b in used]),
+        np.array([confidence[which == b].mean() for b in used]),
+        np.array([correct[which == b].mean() for b in used]),
+    )
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE: Σ over `reliability_bins` of share · |accuracy − mean probability|.
+    0 when a model right 70 % of the time says 0.7."""
+    share, confidence, accuracy = reliability_bins(y_true, proba, bins)
+    return float(np.sum(share * np.abs(accuracy - confidence)))
+
+
+def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Multiclass Brier score: the mean over reviews of Σ over stars of (p − 1[true star])².
+    0 is perfect, 2 all probability on a wrong star."""
+    truth = np.eye(proba.shape[1])[label_columns(y_true)]
+    return float(np.mean(np.sum((proba - truth) ** 2, axis=1)))
+
+
+def log_loss(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Mean negative log probability of the true star (floored at `FLOOR`)."""
+    chosen = proba[np.arange(len(proba)), label_columns(y_true)]
+    return float(-np.mean(np.log(np.maximum(chosen, FLOOR))))
+
+
+def calibration_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    return {
+        "ece": expected_calibration_error(y_true, proba),
+        "brier": brier_score(y_true, proba),
+        "log_loss": log_loss(y_true, proba),
+    }
+
+
 def macro_f1(y_true: Labels, proba: np.ndarray) -> float:
     return float(f1_score(y_true, predicted_labels(proba), labels=LABELS, average="macro", zero_division=0))
 
@@ -56,6 +141,7 @@ def classification_metrics(y_true: Labels, proba: np.ndarray) -> dict[str, float
         "weighted_f1": float(f1_score(y_true, pred, labels=LABELS, average="weighted", zero_division=0)),
         "accuracy": float(accuracy_score(y_true, pred)),
         "binary_accuracy": binary_accuracy(y_true, pred),
+        **ordinal_metrics(y_true, pred),
     }
 
 
@@ -100,20 +186,32 @@ def evaluate(
     out_dir: Path | None = None,
     split: str = "test",
     size_bytes: int | None = None,
+    calibration: Calibration | None = None,
 ) -> Evaluation:
     """Scores `estimator` on a features frame; with `out_dir`, writes plots and misclassified rows.
 
     Latency is end to end for one raw review (features, TF-IDF and model), as the service pays it.
     `size_bytes`: the model's size when it is known from its files (a served ONNX model is a
-    file, not a picklable object); else the pickled estimator's.
+    file, not a picklable object); else the pickled estimator's. With `calibration` (the
+    bundle's), every metric is of the calibrated probabilities, as served, and the metrics
+    add ECE, Brier score and log-loss before and after it, with a reliability diagram.
     """
     truth = np.asarray(y_true, dtype=int)
     if len(truth) != len(frame):
         raise ValueError(f"{len(truth)} labels for {len(frame)} rows")
-    proba = np.asarray(estimator.predict_proba(frame))
+    raw = np.asarray(estimator.predict_proba(frame), dtype=np.float64)
+    proba = raw if calibration is None else calibration.apply(raw)
     metrics = classification_metrics(truth, proba)
+    if calibration is not None:
+        for stage, values in (("before", raw), ("after", proba)):
+            metrics |= {f"{key}_{stage}": value for key, value in calibration_metrics(truth, values).items()}
     texts = frame[TEXT_COLUMN].tolist()
-    latency = latency_ms(lambda i: estimator.predict_proba(compute_features([texts[i]])), len(texts))
+
+    def score_one(i: int) -> object:
+        one = np.asarray(estimator.predict_proba(compute_features([texts[i]])), dtype=np.float64)
+        return one if calibration is None else calibration.apply(one)
+
+    latency = latency_ms(score_one, len(texts))
     metrics.update(latency_p50_ms=latency["p50"], latency_p95_ms=latency["p95"])
     metrics["model_size_bytes"] = float(model_size_bytes(estimator) if size_bytes is None else size_bytes)
     pred = predicted_labels(proba)
@@ -128,4 +226,11 @@ def evaluate(
             plots.curves(truth, proba, out_dir / f"{split}_roc_curves.png", kind="roc"),
             plots.misclassified(texts, truth, pred, proba, out_dir / f"{split}_misclassified.csv"),
         ]
+        if calibration is not None:
+            path = out_dir / f"{split}_reliability.png"
+            points = {
+                name: reliability_bins(truth, values)[1:]
+                for name, values in (("raw", raw), (calibration.method, proba))
+            }
+            result.files.append(plots.reliability(points, path))
     return result

@@ -7,10 +7,20 @@ import pandas as pd
 import pytest
 
 from libs.features import Tfidf
+from libs.models.calibration import TemperatureScaling
 from libs.models.kinds import sentiment_of
 from libs.models.training.data import labels_of
 from libs.models.training.estimators import build_estimator
-from libs.models.training.evaluation import binary_accuracy, classification_metrics, evaluate
+from libs.models.training.evaluation import (
+    binary_accuracy,
+    classification_metrics,
+    evaluate,
+    expected_calibration_error,
+    log_loss,
+    mae_stars,
+    off_by_one_accuracy,
+    quadratic_kappa,
+)
 
 
 def one_hot(stars: list[int]) -> np.ndarray:
@@ -29,7 +39,28 @@ def test_perfect_predictions_score_one_everywhere() -> None:
         "weighted_f1": 1.0,
         "accuracy": 1.0,
         "binary_accuracy": 1.0,
+        "mae_stars": 0.0,
+        "off_by_one_accuracy": 1.0,
+        "quadratic_kappa": 1.0,
     }
+
+
+def test_ordinal_metrics_tell_a_near_miss_from_a_far_one_where_macro_f1_cannot() -> None:
+    truth = [1, 2, 3, 4, 5]
+    near, far = one_hot([2, 3, 4, 5, 4]), one_hot([5, 5, 5, 1, 1])
+    near_metrics, far_metrics = classification_metrics(truth, near), classification_metrics(truth, far)
+    assert near_metrics["macro_f1"] == far_metrics["macro_f1"] == 0.0
+    assert near_metrics["mae_stars"] == pytest.approx(1.0)  # every rating one star off
+    assert far_metrics["mae_stars"] == pytest.approx((4 + 3 + 2 + 3 + 4) / 5)
+    assert near_metrics["off_by_one_accuracy"] == 1.0 and far_metrics["off_by_one_accuracy"] == 0.0
+    assert near_metrics["quadratic_kappa"] > 0 > far_metrics["quadratic_kappa"]
+
+
+def test_a_reversed_scale_scores_kappa_minus_one() -> None:
+    # Quadratic weights: observed disagreement 1 (both corners), chance's 0.5 per corner.
+    assert quadratic_kappa([1, 5], [5, 1]) == pytest.approx(-1.0)
+    assert mae_stars([1, 5], [5, 1]) == 4.0
+    assert off_by_one_accuracy([1, 5], [5, 1]) == 0.0
 
 
 def test_sentiment_of_an_unknown_star_is_an_error() -> None:
@@ -57,3 +88,19 @@ def test_evaluate_writes_plots_and_misclassified_reviews(
     assert result.metrics["latency_p95_ms"] >= result.metrics["latency_p50_ms"] > 0
     assert result.metrics["model_size_bytes"] > 0
     assert set(result.report) >= {"1", "5", "macro avg"}
+
+
+def test_with_a_calibration_every_metric_is_of_the_served_probabilities_beside_before_and_after(
+    train_df: pd.DataFrame, test_df: pd.DataFrame, tfidf: Tfidf, tmp_path: Path
+) -> None:
+    model = build_estimator("logreg", {"C": 5.0}, tfidf).fit(train_df, labels_of(train_df))
+    truth, raw = labels_of(test_df), model.predict_proba(test_df)
+    flatter = TemperatureScaling(2.0)
+    result = evaluate(model, test_df, truth, tmp_path, split="test", calibration=flatter)
+    assert result.metrics["log_loss_before"] == pytest.approx(log_loss(truth, raw))
+    assert result.metrics["log_loss_after"] == pytest.approx(log_loss(truth, flatter.apply(raw)))
+    assert result.metrics["ece_after"] == pytest.approx(expected_calibration_error(truth, flatter.apply(raw)))
+    assert {"brier_before", "brier_after", "ece_before"} <= set(result.metrics)
+    assert result.metrics["macro_f1"] == pytest.approx(classification_metrics(truth, raw)["macro_f1"])
+    assert (tmp_path / "test_reliability.png").stat().st_size > 0
+    assert "log_loss_after" not in evaluate(model, test_df, truth).metrics

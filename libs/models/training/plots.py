@@ -55,6 +55,22 @@ def curves(y_true: np.ndarray, proba: np.ndarray, path: Path, kind: str) -> Path
     return path
 
 
+def reliability(points: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """Reliability diagram: {name: (mean probability, accuracy) per bin} as one line each (raw
+    and calibrated); the diagonal is a model whose probabilities are its accuracy."""
+    figure, axes = plt.subplots(figsize=(5, 4.5))
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    for name, (confidence, accuracy) in points.items():
+        axes.plot(confidence, accuracy, marker="o", label=name)
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="probability of the predicted star", ylabel="accuracy")
+    axes.set(title="Reliability")
+    axes.legend(loc="upper left", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def misclassified(
     texts: list[str], y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray, path: Path
 ) -> Path:

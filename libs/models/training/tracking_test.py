@@ -21,6 +21,12 @@ from libs.models.training.tracking import RegistrationError, alias_version, prom
 
 NAME = "kindle-sentiment-test"
 Outcome = tuple[list[KindResult], Finished, Decision, str | None]
+ORDINAL = ("mae_stars", "off_by_one_accuracy", "quadratic_kappa")
+"""The ordinal metrics every evaluation reports beside macro-F1."""
+CALIBRATION = tuple(
+    f"{name}_{stage}" for name in ("ece", "brier", "log_loss") for stage in ("before", "after")
+)
+"""What every candidate (on validation) and the champion's test report log about calibration."""
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +105,11 @@ def test_one_parent_run_with_a_nested_run_per_kind_and_per_trial(
     for kind_run in children:
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == kind_run.info.run_id]
         assert len(trials) == 2
-        assert "val_macro_f1" in kind_run.data.metrics
-    assert "test_macro_f1" in parent.data.metrics
+        assert {f"val_{name}" for name in ("macro_f1", *ORDINAL, *CALIBRATION)} <= set(kind_run.data.metrics)
+        assert kind_run.data.params["calibration"] in {"temperature", "isotonic", "sigmoid"}
+    assert {f"test_{name}" for name in ("macro_f1", *ORDINAL, *CALIBRATION)} <= set(parent.data.metrics)
+    artifacts = {a.path for a in client(store).list_artifacts(parent.info.run_id, "reports")}
+    assert "reports/test_reliability.png" in artifacts, artifacts
     assert parent.data.tags["contract_hash"] == CONTRACT.hash
     assert len(parent.data.tags["data_fingerprint"]) == 64
 
