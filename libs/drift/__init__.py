@@ -9,6 +9,10 @@ Public API:
   defaults `PSI_EPSILON`, `DRIFT_THRESHOLD`, `MODERATE_THRESHOLD`, `DEFAULT_MIN_ROWS`.
 - `compare(reference, features, predicted_labels=None, coverage=None)` -> `DriftReport`
   (`FeatureDrift`, `LabelDrift`): the batch check.
+- `estimate_performance(proba, draws=200, seed=0)` -> `PerformanceEstimate` and
+  `realised_performance(y_true, y_pred)`: accuracy, macro-F1 and MAE in stars of a window of
+  scored reviews, estimated from calibrated probabilities or realised from labels, by the
+  same confusion-matrix formulas (`libs.drift.performance`).
 - `LiveMonitor(reference, registry=..., window_rows=..., window_seconds=..., min_rows=...,
   state_dir=..., webhook_url=...)` with `.observe(features, predicted_labels)`: the service's
   live check, merged over worker processes, published as kindle_drift_* Prometheus metrics.
@@ -20,6 +24,7 @@ The production data it reads (scored batches, labelled feedback) is `libs.produc
 
 from libs.drift.compare import DriftReport, FeatureDrift, LabelDrift, compare
 from libs.drift.live import LiveMonitor
+from libs.drift.performance import PerformanceEstimate, estimate_performance, realised_performance
 from libs.drift.profile import FeatureBins, ReferenceProfile
 from libs.drift.psi import (
     DEFAULT_MIN_ROWS,
@@ -45,11 +50,14 @@ __all__ = [
     "FeatureDrift",
     "LabelDrift",
     "LiveMonitor",
+    "PerformanceEstimate",
     "ReferenceProfile",
     "band",
     "bin_counts",
     "categorical_psi",
     "compare",
+    "estimate_performance",
     "psi",
     "psi_if_enough",
+    "realised_performance",
 ]
