@@ -151,12 +151,14 @@ def test_http_and_grpc_answer_as_the_registered_bundle_offline(
         np.testing.assert_allclose(np.asarray(answer["probabilities"]), expected, atol=1e-5)
         assert [int(label) for label in answer["labels"]] == (expected.argmax(axis=1) + 1).tolist()
     # Lone requests sent at once (batched across callers by the runner) score as one request.
-    # int8's activations are quantised with a scale per batch, so a review's probabilities move
-    # with its batch-mates by up to about 1e-3; fp32's do not.
+    # int8's activations are quantised with a scale per batch, so a review's raw probabilities
+    # move with its batch-mates by up to about 1e-3; fp32's do not. The bundle's calibration
+    # then sharpens or flattens them: a temperature of 0.4 makes that movement 2.5x larger
+    # (3.3e-3 seen here once). A wrong row or model would be off by tenths.
     precision = json.loads((registered[kind] / "estimator" / "onnx" / "serving.json").read_text())[
         "precision"
     ]
-    tolerance = 1e-5 if precision == "fp32" else 2e-3
+    tolerance = 1e-5 if precision == "fp32" else 1e-2
     with ThreadPoolExecutor(8) as pool:
         lone = list(
             pool.map(
