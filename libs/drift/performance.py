@@ -102,7 +102,8 @@ def estimate_performance(proba: np.ndarray, draws: int = DRAWS, seed: int = 0) -
     if len(proba) == 0:
         raise ValueError("cannot estimate performance on zero reviews")
     predicted = proba.argmax(axis=1) + 1
-    values = {name: metric(expected_confusion(proba)) for name, metric in METRICS.items()}
+    expected = expected_confusion(proba)
+    values = {name: metric(expected) for name, metric in METRICS.items()}
     rng = np.random.default_rng(seed)
     cumulative = np.cumsum(proba / proba.sum(axis=1, keepdims=True), axis=1)
     drawn: dict[str, list[float]] = {name: [] for name in METRICS}
