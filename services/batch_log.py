@@ -1,7 +1,8 @@
 """The scored production batches the service keeps for the batch drift check.
 
-What was scored (the numeric contract features, the predicted label, the version of the
-model that served it, the time) goes to `KINDLE_BATCH_DIR` as `libs.production` batch
+What was scored (the numeric contract features, the predicted label and its star
+probabilities, the version of the model that served it, the time, and the review text
+where `KINDLE_BATCH_KEEP_TEXT` is set) goes to `KINDLE_BATCH_DIR` as `libs.production` batch
 files, which the drift workflow compares with the champion's reference; unset, nothing
 is written. Whether live drift monitoring runs or fails does not matter here: requests
 put their rows on a queue of this log's own (`services.row_queue`, bounded by
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from libs.features import CONTRACT
-from libs.production import DROPPED_DISK, DROPPED_ERROR, BatchWriter, age_seconds
+from libs.production import DROPPED_DISK, DROPPED_ERROR, PROBABILITY_COLUMNS, BatchWriter, age_seconds
 from services.metrics import get_metrics
 from services.row_queue import Block, RowQueue, rows_frame
 from services.settings import ServiceSettings
@@ -35,7 +36,10 @@ DROP_REASONS = (DROPPED_QUEUE_FULL, DROPPED_DISK, DROPPED_ERROR)
 TAKE_ROWS = 1_024  # rows the thread gathers per write (or TAKE_SECONDS): one frame per write, not per request
 TAKE_SECONDS = 0.5
 STOP_SECONDS = 30.0  # longest wait for the writer on shutdown (a hung disk must not hang the worker)
-ROW_BYTES = len(CONTRACT.numeric) * 8 + 8  # a queued row: float64 features and an int64 label
+ROW_BYTES = (len(CONTRACT.numeric) + len(PROBABILITY_COLUMNS)) * 8 + 8
+"""A queued row: float64 features and probabilities, an int64 label."""
+TEXT_BYTES = 2_000
+"""Text bytes a queued row may average where texts are kept (a Kindle review: about 600)."""
 
 
 class BatchLog:
@@ -46,7 +50,8 @@ class BatchLog:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
-        self._queue = RowQueue(settings.batch_queue_rows, settings.batch_queue_rows * ROW_BYTES)
+        row_bytes = ROW_BYTES + (TEXT_BYTES if settings.batch_keep_text else 0)
+        self._queue = RowQueue(settings.batch_queue_rows, settings.batch_queue_rows * row_bytes)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -59,6 +64,7 @@ class BatchLog:
             return
         writer = BatchWriter(
             Path(self.settings.batch_dir),
+            keep_text=self.settings.batch_keep_text,
             rows_per_file=self.settings.batch_rows_per_file,
             seconds_per_file=self.settings.batch_seconds_per_file,
             max_bytes=self.settings.batch_max_bytes,
@@ -68,13 +74,22 @@ class BatchLog:
         self._thread = threading.Thread(target=self._run, args=(writer,), name="kindle-batches", daemon=True)
         self._thread.start()
 
-    def submit(self, features: np.ndarray, labels: list[int], version: str | None) -> None:
+    def submit(
+        self,
+        features: np.ndarray,
+        labels: list[int],
+        version: str | None,
+        probabilities: np.ndarray | None = None,
+        texts: list[str] | None = None,
+    ) -> None:
         """Never blocks: rows beyond the queue's bound are dropped and counted (`queue_full`);
         the arguments are `RowQueue.put`'s: `version` is the model's that scored the rows,
-        recorded with them even when another has been swapped in before they are written."""
+        recorded with them even when another has been swapped in before they are written;
+        `texts` are queued only where the log keeps them."""
         if self._thread is None:
             return
-        dropped = self._queue.put(features, labels, version)
+        texts = texts if self.settings.batch_keep_text else None
+        dropped = self._queue.put(features, labels, version, probabilities, texts)
         if dropped:
             self._count_dropped(dropped, DROPPED_QUEUE_FULL)
 
@@ -92,14 +107,14 @@ class BatchLog:
 
     def _write(self, writer: BatchWriter, blocks: list[Block]) -> None:
         # One write per run of blocks scored by the same version (a reload changes it).
-        for version, run in itertools.groupby(blocks, key=lambda block: block[2]):
+        for version, run in itertools.groupby(blocks, key=lambda block: block.version):
             same = list(run)
-            rows = sum(len(block[1]) for block in same)
+            rows = sum(len(block.labels) for block in same)
             try:
-                frame, labels = rows_frame(same)
+                frame, labels, probabilities = rows_frame(same)
                 # A file that fails is counted by the writer (on_drop); an exception here means
                 # the rows never reached its buffer.
-                writer.write(frame, labels, version)
+                writer.write(frame, labels, version, probabilities)
             except Exception:
                 logger.exception("%d scored rows not written", rows)
                 self._count_dropped(rows, DROPPED_ERROR)

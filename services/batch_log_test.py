@@ -10,8 +10,8 @@ import numpy as np
 import prometheus_client
 import pytest
 
-from libs.features import CONTRACT
-from libs.production import LABEL_COLUMN, VERSION_COLUMN, read_batches
+from libs.features import CONTRACT, TEXT_COLUMN
+from libs.production import LABEL_COLUMN, PROBABILITY_COLUMNS, VERSION_COLUMN, read_batches
 from services.batch_log import DROP_REASONS, BatchLog
 from services.settings import ServiceSettings
 
@@ -116,3 +116,19 @@ def test_every_reason_is_exported_before_any_drop_even_without_a_folder() -> Non
 def test_settings_refuse_an_empty_queue() -> None:
     with pytest.raises(ValueError, match="batch_queue_rows"):
         ServiceSettings(batch_queue_rows=0)
+
+
+@pytest.mark.parametrize("keep_text", [False, True])
+def test_probabilities_are_logged_and_texts_only_where_they_are_kept(tmp_path: Path, keep_text: bool) -> None:
+    """What the drift check estimates performance from, and the opt-in text of its domain
+    classifier: reviews are customer data, so without the setting no text reaches the disk."""
+    log = started(tmp_path, batch_keep_text=keep_text)
+    features, labels, version = rows(3)
+    proba = np.array([[0.1, 0.2, 0.3, 0.2, 0.2]] * 3)
+    log.submit(features, labels, version, proba, ["good", "bad", "fine"])
+    log.close()
+    batches = read_batches(tmp_path)
+    assert batches[list(PROBABILITY_COLUMNS)].to_numpy().tolist() == proba.tolist()
+    assert (TEXT_COLUMN in batches.columns) is keep_text
+    if keep_text:
+        assert batches[TEXT_COLUMN].tolist() == ["good", "bad", "fine"]

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from libs.features import CONTRACT
-from services.row_queue import RowQueue
+from libs.features import CONTRACT, TEXT_COLUMN
+from services.row_queue import RowQueue, rows_frame
 
 WIDTH = len(CONTRACT.numeric)
 ROW_BYTES = WIDTH * 8 + 8  # float64 features + an int64 label
@@ -89,3 +89,18 @@ def test_bad_input_is_refused_with_a_reason() -> None:
     queue = RowQueue(max_rows=10, max_bytes=2**20)
     with pytest.raises(ValueError, match=r"features of shape \(3, 6\) for 2 labels"):
         queue.put(np.zeros((3, WIDTH)), np.ones(2, dtype=np.int64))
+
+
+def test_probabilities_and_texts_travel_with_their_rows_and_texts_weigh_their_length() -> None:
+    features, labels = block(4)
+    proba = np.full((4, 5), 0.2)
+    texts = ["a" * 100, "b", "c" * 50, "d"]
+    row_bytes = ROW_BYTES + 5 * 8
+    queue = RowQueue(max_rows=100, max_bytes=3 * row_bytes + 151)
+    assert queue.put(features, labels, "v", proba, texts) == 1  # the fourth row's byte does not fit
+    assert queue.bytes == 3 * row_bytes + 151
+    rows = rows_frame(queue.take(min_rows=1, wait_s=0))
+    assert rows.frame[TEXT_COLUMN].tolist() == texts[:3]
+    assert rows.probabilities is not None and rows.probabilities.shape == (3, 5)
+    with pytest.raises(ValueError, match="2 texts for 4 labels"):
+        queue.put(features, labels, texts=["x", "y"])

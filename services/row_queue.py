@@ -1,7 +1,8 @@
 """The bounded queue that carries scored rows off the request path to a background thread.
 
-Requests put the numeric contract features scoring computed (one row per review) and the
-predicted labels, and return at once; the drift feed (`services.drift_feed`) and the
+Requests put the numeric contract features scoring computed (one row per review), the
+predicted labels and their probabilities (and, where the batch log keeps them, the review
+texts), and return at once; the drift feed (`services.drift_feed`) and the
 scored-batch log (`services.batch_log`) each have one queue and one thread that takes from
 it. Bounded by rows and by bytes, not by requests, so memory does not depend on how large
 requests are; what does not fit is dropped (and counted by the caller), never waited for.
@@ -13,15 +14,31 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from libs.features import CONTRACT
+from libs.features import CONTRACT, TEXT_COLUMN
 
-Block = tuple[np.ndarray, np.ndarray, str | None]
-"""(features (n, k) float64 in `CONTRACT.numeric_names` order, predicted labels (n,), the
-version of the model that scored them)."""
+
+class Block(NamedTuple):
+    """Rows of one scoring call, as queued."""
+
+    features: np.ndarray  # (n, k) float64 in `CONTRACT.numeric_names` order
+    labels: np.ndarray  # (n,) predicted labels
+    version: str | None  # of the model that scored them
+    probabilities: np.ndarray | None  # (n, 5) the served (calibrated) star probabilities
+    texts: list[str] | None  # the reviews, where they are kept
+
+
+class Rows(NamedTuple):
+    """Taken blocks joined: the features frame (with `TEXT_COLUMN` where texts were queued),
+    the labels, and the probabilities (None unless every block had them)."""
+
+    frame: pd.DataFrame
+    labels: list[int]
+    probabilities: np.ndarray | None
 
 
 class RowQueue:
@@ -41,26 +58,51 @@ class RowQueue:
         self._ready = threading.Condition()
 
     def put(
-        self, features: np.ndarray, labels: Sequence[int] | np.ndarray, version: str | None = None
+        self,
+        features: np.ndarray,
+        labels: Sequence[int] | np.ndarray,
+        version: str | None = None,
+        probabilities: np.ndarray | None = None,
+        texts: Sequence[str] | None = None,
     ) -> int:
         """Queues what fits of the block (copied); returns the number of rows dropped.
 
         `features`: a scoring call's numeric features, one row per review, columns in
         `CONTRACT.numeric_names` order; `labels`: the predicted label of each row;
-        `version`: the model's that scored them.
+        `version`: the model's that scored them; `probabilities`: their star probabilities;
+        `texts`: the reviews (a text weighs its length in bytes, so long reviews fill the
+        byte bound sooner).
         """
         labels = np.asarray(labels, dtype=np.int64)
         if features.ndim != 2 or len(features) != len(labels):
             raise ValueError(f"features of shape {features.shape} for {len(labels)} labels")
+        for name, part in (("probabilities", probabilities), ("texts", texts)):
+            if part is not None and len(part) != len(labels):
+                raise ValueError(f"{len(part)} {name} for {len(labels)} labels")
         row_bytes = features.itemsize * features.shape[1] + labels.itemsize
+        if probabilities is not None:
+            row_bytes += probabilities.itemsize * probabilities.shape[1]
         with self._ready:
             if self._closed:
                 return len(labels)
             fits = min(len(labels), self.max_rows - self.rows, (self.max_bytes - self.bytes) // row_bytes)
+            weight = fits * row_bytes
+            if texts is not None:  # cut further while the texts overflow the byte bound
+                sizes = np.cumsum([len(text) for text in texts[:fits]]) + row_bytes * np.arange(1, fits + 1)
+                fits = int(np.searchsorted(sizes, self.max_bytes - self.bytes, side="right"))
+                weight = int(sizes[fits - 1]) if fits else 0
             if fits > 0:
-                self._blocks.append((features[:fits].copy(), labels[:fits].copy(), version))
+                self._blocks.append(
+                    Block(
+                        features[:fits].copy(),
+                        labels[:fits].copy(),
+                        version,
+                        None if probabilities is None else probabilities[:fits].copy(),
+                        None if texts is None else list(texts[:fits]),
+                    )
+                )
                 self.rows += fits
-                self.bytes += fits * row_bytes
+                self.bytes += weight
                 self._ready.notify()
             return len(labels) - fits
 
@@ -93,11 +135,19 @@ class RowQueue:
             self._ready.notify_all()
 
 
-def rows_frame(blocks: list[Block]) -> tuple[pd.DataFrame, list[int]]:
-    """Taken blocks as one frame of `CONTRACT.numeric_names` columns (contract dtypes) and labels."""
-    features = np.concatenate([block[0] for block in blocks])
-    labels = np.concatenate([block[1] for block in blocks]).tolist()
+def rows_frame(blocks: list[Block]) -> Rows:
+    """Taken blocks as one frame of `CONTRACT.numeric_names` columns (contract dtypes), with the
+    texts where every block has them, the labels and the probabilities."""
+    features = np.concatenate([block.features for block in blocks])
+    labels = np.concatenate([block.labels for block in blocks]).tolist()
     frame = pd.DataFrame(
         {feature.name: features[:, i].astype(feature.dtype) for i, feature in enumerate(CONTRACT.numeric)}
     )
-    return frame, labels
+    if all(block.texts is not None for block in blocks):
+        frame[TEXT_COLUMN] = [text for block in blocks for text in block.texts or ()]
+    probabilities = (
+        np.concatenate([block.probabilities for block in blocks if block.probabilities is not None])
+        if all(block.probabilities is not None for block in blocks)
+        else None
+    )
+    return Rows(frame, labels, probabilities)

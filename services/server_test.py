@@ -347,11 +347,22 @@ def test_a_request_pays_a_token_per_review_and_forwarded_for_needs_a_trusted_pro
 
 
 def test_metrics_and_drift_gauges_move(servers: dict[str, Server], sample: pd.DataFrame) -> None:
+    """Scored reviews move the request, drift and estimated-performance gauges; accepted
+    feedback moves the realised ones (over the window, all workers together)."""
     rows = sample.sample(n=300, random_state=11)
     texts, summaries = texts_and_summaries(rows)
+    labelled = {
+        "texts": texts[:20],
+        "summaries": summaries[:20],
+        "ratings": rows["overall"].head(20).tolist(),
+    }
     for name in ("http", "grpc"):
         server = servers[name]
         before = scrape(server)
+        if name == "http":
+            assert http_call(server, "feedback", labelled, key=FEEDBACK_KEY).status_code == 200
+        else:
+            assert grpc_call(server, "feedback", labelled, key=FEEDBACK_KEY)[0] == grpc.StatusCode.OK
         for start in range(0, 300, 100):
             body = {"texts": texts[start : start + 100], "summaries": summaries[start : start + 100]}
             if name == "http":
@@ -361,8 +372,10 @@ def test_metrics_and_drift_gauges_move(servers: dict[str, Server], sample: pd.Da
         deadline, after = time.monotonic() + 20, before
         while time.monotonic() < deadline:
             after = scrape(server)
-            if metric_sum(after, "kindle_drift_window_rows") >= 300 and any(
-                k.startswith("kindle_drift_psi{") for k in after
+            if (
+                metric_sum(after, "kindle_drift_window_rows") >= 300
+                and any(k.startswith("kindle_drift_psi{") for k in after)
+                and metric_sum(after, "kindle_performance_feedback_rows") >= 20
             ):
                 break
             time.sleep(0.5)
@@ -385,6 +398,13 @@ def test_metrics_and_drift_gauges_move(servers: dict[str, Server], sample: pd.Da
         assert len(psi) >= 6 and all(math.isfinite(v) for v in psi.values()), psi
         assert "kindle_drift_max_psi" in "".join(after) and "kindle_drift_state" in "".join(after)
         assert list((server.state_dir / "drift").glob("worker-*.json")), "drift window not persisted"
+        for metric in ("accuracy", "macro_f1", "mae_stars"):
+            estimated = metric_sum(after, "kindle_performance_estimated", metric=metric)
+            realised = metric_sum(after, "kindle_performance_realised", metric=metric)
+            assert math.isfinite(estimated) and math.isfinite(realised), (metric, estimated, realised)
+        assert 0 < metric_sum(after, "kindle_performance_estimated", metric="accuracy") < 1
+        assert metric_sum(after, "kindle_performance_feedback_rows") >= 20, server.tail()
+        assert metric_sum(after, "kindle_performance_max_drop") == 0.05
 
 
 def test_batches_are_written_with_drift_monitoring_off(

@@ -218,8 +218,9 @@ async def _score(api: str, reviews: Reviews) -> dict[str, Any]:
     metrics = get_metrics()
     metrics.request_items.labels(api).observe(len(reviews))
     metrics.record_predictions(labels, sentiments, probabilities.max(axis=1))
-    drift.submit(features, labels)
-    batches.submit(features, labels, str(bundle.version))  # the version that scored them
+    drift.submit(features, labels, probabilities)
+    # The version that scored them; the texts are queued only where the log keeps them.
+    batches.submit(features, labels, str(bundle.version), probabilities, reviews.texts)
     if logger.isEnabledFor(logging.DEBUG):  # the hot path: build the record only when it is kept
         logger.debug("scored", extra={"api": api, "protocol": protocol(), "reviews": len(labels)})
     return {
@@ -298,6 +299,7 @@ async def feedback(labelled: Feedback) -> dict[str, Any]:
     except OSError as error:
         record_error("feedback", "not_written")
         raise InternalServerError(f"feedback could not be written: {type(error).__name__}") from None
+    drift.submit_feedback(reviews.texts, reviews.summaries, labelled.ratings)  # live realised metrics
     get_metrics().request_items.labels("feedback").observe(len(reviews))
     return {"accepted": len(reviews), "model_version": version}
 

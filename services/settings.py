@@ -125,11 +125,24 @@ class ServiceSettings(RegistrySettings, ProductionSettings):
         None, description="Shared folder of the workers' drift windows (merged PSI); unset: per worker."
     )
     drift_webhook_url: str | None = Field(None, description="Alert webhook when drift is detected.")
+    performance_max_drop: float = Field(
+        0.05,  # libs.drift.DEFAULT_MAX_DROP, not imported: it would load prometheus_client too early
+        ge=0,
+        description="How far the estimated macro-F1 may fall below the champion's test macro-F1: "
+        "beyond it the alert rule fires (the service publishes it as kindle_performance_max_drop) "
+        "and the drift check retrains, as on drift.",
+    )
     batch_queue_rows: int = Field(
         10_000,
         ge=1,
         description="Most scored rows waiting for the batch writer thread (per worker); beyond: dropped, "
         "counted in kindle_batch_dropped_rows_total.",
+    )
+    batch_keep_text: bool = Field(
+        False,
+        description="Keep each scored review's text in the batch log, for the drift check's domain "
+        "classifier (reviews are customer data: opt in). Its queue then also holds up to 2,000 bytes "
+        "of text per row of batch_queue_rows.",
     )
     batch_rows_per_file: int = Field(5_000, ge=1, description="Production batch rows per Parquet file.")
     batch_seconds_per_file: float = Field(

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the monorepo needs on Debian 12, idempotently: Bazel (Debian's
 # bazel-bootstrap), Java 17 for Spark, CPython 3.11 with venv, promtool, redis-server
-# (tests of the Redis rate limiter), wrk (benchmarks), Podman and its tools (the service's
-# images), and .venv built from the same hash-checked lock file Bazel uses (it gives the
+# (tests of the Redis rate limiter), wrk (benchmarks), Chromium (tests load the drift report
+# in it, headless), Podman and its tools (the service's images), and .venv built from the same hash-checked lock file Bazel uses (it gives the
 # pyflyte, bentoml and mlflow CLIs, with the repository importable), then torch, which the
 # lock leaves out, into .venv as a separate step for the transformer kind (README,
 # docs/torch.md). A second run only checks and returns.
@@ -31,6 +31,7 @@ command -v bazel >/dev/null || need_apt+=(bazel-bootstrap)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v python3.11 >/dev/null || need_apt+=(python3.11)
 command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load generator of tools/bench's serving suite
+command -v chromium >/dev/null || need_apt+=(chromium)  # headless browser of the drift report's page test
 python3.11 -c "import venv, ensurepip" 2>/dev/null || need_apt+=(python3.11-venv)
 # The service's images (tools/image_base.sh, bentoml containerize --backend podman,
 # deploy/monitoring/compose.yaml): mmdebstrap and buildah build the bases from Debian

@@ -12,34 +12,50 @@ experiment the check reads, and how a challenger is trained.
 2. The window: production rows since the champion was registered (or the last
    `window_hours`), compared with the reference (libs/drift PSI report, logged to MLflow);
    batch files of another feature contract are left out, counted (printed, with a few
-   names, and logged as the metric `skipped_batch_files`).
-3. The decision: no drift -> "no drift"; drift but no labelled feedback newer than what
-   the champion trained on -> says so and does not retrain; drift and new feedback ->
-   the training pipeline on the training input plus the feedback, whose challenger is
-   promoted only if it is not worse than the champion (`training_pipeline`'s decision).
+   names, and logged as the metric `skipped_batch_files`). Beside PSI, in the same HTML
+   report and MLflow run: the champion's accuracy, macro-F1 and MAE estimated from the
+   window's logged probabilities, the same metrics realised on the window's labelled
+   feedback (scored by the champion) and how far apart they are, the feedback's
+   reliability diagram, and text drift by a domain classifier (when the batch log keeps
+   texts, `KINDLE_BATCH_KEEP_TEXT`, against the reference texts of the bundle).
+3. The decision: neither drift nor a drop (estimated macro-F1 more than
+   `performance_max_drop` below the champion's test macro-F1) -> says so; either, but no
+   labelled feedback newer than what the champion trained on -> says so and does not
+   retrain; either and new feedback -> the training pipeline on the training input plus the
+   feedback, whose challenger is promoted only if it is not worse than the champion
+   (`training_pipeline`'s decision).
 A `LaunchPlan` runs it daily on a `CronSchedule`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import fsspec
+import numpy as np
+import pandas as pd
 from flytekit import CronSchedule, LaunchPlan, Resources, conditional, current_context, task, workflow
 from flytekit.types.directory import FlyteDirectory
 from fsspec.implementations.local import LocalFileSystem
 
-from libs.drift import compare
-from libs.features import CLEAN_COLUMN
-from libs.production import load_production, read_feedback, since
+from libs.drift import PerformanceCheck, ReferenceProfile, check_performance, compare
+from libs.drift.domain import MIN_ROWS as DOMAIN_MIN_ROWS
+from libs.drift.domain import DomainDrift, domain_drift
+from libs.drift.profile import REFERENCE_TEXTS, sample_texts
+from libs.features import CLEAN_COLUMN, TEXT_COLUMN
+from libs.production import ProductionData, load_production, read_feedback, since
 from workflows.image import TASK_IMAGE
 from workflows.pipeline import resolve_settings, training_pipeline
 from workflows.settings import RUN_SETTINGS, SETTINGS, PipelineSettings
+
+if TYPE_CHECKING:
+    from libs.models.bundle import ModelBundle
 
 
 @dataclass
@@ -60,6 +76,20 @@ class DriftOutcome:
     report: FlyteDirectory
     mlflow_run_id: str
     skipped_files: int = 0  # batch files of another feature contract left out
+    degraded: bool = False  # estimated macro-F1 more than the allowed drop below the test macro-F1
+    estimated_macro_f1: float = float("nan")
+    test_macro_f1: float = float("nan")
+
+    @property
+    def reasons(self) -> str:
+        """What calls for retraining, in words ("" when nothing does)."""
+        found = [f"drift (max PSI {self.max_psi:.3f})"] if self.drift else []
+        if self.degraded:
+            found.append(
+                f"estimated macro-F1 {self.estimated_macro_f1:.3f} below the test macro-F1 "
+                f"{self.test_macro_f1:.3f}"
+            )
+        return " and ".join(found)
 
 
 class RetrainDecision(NamedTuple):
@@ -121,17 +151,56 @@ def skipped_note(skipped: Sequence[Path]) -> str:
     )
 
 
+def window_performance(
+    bundle: ModelBundle, data: ProductionData, feedback: pd.DataFrame, max_drop: float
+) -> PerformanceCheck:
+    """The champion's performance on the window: estimated from the probabilities the batch log
+    kept (or, for a file of raw reviews, from scoring them), realised on the feedback."""
+    proba = data.probabilities
+    if proba is None and CLEAN_COLUMN in data.features.columns:
+        proba = bundle.predict_features(data.features)
+    feedback_proba = feedback_stars = None
+    if len(feedback):
+        summaries = feedback["summary"].tolist() if "summary" in feedback.columns else None
+        feedback_proba = bundle.predict_proba(feedback["reviewText"].tolist(), summaries)
+        feedback_stars = feedback["overall"].astype(int).to_numpy()
+    test = {
+        name: value for key, value in bundle.metrics.items() if (name := key.removeprefix("test_")) != key
+    }
+    return check_performance(
+        np.empty((0, len(bundle.labels))) if proba is None else proba,
+        feedback_proba,
+        feedback_stars,
+        reference=test,
+        max_drop=max_drop,
+    )
+
+
+def window_text_drift(reference: ReferenceProfile, data: ProductionData) -> DomainDrift | None:
+    """The domain classifier on the reference texts against (a sample of) the window's texts,
+    when both sides have enough."""
+    if TEXT_COLUMN not in data.features.columns:
+        return None
+    texts = sample_texts([str(text) for text in data.features[TEXT_COLUMN].dropna()], REFERENCE_TEXTS)
+    if min(len(texts), len(reference.texts)) < DOMAIN_MIN_ROWS:
+        return None
+    return domain_drift(list(reference.texts), list(texts))
+
+
 @task(
     container_image=TASK_IMAGE, requests=Resources(cpu="1", mem="2Gi"), limits=Resources(cpu="2", mem="4Gi")
 )
 def drift_report(
     champion: ChampionInfo,
     production: str,
+    feedback: str,
     window_hours: float,
     threshold: float,
+    max_drop: float,
     settings: PipelineSettings,
 ) -> DriftOutcome:
-    """libs.drift's batch check of the window + HTML report, logged as an MLflow run."""
+    """libs.drift's batch check of the window (PSI, performance, text drift) + HTML report,
+    logged as an MLflow run."""
     import mlflow
 
     from libs.drift.reports import log_report_to_mlflow, write_html_report
@@ -155,20 +224,25 @@ def drift_report(
     if CLEAN_COLUMN in data.features.columns and bundle.tfidf is not None:
         coverage = bundle.tfidf.coverage(data.features[CLEAN_COLUMN].tolist())
     report = compare(bundle.drift_reference, data.features, data.predicted_labels, coverage, threshold)
+    labelled = since(read_feedback(_local_copy(feedback, work)), start) if feedback else pd.DataFrame()
+    performance = window_performance(bundle, data, labelled, max_drop)
+    text = window_text_drift(bundle.drift_reference, data)
     folder = work / "drift_report"
-    write_html_report(report, folder)
+    write_html_report(report, folder, performance, text)
     configure(settings)
     with mlflow.start_run(run_name="drift-check") as run:
         mlflow.set_tags(
             {"kind": "drift_check", "champion_version": champion.version, "window_start": start.isoformat()}
         )
-        log_report_to_mlflow(report, folder)
+        log_report_to_mlflow(report, folder, performance, text)
         mlflow.log_metric(SKIPPED_METRIC, len(data.skipped_files))
     max_psi = float(report.max_psi) if report.max_psi is not None else float("nan")
     print(
         f"drift: {report.rows} rows since {start.isoformat()}, max PSI {max_psi:.4f} ({report.state.label}); "
-        f"psi {json.dumps({f.name: f.psi for f in report.features})}"
+        f"psi {json.dumps({f.name: f.psi for f in report.features})}; "
+        f"performance {json.dumps(performance.to_dict() | {'reliability': None})}"
     )
+    estimated = performance.estimate.values["macro_f1"] if performance.estimate is not None else math.nan
     return DriftOutcome(
         bool(report.retrain),
         max_psi,
@@ -178,6 +252,9 @@ def drift_report(
         FlyteDirectory(str(folder)),
         run.info.run_id,
         len(data.skipped_files),
+        performance.degraded,
+        estimated,
+        performance.reference.get("macro_f1", math.nan),
     )
 
 
@@ -185,12 +262,14 @@ def drift_report(
 def decide_retraining(
     outcome: DriftOutcome, champion: ChampionInfo, feedback: str, training_input: str
 ) -> RetrainDecision:
-    """Retrain only on drift and only with labelled feedback the champion has not trained on."""
-    if not outcome.drift:
+    """Retrain only on drift or a performance drop, and only with labelled feedback the champion
+    has not trained on."""
+    if not outcome.reasons:
         return RetrainDecision(
             False,
             f"no drift: max PSI {outcome.max_psi:.3f} ({outcome.state}) over {outcome.rows} rows since "
-            f"{outcome.window_start} (report run {outcome.mlflow_run_id}"
+            f"{outcome.window_start}, estimated macro-F1 {outcome.estimated_macro_f1:.3f} "
+            f"(report run {outcome.mlflow_run_id}"
             + (
                 f"; {outcome.skipped_files} batch file(s) of another feature contract skipped)"
                 if outcome.skipped_files
@@ -203,16 +282,15 @@ def decide_retraining(
     if new <= 0:
         return RetrainDecision(
             False,
-            f"drift (max PSI {outcome.max_psi:.3f}) but no labelled feedback newer than what the last "
+            f"{outcome.reasons} but no labelled feedback newer than what the last "
             f"challenger trained on (champion v{champion.version}): not retraining",
         )
     if not training_input:
         raise ValueError(
-            "drift and new feedback, but no training input: set --training_input (KINDLE_TRAINING_INPUT)"
+            f"{outcome.reasons} and new feedback, but no training input: set --training_input "
+            "(KINDLE_TRAINING_INPUT)"
         )
-    return RetrainDecision(
-        True, f"drift (max PSI {outcome.max_psi:.3f}) and {new} new labelled reviews: training a challenger"
-    )
+    return RetrainDecision(True, f"{outcome.reasons} and {new} new labelled reviews: training a challenger")
 
 
 @task(container_image=TASK_IMAGE, requests=Resources(cpu="250m", mem="256Mi"))
@@ -229,13 +307,21 @@ def drift_check(
     training_input: str = SETTINGS.training_input,
     window_hours: float = SETTINGS.drift_window_hours,
     threshold: float = SETTINGS.drift_threshold,
+    max_drop: float = SETTINGS.performance_max_drop,
     settings: PipelineSettings = RUN_SETTINGS,
 ) -> str:
-    """Drift report on the production window; retrains on new labelled feedback when it drifted."""
+    """Drift and performance report on the production window; retrains on new labelled feedback
+    when it drifted or its estimated macro-F1 dropped."""
     run = resolve_settings(settings=settings)
     champion = load_champion(settings=run)
     outcome = drift_report(
-        champion=champion, production=batch_dir, window_hours=window_hours, threshold=threshold, settings=run
+        champion=champion,
+        production=batch_dir,
+        feedback=feedback_dir,
+        window_hours=window_hours,
+        threshold=threshold,
+        max_drop=max_drop,
+        settings=run,
     )
     retrain, message = decide_retraining(
         outcome=outcome, champion=champion, feedback=feedback_dir, training_input=training_input

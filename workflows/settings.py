@@ -23,7 +23,7 @@ from flytekitplugins.spark import Spark
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from libs.drift import DRIFT_THRESHOLD
+from libs.drift import DEFAULT_MAX_DROP, DRIFT_THRESHOLD
 from libs.features import CONTRACT
 from libs.models.training.settings import TrainingSettings
 from libs.production import ProductionSettings
@@ -109,6 +109,13 @@ class WorkflowSettings(PipelineSettings, ProductionSettings):
         DRIFT_THRESHOLD,
         gt=0,
         description="Largest feature PSI of a stable window; above it the drift check retrains.",
+    )
+    performance_max_drop: float = Field(
+        DEFAULT_MAX_DROP,
+        ge=0,
+        description="How far the estimated macro-F1 may fall below the champion's test macro-F1: "
+        "beyond it the alert rule fires (the service publishes it as kindle_performance_max_drop) "
+        "and the drift check retrains, as on drift.",
     )
     drift_window_hours: float = Field(
         0.0,

@@ -144,7 +144,7 @@ def promtool(*args: str, cwd: Path = HERE) -> str:
 
 def test_promtool_accepts_the_config_and_rules() -> None:
     assert "1 rule files found" in promtool("check", "config", "prometheus.yml")
-    assert "7 rules found" in promtool("check", "rules", str(ALERT_RULES))
+    assert "8 rules found" in promtool("check", "rules", str(ALERT_RULES))
 
 
 def test_alert_rules_fire_when_they_should_and_only_then() -> None:

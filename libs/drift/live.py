@@ -14,6 +14,13 @@ that creates `state_dir/alert-<feature>` (O_EXCL) raises it, and the marker goes
 the feature is back under the threshold. Without `state_dir` the monitor sees its own
 process only. A state directory that cannot be written degrades to that, with a warning.
 
+Performance is merged the same way: each slot sums the expected confusion matrix of its
+scored rows (from their calibrated probabilities) and the observed confusion matrix of
+the labelled feedback that arrived in it, so the kindle_performance_* gauges give the
+accuracy, macro-F1 and MAE in stars estimated over the whole window (NaN below `min_rows`
+scored rows), the same metrics realised on the window's feedback (NaN without any), and,
+for the alert rule, the champion's test metrics and the drop allowed.
+
 Gauges are set with multiprocess_mode="mostrecent", so under Prometheus multiprocess
 mode the value shown is the latest merged one.
 """
@@ -27,16 +34,18 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from libs.atomic import write_json
 from libs.drift.alerts import Alerter
 from libs.drift.compare import DriftReport, feature_drift, label_drift
+from libs.drift.performance import DEFAULT_MAX_DROP, METRICS, expected_confusion, observed_confusion
 from libs.drift.profile import ReferenceProfile, label_counts
 from libs.drift.psi import DEFAULT_MIN_ROWS, DRIFT_THRESHOLD, Band
 from libs.drift.window import CountWindow, Slot, recent, total
@@ -59,7 +68,8 @@ class LiveMonitor:
     held back are taken by the next `observe` or `refresh_if_due`. `registry` is where the gauges
     go (the service passes its own); a private one is made when none is given.
     `worker_id` names this process's state file (default host-pid); `clock` gives the time
-    slots are stamped with (default `time.time`).
+    slots are stamped with (default `time.time`). `test_metrics` are the model's own test
+    accuracy, macro_f1 and mae_stars, published beside the estimates with `max_drop`.
     """
 
     def __init__(
@@ -76,6 +86,8 @@ class LiveMonitor:
         webhook_url: str | None = None,
         worker_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        test_metrics: Mapping[str, float] | None = None,
+        max_drop: float = DEFAULT_MAX_DROP,
     ) -> None:
         self.reference = reference
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -91,28 +103,49 @@ class LiveMonitor:
         # Host and pid: containers sharing a volume may all run as pid 1.
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.report: DriftReport | None = None
+        self.performance: dict[str, dict[str, float]] = {}
         self._pending = 0
         self._refreshed_at = -math.inf
         self._drifting: set[str] = set()
         self._lock = threading.Lock()
         self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
         self._gauges = _Gauges(self.registry)
+        self._gauges.publish_reference(test_metrics or {}, max_drop)
         self.alerter = Alerter(self._gauges.alerts, self._gauges.webhook_failures, webhook_url)
 
     def observe(
-        self, features: pd.DataFrame, predicted_labels: Sequence[object] | None = None
+        self,
+        features: pd.DataFrame,
+        predicted_labels: Sequence[object] | None = None,
+        probabilities: np.ndarray | None = None,
     ) -> DriftReport | None:
-        """Counts a batch; returns the fresh report when this batch triggered a recompute."""
+        """Counts a batch (with `probabilities`, the calibrated star probabilities its labels
+        were chosen from, into the performance estimate); returns the fresh report when this
+        batch triggered a recompute."""
         missing = [name for name in self.reference.names if name not in features.columns]
         if missing:
             raise FeatureContractError(f"live features lack columns {missing}")
         if predicted_labels is not None and len(predicted_labels) != len(features):
             raise ValueError(f"{len(predicted_labels)} predicted labels for {len(features)} rows")
+        if probabilities is not None and len(probabilities) != len(features):
+            raise ValueError(f"{len(probabilities)} probability rows for {len(features)} rows")
         labels = label_counts(() if predicted_labels is None else predicted_labels)
+        expected = None if probabilities is None else expected_confusion(probabilities)
         with self._lock:  # binned under the lock: `use_reference` may swap the bins meanwhile
             bins = {b.name: b.counts(features[b.name]) for b in self.reference.features}
-            self.window.add(bins, labels, len(features), self.clock())
+            self.window.add(bins, labels, len(features), self.clock(), expected)
             self._pending += len(features)
+            return self._refresh() if self._due() else None
+
+    def observe_feedback(
+        self, true_stars: Sequence[int], predicted_stars: Sequence[int]
+    ) -> DriftReport | None:
+        """Labelled feedback scored by the served model: the window's realised performance.
+        Recomputes as `observe` does (feedback rows count toward `recompute_rows`)."""
+        realised = observed_confusion(true_stars, predicted_stars)
+        with self._lock:
+            self.window.add_feedback(realised, self.clock())
+            self._pending += len(true_stars)
             return self._refresh() if self._due() else None
 
     def refresh_if_due(self) -> DriftReport | None:
@@ -127,12 +160,16 @@ class LiveMonitor:
             and self.clock() - self._refreshed_at >= self.recompute_seconds
         )
 
-    def use_reference(self, reference: ReferenceProfile) -> None:
-        """Compares from now on with `reference` (a new champion's): the window starts empty.
+    def use_reference(
+        self, reference: ReferenceProfile, test_metrics: Mapping[str, float] | None = None
+    ) -> None:
+        """Compares from now on with `reference` (a new champion's, whose test metrics are
+        `test_metrics`): the window starts empty.
 
         Other workers' state files of the old reference are ignored by its fingerprint.
         """
         with self._lock:
+            self._gauges.publish_reference(test_metrics or {}, self._gauges.max_drop_value)
             self.reference = reference
             self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
             self.window = CountWindow(self.window.rows, self.window.seconds)
@@ -158,7 +195,11 @@ class LiveMonitor:
             min_rows=self.min_rows,
             prediction=label_drift(self.reference.labels, summed.labels, self.threshold, self.min_rows),
         )
-        self._gauges.publish(report)
+        self.performance = {
+            "estimated": _metrics_of(summed.expected, self.min_rows),
+            "realised": _metrics_of(summed.realised, 1),
+        }
+        self._gauges.publish(report, self.performance, int(summed.realised.sum()))
         self._raise_alerts(report)
         self.report = report
         return report
@@ -282,12 +323,59 @@ class _Gauges:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        self.estimated = Gauge(
+            "kindle_performance_estimated",
+            "Metric estimated from calibrated probabilities over the drift window (NaN: too few rows)",
+            ["metric"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.realised = Gauge(
+            "kindle_performance_realised",
+            "Metric realised on the labelled feedback of the drift window (NaN: no feedback)",
+            ["metric"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.feedback_rows = Gauge(
+            "kindle_performance_feedback_rows",
+            "Labelled feedback reviews in the drift window, all workers",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.test = Gauge(
+            "kindle_performance_test",
+            "The served model's metric on its test split (NaN: not in its bundle)",
+            ["metric"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.max_drop = Gauge(
+            "kindle_performance_max_drop",
+            "How far the estimated macro-F1 may fall below the test macro-F1 before the alert",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.max_drop_value = DEFAULT_MAX_DROP
         self.alerts = Counter("kindle_drift_alerts", "Drift alerts raised", ["feature"], registry=registry)
         self.webhook_failures = Counter(
             "kindle_drift_webhook_failures", "Alert webhooks that failed or were dropped", registry=registry
         )
 
-    def publish(self, report: DriftReport) -> None:
+    def publish_reference(self, test_metrics: Mapping[str, float], max_drop: float) -> None:
+        for name in METRICS:
+            self.test.labels(metric=name).set(_or_nan(test_metrics.get(name)))
+        self.max_drop_value = max_drop
+        self.max_drop.set(max_drop)
+
+    def publish(
+        self, report: DriftReport, performance: Mapping[str, Mapping[str, float]], feedback: int
+    ) -> None:
+        for name, value in performance["estimated"].items():
+            self.estimated.labels(metric=name).set(value)
+        for name, value in performance["realised"].items():
+            self.realised.labels(metric=name).set(value)
+        self.feedback_rows.set(feedback)
         for feature in report.features:
             self.psi.labels(feature=feature.name).set(_or_nan(feature.psi))
         self.max_psi.set(_or_nan(report.max_psi))
@@ -298,3 +386,9 @@ class _Gauges:
 
 def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+def _metrics_of(confusion: np.ndarray, min_rows: int) -> dict[str, float]:
+    """Each performance metric of a summed confusion matrix; NaN below `min_rows` rows."""
+    enough = confusion.sum() >= max(min_rows, 1)
+    return {name: metric(confusion) if enough else math.nan for name, metric in METRICS.items()}

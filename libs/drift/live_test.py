@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
-from libs.drift import LiveMonitor, ReferenceProfile, compare
+from libs.drift import LiveMonitor, ReferenceProfile, compare, estimate_performance
 from libs.drift.window import SLOTS
 from libs.features import FeatureContractError, compute_features
 from tests import fixtures
@@ -220,3 +220,55 @@ def test_unwritable_state_folder_degrades_to_this_worker_only(
 def test_a_window_needs_a_size(reference: ReferenceProfile) -> None:
     with pytest.raises(ValueError, match="rows, seconds or both"):
         LiveMonitor(reference, window_rows=None, window_seconds=None)
+
+
+def test_two_workers_publish_the_performance_of_all_their_rows_and_feedback_together(
+    reference: ReferenceProfile, halves: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Estimated metrics over both workers' rows equal the batch estimate of all of them; the
+    realised ones count both workers' feedback; test metrics and the allowed drop are there."""
+    production = halves[1].iloc[:400]
+    proba = np.random.default_rng(5).dirichlet(np.ones(5) * 0.5, size=len(production))
+    test = {"accuracy": 0.6, "macro_f1": 0.5, "mae_stars": 0.6}
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    workers = [
+        LiveMonitor(
+            reference,
+            registry=r,
+            recompute_rows=1,
+            min_rows=300,
+            state_dir=tmp_path,
+            worker_id=f"w{i}",
+            test_metrics=test,
+            max_drop=0.07,
+        )
+        for i, r in enumerate(registries)
+    ]
+    stars = (proba.argmax(axis=1) + 1).tolist()
+    workers[0].observe(production.iloc[:200], stars[:200], proba[:200])
+    assert math.isnan(gauge(registries[0], "kindle_performance_estimated", metric="macro_f1") or 0.0)  # < 300
+    workers[1].observe(production.iloc[200:], stars[200:], proba[200:])
+    workers[0].observe_feedback([5, 4, 1], [5, 5, 1])
+    workers[1].observe_feedback([2], [2])
+    workers[1].refresh()
+    batch = estimate_performance(proba)
+    for metric, value in batch.values.items():
+        assert gauge(registries[1], "kindle_performance_estimated", metric=metric) == pytest.approx(value)
+    assert gauge(registries[1], "kindle_performance_feedback_rows") == 4
+    assert gauge(registries[1], "kindle_performance_realised", metric="accuracy") == pytest.approx(0.75)
+    assert gauge(registries[1], "kindle_performance_realised", metric="mae_stars") == pytest.approx(0.25)
+    assert gauge(registries[0], "kindle_performance_test", metric="macro_f1") == 0.5
+    assert gauge(registries[0], "kindle_performance_max_drop") == 0.07
+
+
+def test_without_feedback_the_realised_metrics_are_not_a_number(
+    reference: ReferenceProfile, halves: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    registry = CollectorRegistry()
+    monitor = LiveMonitor(reference, registry=registry, recompute_rows=1, min_rows=10)
+    monitor.observe(halves[1].iloc[:50], [5] * 50, np.tile([0.1, 0.1, 0.1, 0.1, 0.6], (50, 1)))
+    assert gauge(registry, "kindle_performance_estimated", metric="accuracy") == pytest.approx(0.6)
+    assert math.isnan(gauge(registry, "kindle_performance_realised", metric="accuracy") or 0.0)
+    assert math.isnan(gauge(registry, "kindle_performance_test", metric="macro_f1") or 0.0)
+    with pytest.raises(ValueError, match="40 probability rows for 50 rows"):
+        monitor.observe(halves[1].iloc[:50], [5] * 50, np.tile([0.2] * 5, (40, 1)))

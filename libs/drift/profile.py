@@ -2,6 +2,11 @@
 
 Bins come from the training split, so every later comparison (batch or live, in any
 worker process) uses the same bins and bin counts from anywhere can simply be added.
+
+The profile also keeps the reference side of text drift: a seeded sample of at most
+`REFERENCE_TEXTS` cleaned training texts, which the batch drift check's domain classifier
+(`libs.drift.domain`) sets against production texts. Bounded, so that a bundle stays small
+whatever the training set; left out of the fingerprint, which identifies the bins.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from libs.features import CONTRACT, FeatureContractError
 
 FORMAT_VERSION = 1
 DEFAULT_BINS = 10
+REFERENCE_TEXTS = 2_000
+"""Cleaned training texts a profile keeps at most: the domain classifier's AUC and terms are
+stable from a few hundred texts a side, and 2,000 reviews are about 1 MB."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class ReferenceProfile:
     labels: Mapping[str, float] = field(default_factory=dict)
     coverage: float | None = None
     contract_hash: str = CONTRACT.hash
+    texts: tuple[str, ...] = ()  # a sample of cleaned training texts, the reference of text drift
 
     @classmethod
     def build(
@@ -72,8 +81,11 @@ class ReferenceProfile:
         predicted_labels: Sequence[object] | None = None,
         coverage: float | None = None,
         bins: int = DEFAULT_BINS,
+        texts: Sequence[str] = (),
+        seed: int = 0,
     ) -> ReferenceProfile:
-        """From the training split's features; labels are the model's predictions on validation."""
+        """From the training split's features; labels are the model's predictions on validation;
+        `texts` are cleaned training texts, of which a seeded sample of `REFERENCE_TEXTS` is kept."""
         if bins < 1:
             raise ValueError(f"bins must be at least 1, got {bins}")
         missing = [name for name in CONTRACT.numeric_names if name not in features.columns]
@@ -89,6 +101,7 @@ class ReferenceProfile:
             len(features),
             label_shares([] if predicted_labels is None else predicted_labels),
             coverage,
+            texts=sample_texts(texts, REFERENCE_TEXTS, seed),
         )
 
     @property
@@ -98,7 +111,8 @@ class ReferenceProfile:
     @property
     def fingerprint(self) -> str:
         """Identifies the bins: live counts are only addable under the same profile."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        bins = {key: value for key, value in self.to_dict().items() if key != "texts"}
+        canonical = json.dumps(bins, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +125,7 @@ class ReferenceProfile:
             },
             "labels": dict(self.labels),
             "coverage": self.coverage,
+            "texts": list(self.texts),
         }
 
     @classmethod
@@ -128,7 +143,10 @@ class ReferenceProfile:
         features = tuple(_feature_from_dict(name, stored[name], what) for name in stored)
         labels = {str(k): float(v) for k, v in data.get("labels", {}).items()}
         coverage = data.get("coverage")
-        return cls(features, int(data["rows"]), labels, None if coverage is None else float(coverage))
+        texts = tuple(str(text) for text in data.get("texts", []))
+        return cls(
+            features, int(data["rows"]), labels, None if coverage is None else float(coverage), texts=texts
+        )
 
     def save(self, path: Path) -> None:
         """Atomic: a reader sees the old profile or the new one, never half a file."""
@@ -141,6 +159,14 @@ class ReferenceProfile:
         except (OSError, ValueError) as error:
             raise FeatureContractError(f"cannot read reference profile {path}: {error}") from error
         return cls.from_dict(data, f"reference profile {path}")
+
+
+def sample_texts(texts: Sequence[str], limit: int, seed: int = 0) -> tuple[str, ...]:
+    """At most `limit` of the texts, drawn without replacement (seeded), in their order."""
+    if len(texts) <= limit:
+        return tuple(texts)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(texts), size=limit, replace=False))
+    return tuple(texts[i] for i in chosen)
 
 
 def label_counts(labels: Sequence[object]) -> dict[str, int]:

@@ -1,8 +1,11 @@
 """A sliding window of bin COUNTS, bounded in memory whatever the traffic.
 
 Bins are fixed by the reference profile, so the window never needs raw values: each
-slot holds rows per bin per feature and rows per predicted label. Counts from several
-windows (worker processes) add up, which is what makes the multi-worker merge exact.
+slot holds rows per bin per feature, rows per predicted label, the expected confusion
+matrix of its scored rows (`libs.drift.performance.expected_confusion`: a sum over rows)
+and the observed one of the labelled feedback that arrived meanwhile. Counts and sums from
+several windows (worker processes) add up, which is what makes the multi-worker merge
+exact, for PSI and performance alike.
 
 The window is cut into slots of a tenth of its size (rows and/or seconds); whole slots
 leave it, so its edge is resolved to one slot. Memory: at most slots + 1 slots, each
@@ -18,6 +21,11 @@ from typing import Any
 import numpy as np
 
 SLOTS = 10
+STARS = 5
+
+
+def _square() -> np.ndarray:
+    return np.zeros((STARS, STARS))
 
 
 @dataclass
@@ -29,12 +37,26 @@ class Slot:
     rows: int = 0
     bins: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    expected: np.ndarray = field(default_factory=_square)  # expected confusion of the scored rows
+    realised: np.ndarray = field(default_factory=_square)  # observed confusion of the feedback
 
-    def add(self, bins: Mapping[str, np.ndarray], labels: Mapping[str, int], rows: int, now: float) -> None:
+    def add(
+        self,
+        bins: Mapping[str, np.ndarray],
+        labels: Mapping[str, int],
+        rows: int,
+        now: float,
+        expected: np.ndarray | None = None,
+        realised: np.ndarray | None = None,
+    ) -> None:
         for name, counts in bins.items():
             self.bins[name] = self.bins[name] + counts if name in self.bins else counts.copy()
         for label, count in labels.items():
             self.labels[label] = self.labels.get(label, 0) + count
+        if expected is not None:
+            self.expected = self.expected + expected
+        if realised is not None:
+            self.realised = self.realised + realised
         self.rows += rows
         self.end = now
 
@@ -45,13 +67,19 @@ class Slot:
             "rows": self.rows,
             "bins": {name: counts.tolist() for name, counts in self.bins.items()},
             "labels": self.labels,
+            "expected": self.expected.tolist(),
+            "realised": self.realised.tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Slot:
         bins = {name: np.asarray(counts, dtype=np.int64) for name, counts in data["bins"].items()}
         labels = {str(label): int(count) for label, count in data["labels"].items()}
-        return cls(float(data["start"]), float(data["end"]), int(data["rows"]), bins, labels)
+        squares = {  # absent from the files of older workers: zero
+            name: np.asarray(data.get(name, _square()), dtype=np.float64).reshape(STARS, STARS)
+            for name in ("expected", "realised")
+        }
+        return cls(float(data["start"]), float(data["end"]), int(data["rows"]), bins, labels, **squares)
 
 
 class CountWindow:
@@ -66,11 +94,26 @@ class CountWindow:
         self.seconds = seconds
         self.slots: list[Slot] = []
 
-    def add(self, bins: Mapping[str, np.ndarray], labels: Mapping[str, int], rows: int, now: float) -> None:
+    def add(
+        self,
+        bins: Mapping[str, np.ndarray],
+        labels: Mapping[str, int],
+        rows: int,
+        now: float,
+        expected: np.ndarray | None = None,
+    ) -> None:
+        self._open(now).add(bins, labels, rows, now, expected=expected)
+        self.slots = recent(self.slots, self.rows, self.seconds, now)
+
+    def add_feedback(self, realised: np.ndarray, now: float) -> None:
+        """Labelled feedback's observed confusion, in the slot open now: it leaves the window
+        with the traffic of its time."""
+        self._open(now).add({}, {}, 0, now, realised=realised)
+
+    def _open(self, now: float) -> Slot:
         if not self.slots or self._full(self.slots[-1], now):
             self.slots.append(Slot(now, now))
-        self.slots[-1].add(bins, labels, rows, now)
-        self.slots = recent(self.slots, self.rows, self.seconds, now)
+        return self.slots[-1]
 
     def _full(self, slot: Slot, now: float) -> bool:
         by_rows = self.rows is not None and slot.rows >= max(self.rows // SLOTS, 1)
@@ -100,5 +143,5 @@ def total(slots: Iterable[Slot], names: Iterable[str], sizes: Mapping[str, int])
     """All slots summed into one (the counts PSI is computed from)."""
     summed = Slot(0.0, 0.0, bins={name: np.zeros(sizes[name], dtype=np.int64) for name in names})
     for slot in slots:
-        summed.add(slot.bins, slot.labels, slot.rows, max(summed.end, slot.end))
+        summed.add(slot.bins, slot.labels, slot.rows, max(summed.end, slot.end), slot.expected, slot.realised)
     return summed

@@ -4,7 +4,8 @@ the drift check and retraining.
 Public API:
 
 - `BatchWriter(folder, keep_text=False, ...)` / `read_batches(folder)`: scored production
-  batches (numeric features, predicted label, model version, time) as rotating Parquet files.
+  batches (numeric features, predicted label, its star probabilities in `PROBABILITY_COLUMNS`,
+  model version, time; the text only with `keep_text`) as rotating Parquet files.
 - `FeedbackWriter(folder, ...)` / `read_feedback(folder)`: labelled feedback (review,
   summary, true stars, request id, client, model version, time).
 - `ParquetLog(folder, prefix, rows_per_file=5000, seconds_per_file=300, max_bytes=2**30,
@@ -14,13 +15,13 @@ Public API:
   reason `DROPPED_DISK` (an OSError) or `DROPPED_ERROR` (any other failure).
 - `since(frame, start, strict=False)`: the rows of a log stamped at or after `start`.
 - `load_production(path, start=None)` -> `ProductionData`: a production dataset (raw
-  reviews, features or a batch folder) as features and predicted labels.
+  reviews, features or a batch folder) as features, predicted labels and probabilities.
 - `ProductionSettings`: `KINDLE_BATCH_DIR`, `KINDLE_FEEDBACK_DIR` and their retention
   (`KINDLE_{BATCH,FEEDBACK}_MAX_BYTES`, `..._MAX_AGE_DAYS`); `age_seconds(days)` turns the
   latter into `max_age_s`.
 """
 
-from libs.production.batches import LABEL_COLUMN, BatchWriter, read_batches
+from libs.production.batches import LABEL_COLUMN, PROBABILITY_COLUMNS, BatchWriter, read_batches
 from libs.production.datasets import ProductionData, load_production
 from libs.production.feedback import FeedbackWriter, read_feedback
 from libs.production.parquet_log import (
@@ -37,6 +38,7 @@ __all__ = [
     "DROPPED_DISK",
     "DROPPED_ERROR",
     "LABEL_COLUMN",
+    "PROBABILITY_COLUMNS",
     "TIME_COLUMN",
     "VERSION_COLUMN",
     "BatchWriter",

@@ -1,9 +1,10 @@
 """Scored production batches: what the service scored, kept for the batch drift check.
 
-Per row: the contract's numeric features, the predicted label, the serving model's
-version and a UTC timestamp; raw text only when `keep_text` is set (reviews are customer
-data). Files carry the contract hash, and reading skips (and counts) those of another
-contract.
+Per row: the contract's numeric features, the predicted label and the star probabilities
+it was chosen from (`PROBABILITY_COLUMNS`: what the drift check estimates performance
+from), the serving model's version and a UTC timestamp; raw text only when `keep_text`
+is set (reviews are customer data). Files carry the contract hash, and reading skips (and
+counts) those of another contract.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from libs.features import CONTRACT, TEXT_COLUMN, FeatureContractError
 from libs.production.parquet_log import LogRead, ParquetLog, read_log
 
 LABEL_COLUMN = "predicted_label"
+PROBABILITY_COLUMNS = tuple(f"probability_{star}" for star in range(1, 6))
+"""The served (calibrated) probability of each star, 1 to 5."""
 BATCH_PREFIX = "batch"
 
 
@@ -33,14 +37,22 @@ class BatchWriter(ParquetLog):
         features: pd.DataFrame,
         predicted_labels: Sequence[object] | None = None,
         model_version: str | None = None,
+        probabilities: np.ndarray | None = None,
     ) -> None:
         missing = [name for name in CONTRACT.numeric_names if name not in features.columns]
+        if self.keep_text and TEXT_COLUMN not in features.columns:
+            missing.append(TEXT_COLUMN)
         if missing:
             raise FeatureContractError(f"batch lacks feature columns {missing}")
         columns = CONTRACT.numeric_names + ([TEXT_COLUMN] if self.keep_text else [])
         rows = features[columns].copy()
         if predicted_labels is not None:
             rows[LABEL_COLUMN] = [str(label) for label in predicted_labels]
+        if probabilities is not None:
+            if probabilities.shape != (len(rows), len(PROBABILITY_COLUMNS)):
+                raise ValueError(f"probabilities of shape {probabilities.shape} for {len(rows)} rows")
+            for column, values in zip(PROBABILITY_COLUMNS, probabilities.T, strict=True):
+                rows[column] = values.astype(np.float64)
         self.append(rows, model_version)
 
 

@@ -26,6 +26,7 @@ from sklearn.metrics import (
     f1_score,
 )
 
+from libs.drift.performance import ECE_BINS, reliability_bins
 from libs.features import TEXT_COLUMN, compute_features
 from libs.models.calibration import FLOOR, Calibration
 from libs.models.kinds import LABELS
@@ -34,7 +35,6 @@ from libs.models.training import plots
 Labels = Sequence[int] | np.ndarray
 """Star ratings 1-5, as a list or a numpy array."""
 
-ECE_BINS = 15
 LATENCY_SAMPLES = 30
 """Single-review calls timed per latency measurement: enough for a stable p95, cheap in HPO."""
 
@@ -84,22 +84,6 @@ def ordinal_metrics(y_true: Labels, y_pred: Labels) -> dict[str, float]:
 def label_columns(y_true: np.ndarray) -> np.ndarray:
     """Star ratings 1..5 as column indices 0..4."""
     return np.searchsorted(np.asarray(LABELS), np.asarray(y_true, dtype=int))
-
-
-def reliability_bins(
-    y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(share of reviews, mean probability, accuracy) per non-empty bin of the predicted star's
-    probability, `bins` equal-width bins of [0, 1]: the reliability diagram's points."""
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == label_columns(y_true)
-    which = np.clip(np.digitize(confidence, np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True), 0, bins - 1)
-    used = [b for b in range(bins) if (which == b).any()]
-    return (
-        np.array([np.mean(which == b) for b in used]),
-        np.array([confidence[which == b].mean() for b in used]),
-        np.array([correct[which == b].mean() for b in used]),
-    )
 
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -302,10 +302,13 @@ def select_champion(results: Sequence[KindResult]) -> KindResult:
 
 
 def drift_reference(bundle: ModelBundle, reference: pd.DataFrame, test: pd.DataFrame) -> ReferenceProfile:
-    """Numeric features of the natural star mix; predicted-label shares and coverage on held-out rows."""
+    """Numeric features and texts of the natural star mix; predicted-label shares and coverage on
+    held-out rows."""
     predicted = [LABELS[i] for i in bundle.predict_features(test).argmax(axis=1)]
     coverage = bundle.tfidf.coverage(test[CLEAN_COLUMN].tolist()) if bundle.tfidf is not None else None
-    return ReferenceProfile.build(reference[CONTRACT.numeric_names], predicted, coverage)
+    return ReferenceProfile.build(
+        reference[CONTRACT.numeric_names], predicted, coverage, texts=reference[CLEAN_COLUMN].tolist()
+    )
 
 
 def finish_bundle(
