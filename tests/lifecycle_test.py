@@ -209,7 +209,7 @@ def test_drift_and_new_feedback_train_a_challenger_that_is_promoted(
     env: dict[str, Path], promotion: tuple[str, Clients]
 ) -> None:
     result, _ = promotion
-    assert "decision: promoted: challenger macro-F1" in result and "vs champion v1" in result, result
+    assert "decision: promoted: challenger macro_f1" in result and "vs champion v1" in result, result
     assert "frozen reviews" in result, result  # graded on v1's frozen set too
     assert f"{len(fixtures.kindle_devices())} labelled feedback" in result
     assert aliases(env) == {"champion": "2", "previous": "1"}
@@ -255,7 +255,7 @@ def test_a_worse_challenger_is_rejected_and_nothing_moves(
     env: dict[str, Path], server: Server, rejection: tuple[str, str]
 ) -> None:
     result, served_before = rejection
-    assert "decision: rejected: challenger macro-F1" in result and "vs champion v2" in result, result
+    assert "decision: rejected: challenger macro_f1" in result and "vs champion v2" in result, result
     assert "over a client's 20 % share left out (flooder " in result, result  # capped
     # ...and graded on the frozen set, which no feedback reaches: worse there.
     frozen = re.search(r"([0-9.]+) vs ([0-9.]+) on \d+ frozen reviews", result)

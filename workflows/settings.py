@@ -30,7 +30,7 @@ from libs.production import ProductionSettings
 
 DEFAULT_FEEDBACK_CLIENT_SHARE = 0.2
 
-WORKFLOW_VERSION = "6"
+WORKFLOW_VERSION = "7"
 """Bump when a task's code changes its outputs: every cache key includes it."""
 
 

@@ -6,11 +6,11 @@ probabilities scores better than either alone. Built after the searched kinds, f
 candidates, with no training of its own:
 
 - the TF-IDF member is the searched TF-IDF kind that `select_champion` would choose among
-  them (best validation macro-F1 within the latency budget);
-- the weight on the transformer is the one of `WEIGHTS` with the best macro-F1 on the
-  validation split, from both members' out-of-sample validation probabilities (the
-  transformer's best trial and the TF-IDF kind's best trial were fitted on train only);
-  ties go to the weight nearest an even vote;
+  them (best validation score of the selection metric within the latency budget);
+- the weight on the transformer is the one of `WEIGHTS` with the best score of the
+  selection metric on the validation split, from both members' out-of-sample validation
+  probabilities (the transformer's best trial and the TF-IDF kind's best trial were
+  fitted on train only); ties go to the weight nearest an even vote;
 - the bundle copies both members' model files byte for byte, plus the weight.
 
 Its validation score is that of the chosen weight: one number tuned on the same rows it is
@@ -34,7 +34,8 @@ from libs.models.components import SoftVote, blend
 from libs.models.kinds import SKLEARN_KINDS, ModelKind
 from libs.models.training.calibration import choose_calibration
 from libs.models.training.data import labels_of
-from libs.models.training.evaluation import classification_metrics, macro_f1
+from libs.models.training.evaluation import classification_metrics, selection_score
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import CANDIDATE_ARTIFACT, KindResult, select_champion
 from libs.models.training.tracking import configure, run_tags
@@ -45,22 +46,26 @@ WEIGHTS: tuple[float, ...] = tuple(round(step / 20, 2) for step in range(21))
 """The transformer's weights tried: 0 (the TF-IDF kind alone) to 1 (the transformer alone)."""
 
 
-def choose_weight(truth: np.ndarray, transformer: np.ndarray, tfidf_model: np.ndarray) -> float:
-    """The weight of `WEIGHTS` whose soft vote has the best validation macro-F1 (ties: the one
-    nearest 0.5, since an even vote leans least on the validation rows)."""
-    scores = {
-        weight: round(macro_f1(truth, blend(transformer, tfidf_model, weight)), 4) for weight in WEIGHTS
-    }
+def choose_weight(
+    truth: np.ndarray, transformer: np.ndarray, tfidf_model: np.ndarray, metric: SelectionMetric
+) -> float:
+    """The weight of `WEIGHTS` whose soft vote has the best validation score of `metric`, at 4
+    decimals (ties: the one nearest 0.5, since an even vote leans least on the validation rows)."""
+
+    def score(weight: float) -> float:
+        return metric.oriented(selection_score(metric, truth, blend(transformer, tfidf_model, weight)))
+
+    scores = {weight: round(score(weight), 4) for weight in WEIGHTS}
     return max(WEIGHTS, key=lambda weight: (scores[weight], -abs(weight - 0.5)))
 
 
-def members(results: Sequence[KindResult]) -> tuple[KindResult, KindResult]:
+def members(results: Sequence[KindResult], metric: SelectionMetric) -> tuple[KindResult, KindResult]:
     """The transformer's result and the TF-IDF kind the ensemble votes it with."""
     transformers = [result for result in results if result.kind == ModelKind.DISTILBERT.value]
     tfidf_kinds = [result for result in results if ModelKind.parse(result.kind) in SKLEARN_KINDS]
     if not transformers or not tfidf_kinds:
         raise ValueError("the ensemble needs the transformer's result and at least one TF-IDF kind's")
-    return transformers[0], select_champion(tfidf_kinds)
+    return transformers[0], select_champion(tfidf_kinds, metric)
 
 
 def build_ensemble(
@@ -75,13 +80,14 @@ def build_ensemble(
     With `parent_run_id` it logs a nested MLflow run, like a searched kind.
     """
     started = time.perf_counter()
-    transformer, tfidf_kind = members(results)
+    metric = settings.selection_metric
+    transformer, tfidf_kind = members(results, metric)
     truth = labels_of(validation)
     probabilities = [np.asarray(member.val_proba, dtype=np.float64) for member in (transformer, tfidf_kind)]
     if any(proba.shape != (len(truth), 5) for proba in probabilities):
         raise ValueError("the members' validation probabilities do not match the validation split")
     transformer_proba, tfidf_proba = probabilities
-    weight = choose_weight(truth, transformer_proba, tfidf_proba)
+    weight = choose_weight(truth, transformer_proba, tfidf_proba, metric)
     proba = blend(transformer_proba, tfidf_proba, weight)
     validation_metrics = classification_metrics(truth, proba)
     calibrated = choose_calibration(proba, truth, seed=settings.seed)  # members fitted on train alone
@@ -115,15 +121,16 @@ def build_ensemble(
         if tracked:
             mlflow.set_tags({**run_tags(tfidf_bundle.data_fingerprint), "kind": ModelKind.ENSEMBLE.value})
             mlflow.log_params({f"best_{key}": value for key, value in params.items()})
-            mlflow.log_param("calibration", calibrated.calibration.method)
+            mlflow.log_params({"calibration": calibrated.calibration.method, "selection_metric": metric})
             mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
             mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
     logger.info(
-        "ensemble: %.2f x transformer + %.2f x %s, val macro-F1 %.4f",
+        "ensemble: %.2f x transformer + %.2f x %s, val %s %.4f",
         weight,
         1 - weight,
         tfidf_kind.kind,
-        validation_metrics["macro_f1"],
+        metric,
+        validation_metrics[metric],
     )
     return KindResult(
         kind=ModelKind.ENSEMBLE.value,

@@ -34,6 +34,7 @@ from libs.models.kinds import ModelKind
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.ensemble import WEIGHTS, build_ensemble, choose_weight
 from libs.models.training.evaluation import macro_f1
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import KindResult, search_kind, select_champion
 from tests.fixtures.tiny_transformer import tiny_distilbert
@@ -131,9 +132,19 @@ def test_the_weight_is_the_best_soft_vote_on_validation(
 def test_choose_weight_prefers_the_even_vote_on_a_tie() -> None:
     truth = np.array([1, 2, 3, 4, 5])
     same = np.eye(5)
-    assert choose_weight(truth, same, same) == 0.5
+    assert choose_weight(truth, same, same, SelectionMetric.MACRO_F1) == 0.5
     # A transformer confidently wrong: every weight under 0.5 scores perfectly, the nearest wins.
-    assert choose_weight(truth, np.roll(same, 1, axis=1), same) == 0.45
+    assert choose_weight(truth, np.roll(same, 1, axis=1), same, SelectionMetric.MACRO_F1) == 0.45
+
+
+def test_the_weight_follows_the_selection_metric() -> None:
+    """The TF-IDF kind is exactly right on three reviews and far off on two (macro-F1 0.5,
+    MAE 1.4 stars); the transformer is one star off on all five (macro-F1 0, MAE 1.0). At an
+    even vote every review's tie goes to the lower star, the TF-IDF kind's."""
+    truth = np.array([1, 2, 3, 4, 5])
+    tfidf_model, transformer = np.eye(5)[[0, 1, 2, 0, 0]], np.eye(5)[[1, 2, 3, 4, 3]]
+    assert choose_weight(truth, transformer, tfidf_model, SelectionMetric.MACRO_F1) == 0.5
+    assert choose_weight(truth, transformer, tfidf_model, SelectionMetric.MAE_STARS) == 0.55
 
 
 def test_the_ensemble_bundle_serves_the_vote_of_its_members(
@@ -182,7 +193,7 @@ def test_the_champion_rule_applies_to_the_ensemble(
 ) -> None:
     pool = [*searched.values(), ensemble]
     best = max(round(r.val_macro_f1, 4) for r in pool)
-    assert round(select_champion(pool).val_macro_f1, 4) == best
+    assert round(select_champion(pool, SelectionMetric.MACRO_F1).val_macro_f1, 4) == best
 
 
 def test_the_ensemble_kind_is_refused_without_its_voters() -> None:

@@ -1,10 +1,10 @@
 """Metrics and error analysis of a fitted model on one split (the figures: `plots`).
 
-Macro-F1 is the selection metric: the natural star mix is skewed to 5, so accuracy and
-weighted F1 reward a model that ignores the rare 1-3 star reviews; macro-F1 does not.
-But stars are ordinal, and macro-F1 counts a 4 predicted for a 5 as wrong as a 1: the
-ordinal metrics beside it (`mae_stars`, `off_by_one_accuracy`, `quadratic_kappa`) say how
-far off the wrong ratings are.
+Macro-F1 is the default selection metric (`selection.SelectionMetric`): the natural star
+mix is skewed to 5, so accuracy and weighted F1 reward a model that ignores the rare 1-3
+star reviews; macro-F1 does not. But stars are ordinal, and macro-F1 counts a 4 predicted
+for a 5 as wrong as a 1: the ordinal metrics beside it (`mae_stars`, `off_by_one_accuracy`,
+`quadratic_kappa`) say how far off the wrong ratings are.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from libs.features import TEXT_COLUMN, compute_features
 from libs.models.calibration import FLOOR, Calibration
 from libs.models.kinds import LABELS
 from libs.models.training import plots
+from libs.models.training.selection import SelectionMetric
 
 Labels = Sequence[int] | np.ndarray
 """Star ratings 1-5, as a list or a numpy array."""
@@ -118,10 +119,31 @@ def macro_f1(y_true: Labels, proba: np.ndarray) -> float:
     return float(f1_score(y_true, predicted_labels(proba), labels=LABELS, average="macro", zero_division=0))
 
 
+def _of_predicted(metric: Callable[[Labels, Labels], float]) -> Callable[[Labels, np.ndarray], float]:
+    """`metric` of the true stars and the most probable ones."""
+    return lambda y_true, proba: metric(y_true, predicted_labels(proba))
+
+
+SELECTION_SCORES: dict[SelectionMetric, Callable[[Labels, np.ndarray], float]] = {
+    SelectionMetric.ACCURACY: _of_predicted(accuracy_score),
+    SelectionMetric.MACRO_F1: macro_f1,
+    SelectionMetric.MAE_STARS: _of_predicted(mae_stars),
+    SelectionMetric.OFF_BY_ONE_ACCURACY: _of_predicted(off_by_one_accuracy),
+    SelectionMetric.QUADRATIC_KAPPA: _of_predicted(quadratic_kappa),
+}
+"""Each selection metric's score of (true stars, probabilities): the very functions behind
+`classification_metrics`, so the number that chooses is the number reported."""
+
+
+def selection_score(metric: SelectionMetric, y_true: Labels, proba: np.ndarray) -> float:
+    """`metric`'s score in its own units (which way is better: `metric.higher_is_better`)."""
+    return float(SELECTION_SCORES[metric](y_true, proba))
+
+
 def classification_metrics(y_true: Labels, proba: np.ndarray) -> dict[str, float]:
     pred = predicted_labels(proba)
     return {
-        "macro_f1": float(f1_score(y_true, pred, labels=LABELS, average="macro", zero_division=0)),
+        "macro_f1": macro_f1(y_true, proba),
         "weighted_f1": float(f1_score(y_true, pred, labels=LABELS, average="weighted", zero_division=0)),
         "accuracy": float(accuracy_score(y_true, pred)),
         "binary_accuracy": binary_accuracy(y_true, pred),

@@ -20,7 +20,9 @@ from libs.models.training.evaluation import (
     mae_stars,
     off_by_one_accuracy,
     quadratic_kappa,
+    selection_score,
 )
+from libs.models.training.selection import SelectionMetric
 
 
 def one_hot(stars: list[int]) -> np.ndarray:
@@ -54,6 +56,17 @@ def test_ordinal_metrics_tell_a_near_miss_from_a_far_one_where_macro_f1_cannot()
     assert far_metrics["mae_stars"] == pytest.approx((4 + 3 + 2 + 3 + 4) / 5)
     assert near_metrics["off_by_one_accuracy"] == 1.0 and far_metrics["off_by_one_accuracy"] == 0.0
     assert near_metrics["quadratic_kappa"] > 0 > far_metrics["quadratic_kappa"]
+
+
+def test_every_selection_metric_scores_as_reported_and_ranks_a_near_miss_above_a_far_one() -> None:
+    truth = [1, 2, 3, 4, 5, 5]
+    near, far = one_hot([1, 3, 3, 5, 4, 5]), one_hot([5, 5, 1, 1, 1, 2])
+    for metric in SelectionMetric:
+        scores = [selection_score(metric, truth, proba) for proba in (near, far)]
+        assert scores == [classification_metrics(truth, proba)[metric] for proba in (near, far)]
+        assert metric.oriented(scores[0]) > metric.oriented(scores[1]), metric
+    assert SelectionMetric.MAE_STARS.direction == "minimize"  # an error: fewer stars off is better
+    assert {metric.direction for metric in SelectionMetric if metric != "mae_stars"} == {"maximize"}
 
 
 def test_a_reversed_scale_scores_kappa_minus_one() -> None:

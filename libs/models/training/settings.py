@@ -16,6 +16,7 @@ from pydantic_settings import NoDecode
 
 from libs.models.kinds import INSTALLED_CHECKPOINT, SKLEARN_KINDS, TRANSFORMER_KINDS, ModelKind
 from libs.models.registry import RegistrySettings
+from libs.models.training.selection import SelectionMetric
 
 
 def transformer_installed(pretrained: str) -> bool:
@@ -55,15 +56,23 @@ class TrainingSettings(RegistrySettings):
         "training machine): trials slower than this are infeasible, and a kind outside it is chosen "
         "as champion only if no kind is within it. Set it to what the serving hardware allows.",
     )
+    selection_metric: SelectionMetric = Field(
+        SelectionMetric.MACRO_F1,
+        description="The validation metric that chooses trials, kinds and the ensemble's weight, and "
+        f"that a challenger must not lose on to be promoted: one of {', '.join(SelectionMetric)}; lower "
+        f"is better for {', '.join(m for m in SelectionMetric if not m.higher_is_better)}, higher for "
+        "the others.",
+    )
     selection_tolerance: float = Field(
         0.01,
         ge=0,
-        description="Validation macro-F1 differences up to this are a tie between trials; a tie goes "
-        "to the learner's defaults when they are tied (logreg: C=1), else to the best score.",
+        description="Validation differences of the selection metric up to this are a tie between trials; "
+        "a tie goes to the learner's defaults when they are tied (logreg: C=1), else to the best score.",
     )
     multi_objective: bool = Field(
         False,
-        description="Search the Pareto front of (macro-F1, latency) instead of macro-F1 under the budget.",
+        description="Search the Pareto front of (selection metric, latency) instead of the selection "
+        "metric under the budget.",
     )
     experiment: str = Field("kindle-sentiment", min_length=1, description="MLflow experiment of the runs.")
     output_dir: Path = Field(
@@ -94,8 +103,8 @@ class TrainingSettings(RegistrySettings):
     promotion_margin: float = Field(
         0.0,
         ge=0,
-        description="A challenger is promoted unless its macro-F1 is lower than the champion's by "
-        "more than this, on the same evaluation data.",
+        description="A challenger is promoted unless its selection metric is worse than the champion's "
+        "by more than this (in the metric's units), on the same evaluation data.",
     )
 
     @field_validator("kinds", mode="before")

@@ -15,13 +15,15 @@ What each stage guarantees:
   then out of sample, as the ensemble's weight needs.
 - `build_ensemble` (`ensemble.py`): the soft vote of the transformer and the best TF-IDF
   kind, its weight chosen on validation.
-- `select_champion`: best validation macro-F1 among kinds within the latency budget.
+- `select_champion`: best validation score of the selection metric
+  (`TrainingSettings.selection_metric`, macro-F1 by default) among kinds within the
+  latency budget.
 - `finish_bundle`: the champion's test metrics (reported, never used to choose) and its
   drift reference (numeric features with the natural star mix, predicted-label shares and
   vocabulary coverage on the held-out test split); the final bundle is written once.
 - `decide`: the challenger and the serving champion scored on the same evaluation data,
   this run's test split and the lineage's frozen set (`frozen.py`); promoted unless it is
-  worse by more than the margin on either.
+  worse by more than the margin on either, by the same selection metric.
 - `publish`: a promoted challenger is registered and becomes `champion` (`previous` is
   the old one); a rejected one moves nothing. The first registration freezes the
   evaluation set.
@@ -54,8 +56,9 @@ from libs.models.kinds import LABELS, ModelKind
 from libs.models.training.calibration import choose_calibration
 from libs.models.training.data import fingerprint, labels_of
 from libs.models.training.estimators import build_estimator, build_learner
-from libs.models.training.evaluation import evaluate, latency_ms, macro_f1
+from libs.models.training.evaluation import evaluate, latency_ms, selection_score
 from libs.models.training.frozen import FROZEN_TAG, freeze, frozen_run, load_frozen_set
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.tracking import (
     configure,
@@ -96,6 +99,10 @@ class KindResult:
     def val_macro_f1(self) -> float:
         return self.validation["macro_f1"]
 
+    def val_score(self, metric: SelectionMetric) -> float:
+        """The chosen configuration's validation score of `metric`, in the metric's units."""
+        return self.validation[metric]
+
 
 @dataclass
 class Finished:
@@ -109,16 +116,18 @@ class Finished:
 
 @dataclass
 class Decision:
-    """Whether the challenger replaces the serving champion, with both scores on the same data."""
+    """Whether the challenger replaces the serving champion, with both scores on the same data:
+    scores of `metric`, the run's selection metric, in its units."""
 
     promote: bool
     reason: str
-    challenger_macro_f1: float
-    champion_macro_f1: float | None
+    metric: SelectionMetric
+    challenger_score: float
+    champion_score: float | None
     champion_version: str | None
     evaluation_rows: int
-    frozen_challenger_macro_f1: float | None = None  # on the lineage's frozen set, when it has one
-    frozen_champion_macro_f1: float | None = None
+    frozen_challenger_score: float | None = None  # on the lineage's frozen set, when it has one
+    frozen_champion_score: float | None = None
     frozen_rows: int = 0
 
 
@@ -158,7 +167,8 @@ def open_run(settings: TrainingSettings, source: str, source_fingerprint: str) -
 
 def study_name(kind: ModelKind, settings: TrainingSettings, data_fingerprint: str) -> str:
     """Same kind, search settings and data -> same study, so a re-run after a crash resumes it."""
-    mode = "pareto" if settings.multi_objective else f"f1-{settings.latency_budget_ms:g}ms"
+    budget = "pareto" if settings.multi_objective else f"{settings.latency_budget_ms:g}ms"
+    mode = f"{settings.selection_metric}-{budget}"  # a study keeps one direction: its metric's
     return f"{kind.value}-{mode}-s{settings.seed}-v{SEARCH_SPACE_VERSION}-{data_fingerprint[:12]}"
 
 
@@ -214,7 +224,7 @@ def search_kind(
         if tracked:
             mlflow.set_tags({**run_tags(data_fingerprint), "kind": kind.value, "study": name})
         inputs = trial_inputs(kind, search_tfidf, train, validation, settings.seed)
-        callbacks = [trial_logger(kind.value, data_fingerprint)] if tracked else []
+        callbacks = [trial_logger(kind.value, data_fingerprint, settings.selection_metric)] if tracked else []
         outcome = run_study(kind, inputs, settings, name, callbacks)
         validation_metrics = {k: float(v) for k, v in outcome.best.user_attrs["val_metrics"].items()}
         if kind.needs_torch:
@@ -255,13 +265,16 @@ def search_kind(
             feasible = latency <= settings.latency_budget_ms
         if tracked:
             mlflow.log_params({f"best_{key}": value for key, value in outcome.params.items()})
-            mlflow.log_param("calibration", calibrated.calibration.method)
+            mlflow.log_params(
+                {"calibration": calibrated.calibration.method, "selection_metric": settings.selection_metric}
+            )
             mlflow.log_metrics({**candidate.metrics, "latency_ms": latency})
             mlflow.log_artifacts(str(path), CANDIDATE_ARTIFACT)
     logger.info(
-        "%s: val macro-F1 %.4f, %.2f ms per review, params %s",
+        "%s: val %s %.4f, %.2f ms per review, params %s",
         kind.value,
-        validation_metrics["macro_f1"],
+        settings.selection_metric,
+        validation_metrics[settings.selection_metric],
         latency,
         outcome.params,
     )
@@ -289,16 +302,16 @@ def served_latency_ms(bundle: Path, validation: pd.DataFrame) -> float:
     return latency_ms(lambda i: served.predict_features(validation.iloc[i : i + 1]), len(validation))["p50"]
 
 
-def select_champion(results: Sequence[KindResult]) -> KindResult:
-    """Highest validation macro-F1 among kinds within the latency budget (all, if none is).
+def select_champion(results: Sequence[KindResult], metric: SelectionMetric) -> KindResult:
+    """Best validation score of `metric` among kinds within the latency budget (all, if none is).
 
-    Macro-F1 is compared at 4 decimals: differences below that are noise on a validation
+    Scores are compared at 4 decimals: differences below that are noise on a validation
     split of hundreds of reviews, and the faster model wins the tie.
     """
     if not results:
         raise ValueError("no trained kinds to choose a champion from")
     pool = [result for result in results if result.feasible] or list(results)
-    return max(pool, key=lambda r: (round(r.val_macro_f1, 4), -r.latency_ms))
+    return max(pool, key=lambda r: (round(metric.oriented(r.val_score(metric)), 4), -r.latency_ms))
 
 
 def drift_reference(bundle: ModelBundle, reference: pd.DataFrame, test: pd.DataFrame) -> ReferenceProfile:
@@ -351,9 +364,12 @@ def decide(
     margin: float,
     champion_version: str | None = None,
     frozen: pd.DataFrame | None = None,
+    *,
+    metric: SelectionMetric,
 ) -> Decision:
-    """Scores both bundles on `evaluation` and on the lineage's `frozen` set (when there is
-    one); the challenger wins unless it is worse by more than `margin` on either.
+    """Scores both bundles by `metric` on `evaluation` and on the lineage's `frozen` set (when
+    there is one); the challenger wins unless it is worse by more than `margin` (in the
+    metric's units, whichever way is better) on either.
 
     `evaluation` is this run's test split, which may hold production feedback; the frozen set
     never does, so feedback that lies cannot grade its own challenger into promotion.
@@ -361,36 +377,46 @@ def decide(
     registered again: re-running a pipeline on unchanged data changes nothing.
     """
     ours_bundle = load_bundle(challenger)
-    ours = macro_f1(labels_of(evaluation), ours_bundle.predict_features(evaluation))
+
+    def score(bundle: ModelBundle, reviews: pd.DataFrame) -> float:
+        return selection_score(metric, labels_of(reviews), bundle.predict_features(reviews))
+
+    def worse(ours: float, theirs: float) -> bool:
+        return metric.oriented(ours) < metric.oriented(theirs) - margin
+
+    ours = score(ours_bundle, evaluation)
+    rows = len(evaluation)
     if champion is None:
-        return Decision(True, "promoted: no champion yet", ours, None, None, len(evaluation))
+        reason = f"promoted: no champion yet (challenger {metric} {ours:.4f} on {rows} evaluation reviews)"
+        return Decision(True, reason, metric, ours, None, None, rows)
     theirs_bundle = load_bundle(champion)
-    theirs = macro_f1(labels_of(evaluation), theirs_bundle.predict_features(evaluation))
+    theirs = score(theirs_bundle, evaluation)
     if model_digest(challenger) == model_digest(champion):
         reason = f"unchanged: the champion v{champion_version} is this very model"
-        return Decision(False, reason, ours, theirs, champion_version, len(evaluation))
+        return Decision(False, reason, metric, ours, theirs, champion_version, rows)
     scores = (
-        f"challenger macro-F1 {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
-        f"on {len(evaluation)} evaluation reviews"
+        f"challenger {metric} {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
+        f"on {rows} evaluation reviews"
     )
-    worse = ours < theirs - margin
-    frozen_f1: tuple[float | None, float | None] = (None, None)
+    rejected = worse(ours, theirs)
+    on_frozen: tuple[float | None, float | None] = (None, None)
     if frozen is not None and len(frozen):
-        truth = labels_of(frozen)
-        ours_frozen = macro_f1(truth, ours_bundle.predict_features(frozen))
-        theirs_frozen = macro_f1(truth, theirs_bundle.predict_features(frozen))
+        ours_frozen, theirs_frozen = score(ours_bundle, frozen), score(theirs_bundle, frozen)
         scores += f", {ours_frozen:.4f} vs {theirs_frozen:.4f} on {len(frozen)} frozen reviews"
-        worse = worse or ours_frozen < theirs_frozen - margin
-        frozen_f1 = (ours_frozen, theirs_frozen)
-    reason = f"{'rejected' if worse else 'promoted'}: {scores} (margin {margin:g})"
+        rejected = rejected or worse(ours_frozen, theirs_frozen)
+        on_frozen = (ours_frozen, theirs_frozen)
+    reason = (
+        f"{'rejected' if rejected else 'promoted'}: {scores} (margin {margin:g}, {metric.better} is better)"
+    )
     return Decision(
-        not worse,
+        not rejected,
         reason,
+        metric,
         ours,
         theirs,
         champion_version,
-        len(evaluation),
-        *frozen_f1,
+        rows,
+        *on_frozen,
         len(frozen) if frozen is not None else 0,
     )
 
@@ -435,6 +461,18 @@ def publish(
     return version
 
 
+def decision_metrics(decision: Decision) -> dict[str, float]:
+    """The decision's scores as MLflow metrics named by its metric (`challenger_macro_f1`,
+    `frozen_champion_mae_stars`, ...); the scores it did not compute are left out."""
+    scores = {
+        "challenger": decision.challenger_score,
+        "champion": decision.champion_score,
+        "frozen_challenger": decision.frozen_challenger_score,
+        "frozen_champion": decision.frozen_champion_score,
+    }
+    return {f"{name}_{decision.metric}": score for name, score in scores.items() if score is not None}
+
+
 def conclude(
     results: Sequence[KindResult],
     test: pd.DataFrame,
@@ -452,7 +490,8 @@ def conclude(
     first registration); the parent run `run_id` records each kind's outcome, the
     champion's test report, the decision and `data_stats`."""
     configure(settings)
-    finished = finish_bundle(select_champion(results), test, reference, out_dir, run_id)
+    metric = settings.selection_metric
+    finished = finish_bundle(select_champion(results, metric), test, reference, out_dir, run_id)
     serving = current_champion(settings, out_dir / "serving")
     decision = decide(
         finished.bundle,
@@ -461,22 +500,22 @@ def conclude(
         settings.promotion_margin,
         str(serving[0].version) if serving else None,
         load_frozen_set(settings, out_dir / "frozen") if serving else None,
+        metric=metric,
     )
     with mlflow.start_run(run_id=run_id):
         best = {f"{r.kind}.best_params": json.dumps(r.params, sort_keys=True, default=str) for r in results}
         kinds = ",".join(r.kind for r in results)
         mlflow.log_params(
-            {"champion_kind": finished.kind, "kinds": kinds, **{k: v[:500] for k, v in best.items()}}
+            {
+                "champion_kind": finished.kind,
+                "kinds": kinds,
+                "selection_metric": metric,
+                **{k: v[:500] for k, v in best.items()},
+            }
         )
         metrics = {f"test_{k}": v for k, v in finished.test.items()}
-        metrics |= {f"{r.kind}.val_macro_f1": r.val_macro_f1 for r in results}
-        metrics["challenger_macro_f1"] = decision.challenger_macro_f1
-        if decision.champion_macro_f1 is not None:
-            metrics["champion_macro_f1"] = decision.champion_macro_f1
-        if decision.frozen_challenger_macro_f1 is not None:
-            metrics["frozen_challenger_macro_f1"] = decision.frozen_challenger_macro_f1
-        if decision.frozen_champion_macro_f1 is not None:
-            metrics["frozen_champion_macro_f1"] = decision.frozen_champion_macro_f1
+        metrics |= {f"{r.kind}.val_{k}": v for r in results for k, v in r.validation.items()}
+        metrics |= decision_metrics(decision)
         mlflow.log_metrics(metrics)
         mlflow.set_tags({"decision": decision.reason, "promoted": str(decision.promote).lower()})
         for path in finished.report_files:

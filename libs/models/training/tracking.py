@@ -47,6 +47,7 @@ from libs.features import CONTRACT
 from libs.models.bundle import load_bundle
 from libs.models.pyfunc import BUNDLE_ARTIFACT, BundlePythonModel, predict_frame
 from libs.models.registry import CHAMPION, PREVIOUS
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.urls import redact_url
 
@@ -117,15 +118,20 @@ def sqlite_file(uri: str) -> Path | None:
     return Path(path)
 
 
-def trial_logger(kind: str, data_fingerprint: str) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """An Optuna callback logging each finished trial as a nested run of the active (kind) run."""
-    tags = run_tags(data_fingerprint)
+def trial_logger(
+    kind: str, data_fingerprint: str, metric: SelectionMetric
+) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """An Optuna callback logging each finished trial as a nested run of the active (kind) run.
+
+    A complete trial logs all its validation metrics (`val_macro_f1` among them, whichever
+    metric the study was searched by, tagged `selection_metric`); the intermediate scores
+    the pruner saw are the selection metric's, `val_<metric>_step`.
+    """
+    tags = {**run_tags(data_fingerprint), "kind": kind, "selection_metric": metric.value}
 
     def log(study: optuna.Study, trial: FrozenTrial) -> None:
         with mlflow.start_run(run_name=f"{kind}-trial-{trial.number}", nested=True):
-            mlflow.set_tags(
-                {**tags, "kind": kind, "trial_state": trial.state.name, "study": study.study_name}
-            )
+            mlflow.set_tags({**tags, "trial_state": trial.state.name, "study": study.study_name})
             mlflow.log_params(trial.params)
             metrics = {
                 key: float(trial.user_attrs[key])
@@ -133,9 +139,11 @@ def trial_logger(kind: str, data_fingerprint: str) -> Callable[[optuna.Study, Fr
                 if key in trial.user_attrs
             }
             if trial.state is TrialState.COMPLETE:
-                metrics["val_macro_f1"] = float(trial.values[0])
+                metrics |= {
+                    f"val_{key}": float(value) for key, value in trial.user_attrs["val_metrics"].items()
+                }
             for step, value in trial.intermediate_values.items():
-                mlflow.log_metric("val_macro_f1_step", float(value), step=step)
+                mlflow.log_metric(f"val_{metric}_step", float(value), step=step)
             mlflow.log_metrics(metrics)
 
     return log

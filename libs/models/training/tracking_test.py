@@ -15,6 +15,7 @@ from libs.models.bundle import load_bundle
 from libs.models.kinds import ModelKind
 from libs.models.registry import CHAMPION, PREVIOUS
 from libs.models.training.data import fingerprint
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.stages import Decision, Finished, KindResult, conclude, open_run, search_kind
 from libs.models.training.tracking import RegistrationError, alias_version, promote, register
@@ -69,7 +70,8 @@ def run_stages(
 def trainings(
     store: TrainingSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, test_df: pd.DataFrame
 ) -> list[Outcome]:
-    """Two trainings in a row: the second, on more data, is scored against the first's champion."""
+    """Two trainings in a row: the second, on more data and selecting by MAE, is scored against
+    the first's champion."""
     reference = pd.concat([train_df, val_df])
     first = run_stages(train_df, val_df, test_df, reference, store)
     more = pd.concat([train_df, val_df.iloc[: len(val_df) // 2]], ignore_index=True)
@@ -80,7 +82,7 @@ def trainings(
             val_df.iloc[len(val_df) // 2 :],
             test_df,
             reference,
-            store.model_copy(update={"promotion_margin": 1.0}),
+            store.model_copy(update={"promotion_margin": 1.0, "selection_metric": SelectionMetric.MAE_STARS}),
         ),
     ]
 
@@ -105,6 +107,9 @@ def test_one_parent_run_with_a_nested_run_per_kind_and_per_trial(
     for kind_run in children:
         trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == kind_run.info.run_id]
         assert len(trials) == 2
+        assert all(t.data.tags["selection_metric"] == "macro_f1" for t in trials)
+        assert all({"val_macro_f1", "val_mae_stars"} <= set(t.data.metrics) for t in trials)
+        assert kind_run.data.params["selection_metric"] == "macro_f1"
         assert {f"val_{name}" for name in ("macro_f1", *ORDINAL, *CALIBRATION)} <= set(kind_run.data.metrics)
         assert kind_run.data.params["calibration"] in {"temperature", "isotonic", "sigmoid"}
     assert {f"test_{name}" for name in ("macro_f1", *ORDINAL, *CALIBRATION)} <= set(parent.data.metrics)
@@ -118,9 +123,23 @@ def test_the_first_champion_is_promoted_and_the_next_one_moves_it_to_previous(
     store: TrainingSettings, trainings: list[Outcome]
 ) -> None:
     (_, _, first, v1), (_, _, second, v2) = trainings
-    assert first.promote and first.champion_macro_f1 is None
-    assert second.promote and second.champion_version == v1 and second.champion_macro_f1 is not None
+    assert first.promote and first.champion_score is None
+    assert second.promote and second.champion_version == v1 and second.champion_score is not None
     assert aliases(store) == {CHAMPION: v2, PREVIOUS: v1}
+
+
+def test_each_training_records_the_metric_it_selected_by_and_its_decision_s_scores(
+    store: TrainingSettings, trainings: list[Outcome]
+) -> None:
+    parents = [
+        client(store).get_run(load_bundle(finished.bundle).mlflow_run_id) for _, finished, _, _ in trainings
+    ]
+    assert [parent.data.params["selection_metric"] for parent in parents] == ["macro_f1", "mae_stars"]
+    assert "challenger_macro_f1" in parents[0].data.metrics
+    assert {"challenger_mae_stars", "champion_mae_stars"} <= set(parents[1].data.metrics)
+    second = trainings[1][2]
+    assert second.metric is SelectionMetric.MAE_STARS and "challenger mae_stars" in second.reason
+    assert parents[1].data.metrics["champion_mae_stars"] == pytest.approx(second.champion_score)
 
 
 def test_the_champion_alias_never_moves_backwards(store: TrainingSettings, trainings: list[Outcome]) -> None:

@@ -4,18 +4,19 @@ The study lives in SQL storage (one SQLite file per study under the output folde
 with `load_if_exists=True`, and the budget counts trials already finished there, so a
 crashed search resumes and runs only the trials it still owes.
 
-Objective: validation macro-F1. Every trial also records its validation metrics and
-probabilities (the ensemble's weight is chosen on them), its per-sample latency (p50, ms,
-the model part on precomputed features: what differs between trials) and the serialised
-model size as user attributes. Two modes
+Objective: the validation score of the selection metric (`TrainingSettings.selection_metric`,
+macro-F1 by default; the study maximises it, or minimises it for MAE). Every trial also
+records its validation metrics and probabilities (the ensemble's weight is chosen on them),
+its per-sample latency (p50, ms, the model part on precomputed features: what differs
+between trials) and the serialised model size as user attributes. Two modes
 (TrainingSettings.multi_objective):
-- single objective: maximise macro-F1; trials slower than `latency_budget_ms` are infeasible
+- single objective: the best score; trials slower than `latency_budget_ms` are infeasible
   (TPE's constraint, and `pick_best` never chooses them unless nothing is feasible); trials
   within `selection_tolerance` of the best are a tie (differences a validation split of
   hundreds of reviews cannot tell apart), won by the learner's defaults when they are
   among them (`starting_points`), else by the best score;
-- multi-objective: (macro-F1 up, latency down); `pick_best` takes, among the Pareto
-  trials, the highest macro-F1 within the latency budget, else the fastest Pareto trial.
+- multi-objective: (the score, latency down); `pick_best` takes, among the Pareto
+  trials, the best score within the latency budget, else the fastest Pareto trial.
 Pruning needs intermediate values, which Optuna allows only for single-objective studies.
 
 A transformer trial also keeps its fitted model (`trial_model_folder`): minutes of
@@ -38,7 +39,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from libs.models.kinds import ModelKind
 from libs.models.training.estimators import fit_in_stages
-from libs.models.training.evaluation import classification_metrics, latency_ms, macro_f1, model_size_bytes
+from libs.models.training.evaluation import (
+    classification_metrics,
+    latency_ms,
+    model_size_bytes,
+    selection_score,
+)
+from libs.models.training.selection import SelectionMetric
 from libs.models.training.settings import TrainingSettings
 from libs.models.training.spaces import starting_points, suggest
 
@@ -73,12 +80,14 @@ class StudyOutcome:
 
 
 def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optuna.Study:
+    """The study, in the selection metric's direction (the median pruner follows it)."""
+    direction = settings.selection_metric.direction
     if settings.multi_objective:  # latency is an objective here, not a constraint
         return optuna.create_study(
             study_name=name,
             storage=settings.storage_url(name),
             sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
-            directions=["maximize", "minimize"],
+            directions=[direction, "minimize"],
             load_if_exists=True,
         )
     return optuna.create_study(
@@ -86,7 +95,7 @@ def create_study(kind: ModelKind, settings: TrainingSettings, name: str) -> optu
         storage=settings.storage_url(name),
         sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=1),
-        direction="maximize",
+        direction=direction,
         load_if_exists=True,
     )
 
@@ -109,6 +118,8 @@ def finished_trials(study: optuna.Study) -> int:
 def objective(
     kind: ModelKind, inputs: TrialInputs, settings: TrainingSettings
 ) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    metric = settings.selection_metric
+
     def run(trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(kind, trial, settings)
         trial.set_user_attr("params", params)
@@ -120,13 +131,13 @@ def objective(
             scored = not settings.multi_objective and can_prune(trial.study)
             if scored:
                 proba = model.predict_proba(inputs.X_val)
-                score = macro_f1(inputs.y_val, proba)
+                score = selection_score(metric, inputs.y_val, proba)
                 trial.report(score, step)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"macro-F1 {score:.4f} below the median at step {step}")
+                    raise optuna.TrialPruned(f"{metric} {score:.4f} worse than the median at step {step}")
         if not scored:
             proba = model.predict_proba(inputs.X_val)
-            score = macro_f1(inputs.y_val, proba)
+            score = selection_score(metric, inputs.y_val, proba)
         trial.set_user_attr("val_metrics", classification_metrics(inputs.y_val, proba))
         trial.set_user_attr("val_proba", np.round(proba, 6).tolist())
         if kind.needs_torch:
@@ -143,13 +154,15 @@ def objective(
     return run
 
 
-def progress_logger(kind: ModelKind, n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+def progress_logger(
+    kind: ModelKind, n_trials: int, metric: SelectionMetric
+) -> Callable[[optuna.Study, FrozenTrial], None]:
     """One log line per finished trial: trial n/N, its value, the best so far."""
 
     def log(study: optuna.Study, trial: FrozenTrial) -> None:
         done = finished_trials(study)
         value = "pruned" if trial.state is TrialState.PRUNED else _format(trial.values)
-        best = _best_value(study)
+        best = _best_value(study, metric)
         logger.info("%s trial %d/%d: %s (best so far %s)", kind.value, done, n_trials, value, best)
 
     return log
@@ -179,9 +192,9 @@ def _format(values: Sequence[float] | None) -> str:
     return "none" if not values else ", ".join(f"{v:.4f}" for v in values)
 
 
-def _best_value(study: optuna.Study) -> str:
+def _best_value(study: optuna.Study, metric: SelectionMetric) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return f"{max(t.values[0] for t in complete):.4f}" if complete else "none"
+    return f"{metric.best(t.values[0] for t in complete):.4f}" if complete else "none"
 
 
 def run_study(
@@ -205,7 +218,11 @@ def run_study(
         study.optimize(
             objective(kind, inputs, settings),
             n_trials=remaining,
-            callbacks=[progress_logger(kind, settings.trials), *budget, *callbacks],
+            callbacks=[
+                progress_logger(kind, settings.trials, settings.selection_metric),
+                *budget,
+                *callbacks,
+            ],
             gc_after_trial=True,
         )
     best, feasible = pick_best(kind, study, settings)
@@ -238,14 +255,17 @@ def pick_best(kind: ModelKind, study: optuna.Study, settings: TrainingSettings) 
     def within(trial: FrozenTrial) -> bool:
         return trial.user_attrs["latency_ms"] <= settings.latency_budget_ms
 
+    def score(trial: FrozenTrial) -> float:  # more is better, whichever the metric's direction
+        return settings.selection_metric.oriented(trial.values[0])
+
     candidates = study.best_trials if settings.multi_objective else complete
     feasible = [trial for trial in candidates if within(trial)]
     if feasible:
         if settings.multi_objective:
-            return max(feasible, key=lambda t: (t.values[0], -t.user_attrs["latency_ms"])), True
-        best = max(trial.values[0] for trial in feasible)
-        tied = [trial for trial in feasible if trial.values[0] >= best - settings.selection_tolerance]
-        return max(tied, key=lambda t: (_default_rank(kind, t, settings), t.values[0])), True
+            return max(feasible, key=lambda t: (score(t), -t.user_attrs["latency_ms"])), True
+        best = max(score(trial) for trial in feasible)
+        tied = [trial for trial in feasible if score(trial) >= best - settings.selection_tolerance]
+        return max(tied, key=lambda t: (_default_rank(kind, t, settings), score(t))), True
     fastest = min(candidates, key=lambda t: t.user_attrs["latency_ms"])
     logger.warning(
         "study %s: no trial within %.1f ms per sample; taking the fastest (%.1f ms)",

@@ -6,6 +6,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from libs.features import Tfidf
@@ -96,6 +97,25 @@ def test_multi_objective_picks_the_best_f1_among_pareto_trials_within_budget(
     assert outcome.best.number in {t.number for t in pareto}
     assert outcome.best.values[0] == max(t.values[0] for t in pareto if t.user_attrs["latency_ms"] <= 50.0)
     assert len(outcome.study.directions) == 2
+
+
+def test_a_study_by_mae_minimises_it_and_keeps_the_trial_fewest_stars_off(
+    tmp_path: Path, inputs: TrialInputs
+) -> None:
+    config = settings(tmp_path, trials=4, selection_metric="mae_stars", selection_tolerance=0.0)
+    outcome = run_study(ModelKind.LOGREG, inputs, config, "mae")
+    complete = outcome.study.get_trials(states=(TrialState.COMPLETE,))
+    assert outcome.study.direction is StudyDirection.MINIMIZE
+    assert all(t.value == pytest.approx(t.user_attrs["val_metrics"]["mae_stars"]) for t in complete)
+    assert outcome.best.value == min(t.value for t in complete) < max(t.value for t in complete)
+
+
+def test_a_pareto_search_by_mae_minimises_it_beside_latency(tmp_path: Path, inputs: TrialInputs) -> None:
+    config = settings(tmp_path, trials=4, multi_objective=True, selection_metric="mae_stars")
+    outcome = run_study(ModelKind.LOGREG, inputs, config, "pareto-mae")
+    assert outcome.study.directions == [StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
+    within = [t for t in outcome.study.best_trials if t.user_attrs["latency_ms"] <= 50.0]
+    assert outcome.feasible and outcome.best.values[0] == min(t.values[0] for t in within)
 
 
 def test_progress_is_logged_once_per_trial_with_the_best_so_far(
