@@ -16,8 +16,9 @@ Order matters and is deliberate:
    to train: the champion's test split stays held out from every later challenger;
 5. balancing (per-class cap and/or down-sampling towards the smallest class) is off by
    default (the models weight the stars instead) and touches the training split only;
-6. the drift reference rows are the numeric features of every kept review before
-   balancing, i.e. the natural star mix;
+6. the drift reference rows are the numeric features and cleaned text of every kept review
+   before balancing, i.e. the natural star mix (the text is the reference side of text
+   drift; the bundle keeps a sample of it);
 7. TF-IDF is fitted twice by Spark (`fit_tfidf`): on the training split, for the search,
    and on train + validation, for the final models.
 """
@@ -213,12 +214,15 @@ def run_etl(reviews: DataFrame, params: EtlParams) -> EtlResult:
     stats.vocabulary = final_tfidf.size
     outputs = {name: parts[name].select(*OUTPUT_COLUMNS) for name in SPLITS}
     featured.unpersist()
-    return EtlResult(outputs, split.select(*CONTRACT.numeric_names), search_tfidf, final_tfidf, stats)
+    reference = split.select(*CONTRACT.numeric_names, CLEAN_COLUMN)
+    return EtlResult(outputs, reference, search_tfidf, final_tfidf, stats)
 
 
-ReferenceSchema = kwtypes(**{f.name: (int if f.dtype == "int64" else float) for f in CONTRACT.numeric})
+ReferenceSchema = kwtypes(
+    **{f.name: (int if f.dtype == "int64" else float) for f in CONTRACT.numeric}, **{CLEAN_COLUMN: str}
+)
 Reference = Annotated[StructuredDataset, ReferenceSchema]
-"""The drift reference rows: numeric features of every kept review, natural star mix."""
+"""The drift reference rows: numeric features and cleaned text of every kept review, natural star mix."""
 
 
 class EtlOutputs(NamedTuple):

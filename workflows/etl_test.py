@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from libs.features import CONTRACT
+from libs.features import CLEAN_COLUMN, CONTRACT
 from libs.features.spark import local_session
 from tests import fixtures
 from workflows.etl import EtlParams, EtlResult, run_etl
@@ -57,7 +57,7 @@ def test_every_kept_review_in_one_split_none_thrown_away(result: EtlResult) -> N
 
 def test_the_drift_reference_rows_are_every_kept_review(result: EtlResult) -> None:
     reference = result.reference.toPandas()
-    assert list(reference.columns) == CONTRACT.numeric_names and len(reference) == 800
+    assert list(reference.columns) == [*CONTRACT.numeric_names, CLEAN_COLUMN] and len(reference) == 800
 
 
 def test_the_search_vocabulary_is_the_training_split_s_and_the_final_one_adds_validation(

@@ -110,6 +110,7 @@ class LiveMonitor:
         self._lock = threading.Lock()
         self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
         self._gauges = _Gauges(self.registry)
+        self.max_drop = max_drop
         self._gauges.publish_reference(test_metrics or {}, max_drop)
         self.alerter = Alerter(self._gauges.alerts, self._gauges.webhook_failures, webhook_url)
 
@@ -169,12 +170,13 @@ class LiveMonitor:
         Other workers' state files of the old reference are ignored by its fingerprint.
         """
         with self._lock:
-            self._gauges.publish_reference(test_metrics or {}, self._gauges.max_drop_value)
+            self._gauges.publish_reference(test_metrics or {}, self.max_drop)
             self.reference = reference
             self._sizes = {bins.name: len(bins.expected) for bins in reference.features}
             self.window = CountWindow(self.window.rows, self.window.seconds)
             self._pending = 0
             self.report = None
+            self.performance = {}
 
     def refresh(self) -> DriftReport:
         """Persists this worker's counts, merges all workers', and updates gauges and alerts."""
@@ -356,7 +358,6 @@ class _Gauges:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
-        self.max_drop_value = DEFAULT_MAX_DROP
         self.alerts = Counter("kindle_drift_alerts", "Drift alerts raised", ["feature"], registry=registry)
         self.webhook_failures = Counter(
             "kindle_drift_webhook_failures", "Alert webhooks that failed or were dropped", registry=registry
@@ -365,7 +366,6 @@ class _Gauges:
     def publish_reference(self, test_metrics: Mapping[str, float], max_drop: float) -> None:
         for name in METRICS:
             self.test.labels(metric=name).set(_or_nan(test_metrics.get(name)))
-        self.max_drop_value = max_drop
         self.max_drop.set(max_drop)
 
     def publish(

@@ -270,5 +270,8 @@ def test_without_feedback_the_realised_metrics_are_not_a_number(
     assert gauge(registry, "kindle_performance_estimated", metric="accuracy") == pytest.approx(0.6)
     assert math.isnan(gauge(registry, "kindle_performance_realised", metric="accuracy") or 0.0)
     assert math.isnan(gauge(registry, "kindle_performance_test", metric="macro_f1") or 0.0)
+    monitor.use_reference(reference, {"macro_f1": 0.52})  # a new champion brings its test metrics
+    assert gauge(registry, "kindle_performance_test", metric="macro_f1") == 0.52
+    assert monitor.performance == {}
     with pytest.raises(ValueError, match="40 probability rows for 50 rows"):
         monitor.observe(halves[1].iloc[:50], [5] * 50, np.tile([0.2] * 5, (40, 1)))
