@@ -43,12 +43,6 @@ FLUSH_SECONDS = 0.5
 FEEDBACK_QUEUE_REVIEWS = 1_000
 """Labelled reviews waiting to be scored for the live realised metrics; beyond: not counted
 live (they are stored all the same: the feedback log is what retraining and reports read)."""
-TEST_METRICS = ("accuracy", "macro_f1", "mae_stars")
-
-
-def test_metrics(bundle: ModelBundle) -> dict[str, float]:
-    """The bundle's own test metrics that the live estimates are compared with."""
-    return {name: bundle.metrics[f"test_{name}"] for name in TEST_METRICS if f"test_{name}" in bundle.metrics}
 
 
 class DriftFeed:
@@ -98,7 +92,7 @@ class DriftFeed:
             recompute_seconds=self.settings.drift_recompute_seconds,
             state_dir=self.settings.drift_state_dir,
             webhook_url=self.settings.drift_webhook_url,
-            test_metrics=test_metrics(bundle),
+            test_metrics=bundle.test_metrics,
             max_drop=self.settings.performance_max_drop,
         )
 
@@ -111,7 +105,7 @@ class DriftFeed:
         if bundle.drift_reference is None:
             logger.warning("bundle %s has no drift reference: live drift keeps the old one", bundle.version)
             return
-        self.monitor.use_reference(bundle.drift_reference, test_metrics(bundle))
+        self.monitor.use_reference(bundle.drift_reference, bundle.test_metrics)
         self._bundle = bundle
 
     def submit(self, features: np.ndarray, labels: list[int], probabilities: np.ndarray) -> None:

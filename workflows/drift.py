@@ -164,14 +164,11 @@ def window_performance(
         summaries = feedback["summary"].tolist() if "summary" in feedback.columns else None
         feedback_proba = bundle.predict_proba(feedback["reviewText"].tolist(), summaries)
         feedback_stars = feedback["overall"].astype(int).to_numpy()
-    test = {
-        name: value for key, value in bundle.metrics.items() if (name := key.removeprefix("test_")) != key
-    }
     return check_performance(
         np.empty((0, len(bundle.labels))) if proba is None else proba,
         feedback_proba,
         feedback_stars,
-        reference=test,
+        reference=bundle.test_metrics,
         max_drop=max_drop,
     )
 

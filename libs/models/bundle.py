@@ -194,6 +194,14 @@ class ModelBundle:
         """1-2 negative, 3 neutral, 4-5 positive."""
         return [sentiment_of(label) for label in labels]
 
+    @property
+    def test_metrics(self) -> dict[str, float]:
+        """The model's metrics on its test split (`test_<name>` in `metrics`), by name: what
+        live and offline monitoring compare the window's performance with."""
+        return {
+            name: value for key, value in self.metrics.items() if (name := key.removeprefix("test_")) != key
+        }
+
     def metadata(self) -> dict[str, Any]:
         """JSON-able summary for the service's /metadata and logs."""
         return _jsonable(
