@@ -13,6 +13,10 @@ stops being read at the limit).
 
 BentoML documents a plain `JSON` input as `{"type": "object"}`; each API publishes the
 JSON schema derived from its request shape instead, which goes into the OpenAPI document.
+
+Answers over HTTP are encoded by `AnswerJSON`: pydantic-core's encoder instead of the
+standard library's, which spent a tenth of a 1,000-review request's server CPU writing
+its 5,000 probabilities (5.5 ms against 0.6 ms, the same JSON values).
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
+from bentoml._internal.utils.http import set_cookies
 from bentoml.io import JSON
+from starlette.responses import Response
 
 from services.metrics import protocol, record_error
 from services.validation import BodyTooLarge, BoundShape, InvalidRequest
 
 if TYPE_CHECKING:
+    from bentoml._internal.context import ServiceContext
     from bentoml._internal.service.openapi.specification import Schema
     from google.protobuf import struct_pb2
     from starlette.requests import Request
@@ -87,3 +95,24 @@ class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json"
             return self.request.from_python(payload)
         except InvalidRequest as error:
             raise self._refused(error) from None
+
+
+class AnswerJSON(JSON, descriptor_id="kindle.AnswerJSON", proto_fields=("json",)):  # type: ignore[call-arg]
+    """BentoML's JSON output, encoded by pydantic-core over HTTP (gRPC answers are protobuf
+    `Value`s, built as BentoML builds them). Values pydantic-core does not know (NumPy
+    scalars and arrays, dataclasses) go through BentoML's own encoder's conversions; a
+    NaN or an infinity is written as null, where the standard library's strict encoder
+    failed the request."""
+
+    async def to_http_response(self, obj: Any, ctx: ServiceContext | None = None) -> Response:
+        body = (
+            pydantic_core.to_json(obj, inf_nan_mode="null", fallback=self._json_encoder().default)
+            if obj is not None
+            else None
+        )
+        if ctx is None:
+            return Response(body, media_type=self._mime_type)
+        headers, status = ctx.response.metadata, ctx.response.status_code
+        response = Response(body, media_type=self._mime_type, headers=headers, status_code=status)
+        set_cookies(response, ctx.response.cookies)
+        return response

@@ -45,15 +45,16 @@ class BatchWriter(ParquetLog):
         if missing:
             raise FeatureContractError(f"batch lacks feature columns {missing}")
         columns = CONTRACT.numeric_names + ([TEXT_COLUMN] if self.keep_text else [])
-        rows = features[columns].copy()
+        # One frame built from its columns (positional arrays), not a copy grown column by column.
+        rows: dict[str, Any] = {name: features[name].array for name in columns}
         if predicted_labels is not None:
             rows[LABEL_COLUMN] = [str(label) for label in predicted_labels]
         if probabilities is not None:
-            if probabilities.shape != (len(rows), len(PROBABILITY_COLUMNS)):
-                raise ValueError(f"probabilities of shape {probabilities.shape} for {len(rows)} rows")
+            if probabilities.shape != (len(features), len(PROBABILITY_COLUMNS)):
+                raise ValueError(f"probabilities of shape {probabilities.shape} for {len(features)} rows")
             for column, values in zip(PROBABILITY_COLUMNS, probabilities.T, strict=True):
                 rows[column] = values.astype(np.float64)
-        self.append(rows, model_version)
+        self.append(pd.DataFrame(rows), model_version)
 
 
 def read_batches(folder: Path) -> pd.DataFrame:

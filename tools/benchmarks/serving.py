@@ -40,6 +40,7 @@ from tests.fixtures.models import train_small_bundle
 from tests.fixtures.servers import ServerProcess, started
 from tests.fixtures.service import Server, python_path
 from tools.benchmarks.report import PeakRss, Report, Row
+from tools.benchmarks.serving_profile import Sampler
 from workflows.bento import build
 
 HERE = Path(__file__).parent
@@ -270,6 +271,26 @@ def client_points(
     return results
 
 
+def profile_points(
+    report: Report, system: str, server: ServerProcess, bodies: dict[int, Path], plan: Plan, workers: int
+) -> None:
+    """The server's CPU per request split into stages (`serving_profile`), for its largest
+    batches and for lone requests at concurrency 1, measured under py-spy."""
+    for size, concurrency in ((max(plan.batches), BATCH_CONCURRENCY), (1, 1)):
+        url = f"{server.url}/predict"
+        run_wrk(url, bodies[size], size, concurrency, plan.warmup)
+        with tempfile.TemporaryDirectory(prefix="serving-profile-") as tmp:
+            sampler = Sampler(server.process.pid, plan.seconds, Path(tmp) / "samples.txt")
+            with metered(server, workers) as usage:
+                measured = run_wrk(url, bodies[size], size, concurrency, plan.seconds - 1)
+            shares = sampler.stop()
+        cpu_ms = 1e3 * usage[0].cpu_s / measured["requests"]
+        metrics: dict[str, float | int | str] = {"cpu_ms_per_req": cpu_ms}
+        metrics |= {f"{stage} ms": share * cpu_ms for stage, share in shares.items()}
+        settings = {"load": "wrk + py-spy", "concurrency": concurrency, "reviews_per_request": size}
+        report.add(Row("serving profile", system, settings, metrics))
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -317,23 +338,41 @@ def run(report: Report, quick: bool) -> None:
         with started(Server("http", "http", tag, home, work, env, api_workers=None)) as http:
             http_wrk = wrk_points(report, "bentoml http", http, bodies, plan, workers)
             http_py = client_points(report, "bentoml http", http, bodies[1], plan, workers)
+            profile_points(report, "bentoml http", http, bodies, plan, workers)
         with started(Server("grpc", "grpc", tag, home, work, env, api_workers=None)) as grpc_server:
             grpc_py = client_points(report, "bentoml grpc", grpc_server, bodies[1], plan, workers)
         with started(baseline_server(bundle, work, workers)) as fastapi:
             base_wrk = wrk_points(report, "fastapi baseline", fastapi, bodies, plan, workers)
+            profile_points(report, "fastapi baseline", fastapi, bodies, plan, workers)
 
-    top = max(plan.concurrency)
-    ours, theirs = http_wrk[(1, top)], base_wrk[(1, top)]
+    for (size, concurrency), ours in http_wrk.items():
+        theirs = base_wrk[(size, concurrency)]
+        load = f"c{concurrency}" if size == 1 else f"batches of {size:,}"
+        report.add(
+            Row(
+                "serving",
+                f"http / fastapi, {load} (wrk)",
+                {"concurrency": concurrency, "reviews_per_request": size},
+                {
+                    "throughput_ratio": ratio(ours["texts_per_s"], theirs["texts_per_s"]),
+                    "p99_ratio": ratio(ours["p99_ms"], theirs["p99_ms"]),
+                    "cpu_per_req_ratio": ratio(
+                        ours["server_cpu_ms_per_req"], theirs["server_cpu_ms_per_req"]
+                    ),
+                    "errors": ours["errors"] + theirs["errors"],
+                },
+            )
+        )
+    peak = {
+        system: max(float(row.metrics["server_peak_rss_mb"]) for row in report.rows if row.system == system)
+        for system in ("bentoml http", "fastapi baseline")
+    }
     report.add(
         Row(
             "serving",
-            f"http / fastapi at c{top} (wrk)",
-            {"concurrency": top},
-            {
-                "throughput_ratio": ratio(ours["req_per_s"], theirs["req_per_s"]),
-                "p99_ratio": ratio(ours["p99_ms"], theirs["p99_ms"]),
-                "errors": ours["errors"] + theirs["errors"],
-            },
+            "peak rss http / fastapi (all points)",
+            {"workers": workers},
+            {"rss_ratio": ratio(peak["bentoml http"], peak["fastapi baseline"])},
         )
     )
     for concurrency in plan.concurrency:

@@ -25,6 +25,7 @@ from tests.fixtures.servers import ServerProcess, started
 from tests.fixtures.service import offline, python_path, texts_and_summaries, train_small_bundle
 from tests.fixtures.tools import require_tool
 from tools.benchmarks import serving
+from tools.benchmarks.serving_profile import OTHER, Sampler, stage_of
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,24 @@ def test_python_client_measures_and_announces(baseline: ServerProcess, bodies: d
     for result in lines[1::2]:
         assert result["requests"] > 0 and result["errors"] == 0
         assert 0 < result["p50_s"] <= result["p95_s"] <= result["p99_s"]
+
+
+def test_profile_finds_the_model_in_a_loaded_server(
+    baseline: ServerProcess, bodies: dict[int, Path], work: Path
+) -> None:
+    """py-spy on a real server under load: the busy samples split into stages that sum to
+    one, and a baseline that only scores spends most of its CPU in features and model."""
+    require_tool("wrk")
+    sampler = Sampler(baseline.process.pid, seconds=3, out=work / "samples.txt")
+    serving.run_wrk(f"{baseline.url}/predict", bodies[50], 50, concurrency=2, seconds=2)
+    shares = sampler.stop()
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["features"] + shares["model"] > 0.5, shares
+    assert shares["batch log thread"] == shares["drift thread"] == 0.0  # the baseline has neither
+
+
+def test_profile_stages_take_precedence_and_waits_are_idle() -> None:
+    model_in_middleware = "run (asyncio/events.py:1);call (services/transport.py:9);predict_features (x.py:3)"
+    assert stage_of(model_in_middleware) == "model"
+    assert stage_of("_run (services/drift_feed.py:1);Condition.wait (threading.py:331)") is None
+    assert stage_of("_run_once (asyncio/base_events.py:1);data_received (h11/_connection.py:4)") == OTHER
