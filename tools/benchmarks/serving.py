@@ -363,8 +363,12 @@ def run(report: Report, quick: bool) -> None:
                 },
             )
         )
-    peak = {
-        system: max(float(row.metrics["server_peak_rss_mb"]) for row in report.rows if row.system == system)
+    peak = {  # over every measured point of the system (profiled points run under the sampler)
+        system: max(
+            float(row.metrics["server_peak_rss_mb"])
+            for row in report.rows
+            if row.benchmark == "serving" and row.system == system
+        )
         for system in ("bentoml http", "fastapi baseline")
     }
     report.add(
