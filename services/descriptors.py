@@ -14,7 +14,7 @@ stops being read at the limit).
 BentoML documents a plain `JSON` input as `{"type": "object"}`; each API publishes the
 JSON schema derived from its request shape instead, which goes into the OpenAPI document.
 
-Answers over HTTP are encoded by `AnswerJSON`: pydantic-core's encoder instead of the
+Answers over HTTP are encoded by `AnswerEncoder`: pydantic-core's encoder instead of the
 standard library's, which spent a tenth of a 1,000-review request's server CPU writing
 its 5,000 probabilities (5.5 ms against 0.6 ms, the same JSON values).
 """
@@ -25,15 +25,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pydantic_core
-from bentoml._internal.utils.http import set_cookies
+from bentoml._internal.io_descriptors.json import DefaultJsonEncoder
 from bentoml.io import JSON
-from starlette.responses import Response
 
 from services.metrics import protocol, record_error
 from services.validation import BodyTooLarge, BoundShape, InvalidRequest
 
 if TYPE_CHECKING:
-    from bentoml._internal.context import ServiceContext
     from bentoml._internal.service.openapi.specification import Schema
     from google.protobuf import struct_pb2
     from starlette.requests import Request
@@ -97,22 +95,17 @@ class ReviewsJSON(JSON, descriptor_id="kindle.ReviewsJSON", proto_fields=("json"
             raise self._refused(error) from None
 
 
-class AnswerJSON(JSON, descriptor_id="kindle.AnswerJSON", proto_fields=("json",)):  # type: ignore[call-arg]
-    """BentoML's JSON output, encoded by pydantic-core over HTTP (gRPC answers are protobuf
-    `Value`s, built as BentoML builds them). Values pydantic-core does not know (NumPy
-    scalars and arrays, dataclasses) go through BentoML's own encoder's conversions; a
-    NaN or an infinity is written as null, where the standard library's strict encoder
-    failed the request."""
+class AnswerEncoder(DefaultJsonEncoder):
+    """BentoML's JSON encoder (its `default` converts NumPy scalars and arrays, dataclasses)
+    with the encoding itself done by pydantic-core; BentoML builds the HTTP response from
+    its output as for any `JSON` output. A NaN or an infinity is written as null, where the
+    standard library's strict encoder failed the request. gRPC answers are protobuf
+    `Value`s, which BentoML builds without an encoder."""
 
-    async def to_http_response(self, obj: Any, ctx: ServiceContext | None = None) -> Response:
-        body = (
-            pydantic_core.to_json(obj, inf_nan_mode="null", fallback=self._json_encoder().default)
-            if obj is not None
-            else None
-        )
-        if ctx is None:
-            return Response(body, media_type=self._mime_type)
-        headers, status = ctx.response.metadata, ctx.response.status_code
-        response = Response(body, media_type=self._mime_type, headers=headers, status_code=status)
-        set_cookies(response, ctx.response.cookies)
-        return response
+    def encode(self, o: Any) -> str:
+        return pydantic_core.to_json(o, inf_nan_mode="null", fallback=self.default).decode()
+
+
+def answer_json() -> JSON:
+    """The output descriptor of every API: JSON, encoded by `AnswerEncoder`."""
+    return JSON(json_encoder=AnswerEncoder)

@@ -32,7 +32,7 @@ from libs.production import FeedbackWriter, age_seconds
 from services import champion, heap, logs
 from services.batch_log import BatchLog
 from services.batching import Coalescer, CoalescerClosed, Rows, parts
-from services.descriptors import AnswerJSON, ReviewsJSON
+from services.descriptors import ReviewsJSON, answer_json
 from services.drift_feed import DriftFeed
 from services.metrics import get_metrics, protocol, record_error
 from services.model_source import bento_model
@@ -236,19 +236,19 @@ _limits = (settings.max_items, settings.max_text_chars)
 
 # Each input descriptor validates its API's request shape (`validation`) and hands the
 # function what it describes; a refused request never reaches the function.
-@svc.api(input=ReviewsJSON(PREDICT.bind(*_limits), _body), output=AnswerJSON(), route="/predict")
+@svc.api(input=ReviewsJSON(PREDICT.bind(*_limits), _body), output=answer_json(), route="/predict")
 async def predict(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of reviews: `{"texts": [...], "summaries": [...]?}`."""
     return await _score("predict", reviews)
 
 
-@svc.api(input=ReviewsJSON(PREDICT_BATCH.bind(*_limits), _body), output=AnswerJSON(), route="/predict_batch")
+@svc.api(input=ReviewsJSON(PREDICT_BATCH.bind(*_limits), _body), output=answer_json(), route="/predict_batch")
 async def predict_batch(reviews: Reviews) -> dict[str, Any]:
     """Star ratings of dataset records: `[{"reviewText": ..., "summary": ...?, ...}, ...]`."""
     return await _score("predict_batch", reviews)
 
 
-@svc.api(input=ReviewsJSON(EXPLAIN.bind(*_limits), _body), output=AnswerJSON(), route="/explain")
+@svc.api(input=ReviewsJSON(EXPLAIN.bind(*_limits), _body), output=answer_json(), route="/explain")
 async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     """The TF-IDF terms that pushed each prediction (linear champions only)."""
     reviews, top_k = request
@@ -270,7 +270,7 @@ async def explain(request: tuple[Reviews, int]) -> dict[str, Any]:
     return {"explanations": explanations, "model_version": str(bundle.version)}
 
 
-@svc.api(input=ReviewsJSON(FEEDBACK.bind(*_limits), _body), output=AnswerJSON(), route="/feedback")
+@svc.api(input=ReviewsJSON(FEEDBACK.bind(*_limits), _body), output=answer_json(), route="/feedback")
 async def feedback(labelled: Feedback) -> dict[str, Any]:
     """True star ratings of reviews: `{"texts": [...], "summaries": [...]?, "ratings": [1-5],
     "request_ids": [...]?}`, stored with the serving model's version and the client whose
@@ -305,7 +305,7 @@ async def feedback(labelled: Feedback) -> dict[str, Any]:
 
 @svc.api(
     input=ReviewsJSON(METADATA.bind(*_limits), _body, allow_empty=True),
-    output=AnswerJSON(),
+    output=answer_json(),
     route="/metadata",
 )
 async def metadata(_: Any) -> dict[str, Any]:

@@ -318,8 +318,7 @@ def _stamped(appended: list[_Appended]) -> pd.DataFrame:
     counts = [len(part.rows) for part in appended]
     times = pd.DatetimeIndex([datetime.fromtimestamp(part.time, UTC) for part in appended]).as_unit("us")
     frame.insert(0, TIME_COLUMN, times.repeat(counts))
-    versions = np.empty(len(appended), dtype=object)
-    versions[:] = [part.model_version for part in appended]
+    versions = np.array([part.model_version for part in appended], dtype=object)
     frame[VERSION_COLUMN] = versions.repeat(counts)
     return frame
 
