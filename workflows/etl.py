@@ -33,7 +33,7 @@ from typing import Annotated, NamedTuple
 
 from flytekit import Resources, StructuredDataset, current_context, kwtypes, task
 from flytekit.types.file import FlyteFile
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from libs.features import CLEAN_COLUMN, CONTRACT, TEXT_COLUMN, Tfidf
@@ -41,6 +41,7 @@ from libs.features.spark import fit_tfidf, with_features
 from workflows.image import TASK_IMAGE
 from workflows.ingest import Reviews
 from workflows.settings import cache_version, spark_task
+from workflows.spark_session import task_session
 
 SPLITS = ("train", "validation", "test")
 
@@ -251,7 +252,7 @@ def spark_etl(reviews: Reviews, params: EtlParams, spark_conf: dict[str, str]) -
     partitions); static ones (memory, instances) belong in KINDLE_SPARK_CONF, which is
     baked into the task's Spark config at registration.
     """
-    session: SparkSession = current_context().spark_session
+    session = task_session()
     for key, value in spark_conf.items():
         session.conf.set(key, value)
     result = run_etl(reviews.open(DataFrame).all(), params)

@@ -26,7 +26,7 @@ from typing import Annotated, NamedTuple
 import fsspec
 import pandas as pd
 import pyarrow as pa
-from flytekit import Resources, StructuredDataset, current_context, kwtypes, task
+from flytekit import Resources, StructuredDataset, kwtypes, task
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,6 +45,7 @@ from workflows.readers import (
     validate_frame,
 )
 from workflows.settings import DEFAULT_FEEDBACK_CLIENT_SHARE, SETTINGS, cache_version, spark_task
+from workflows.spark_session import task_session
 
 ReviewsSchema = kwtypes(
     reviewText=str,
@@ -288,7 +289,7 @@ def ingest(
     del content_fingerprint, feedback_fingerprint  # only the cache key
     if not 0 < feedback_client_share <= 1:
         raise ValueError(f"feedback_client_share {feedback_client_share} is not in (0, 1]")
-    session: SparkSession = current_context().spark_session
+    session = task_session()
     reviews = read_reviews(session, uri, encoding)
     labelled = LabelledFeedback(pd.DataFrame(), "", {})
     if feedback:

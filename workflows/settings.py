@@ -127,6 +127,12 @@ class WorkflowSettings(PipelineSettings, ProductionSettings):
         default_factory=dict,
         description="Extra Spark configuration (`k=v,k=v` or JSON), baked into the Spark task's config.",
     )
+    spark_master: str = Field(
+        "",
+        description="Spark master of the Spark tasks in local runs (pyflyte run without --remote): '' is "
+        "Spark's default, local[*]; spark://HOST:PORT a standalone cluster, whose executors get the "
+        "project's code with the job. A Flyte cluster ignores it (the Spark operator runs the task).",
+    )
     image: str = Field("", description="Task image to pin ('': the `--image` of pyflyte package/register).")
     build_image: bool = Field(
         False, description="Tasks use the ImageSpec, which `pyflyte register` builds (Docker or envd)."
@@ -179,12 +185,15 @@ def spark_task() -> Spark:
     """The task config of every Spark task (`ingest`, `spark_etl`): `base_spark_conf` plus
     KINDLE_SPARK_CONF.
 
-    Local runs only (no Flyte execution id) also get loopback networking and this
-    interpreter for the Python workers. The Flyte Spark plugin builds the session before
-    the task body runs, from the static spark_conf, which must stay valid on a cluster;
-    these two process settings are the local-only part, and a cluster pod never sees them.
+    Local runs only (no Flyte execution id) also get loopback networking, this interpreter
+    for the Python workers and the master of KINDLE_SPARK_MASTER. The Flyte Spark plugin
+    builds the session before the task body runs, from the static spark_conf, which must
+    stay valid on a cluster (it is serialised at registration); these process settings are
+    the local-only part, and a cluster pod never sees them.
     """
     if "FLYTE_INTERNAL_EXECUTION_ID" not in os.environ:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if SETTINGS.spark_master:  # read by spark-submit, which the plugin's session starts
+            os.environ["MASTER"] = SETTINGS.spark_master
     return Spark(spark_conf=base_spark_conf(SETTINGS.spark_conf))

@@ -32,20 +32,26 @@ _PACKED = "_features"
 _SPARK_FEATURES = pa.schema(
     [f.with_type(pa.string()) if f.type == pa.large_string() else f for f in SCHEMA if f.name != TEXT_COLUMN]
 )
+_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC"
+"""On a few cores the JVM competes with the Python workers for CPU: the C1 compiler alone and
+the throughput collector cut its CPU time on 200k ETL rows from 22 to 15 s."""
 _FREQUENCIES = pa.schema([pa.field("term", pa.string()), pa.field("df", pa.int64())])
 
 
-def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = None) -> SparkSession:
-    """Spark in local mode on loopback only, sized for one machine.
+def local_session(
+    app_name: str, cores: int = 2, conf: dict[str, str] | None = None, master: str = ""
+) -> SparkSession:
+    """Spark on loopback only, sized for `cores` cores of one machine: in local mode, or on
+    the standalone cluster `master` on this machine (benchmarks).
 
     On a cluster the session comes from the Flyte Spark plugin instead; this is the
-    embedded default for `pyflyte run`, tests and benchmarks.
+    embedded default for tests and benchmarks.
     """
     # Python workers run this interpreter (and inherit this process's import path).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(f"local[{cores}]")
+        .master(master or f"local[{cores}]")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.ui.enabled", "false")
@@ -58,9 +64,8 @@ def local_session(app_name: str, cores: int = 2, conf: dict[str, str] | None = N
         # One Python worker per core already keeps every core busy: Polars' own thread
         # pool in each worker would only compete with the other workers.
         .config("spark.executorEnv.POLARS_MAX_THREADS", "1")
-        # On a few cores the JVM competes with the Python workers for CPU: the C1 compiler
-        # alone and the throughput collector cut its CPU time on 200k ETL rows from 22 to 15 s.
-        .config("spark.driver.extraJavaOptions", "-XX:TieredStopAtLevel=1 -XX:+UseParallelGC")
+        .config("spark.driver.extraJavaOptions", _JVM_OPTIONS)
+        .config("spark.executor.extraJavaOptions", _JVM_OPTIONS)  # the executors of a cluster
     )
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)

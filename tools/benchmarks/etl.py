@@ -1,8 +1,11 @@
-"""ETL: cleaning + features through Spark local[2] vs the same transform in one pandas process.
+"""ETL: cleaning + features through Spark, `local[2]` and a standalone cluster of two 1-core
+workers on this machine, vs the same transform in one pandas process.
 
-Both run the `libs.features` kernels (`features_table`; the pandas process through its
+All run the `libs.features` kernels (`features_table`; the pandas process through its
 pandas view `compute_features`); what differs is the engine around them (Spark's Arrow
-batches to two Python workers vs one process). Outputs are compared row by row.
+batches to Python workers, in one process tree or in executors the workers start, vs one
+process). The cluster's rows count its workers' processes too (CPU, peak RSS). Outputs are
+compared row by row.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests import fixtures
+from tests.fixtures.servers import started_together
+from tests.fixtures.spark_cluster import SparkMaster, SparkWorker
 from tools.benchmarks.etl_worker import CODEC
 from tools.benchmarks.report import Report, Row, run_measured
 
@@ -46,39 +53,66 @@ def run(report: Report, quick: bool, cores: int = 2) -> None:
         run_size(report, rows, cores)
 
 
+@contextmanager
+def standalone_cluster(work: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
+    """A master and `workers` 1-core workers on loopback: (master URL, worker pids)."""
+    with started_together({"master": lambda: SparkMaster(work)}) as masters:
+        master = masters["master"]
+        makers = {
+            f"worker-{n}": (lambda n=n: SparkWorker(work, f"worker-{n}", master, memory_mb=3072))
+            for n in range(workers)
+        }
+        with started_together(makers) as started:
+            yield master.master_url, [worker.process.pid for worker in started.values()]
+
+
+def measure(report: Report, rows: int, system: str, command: list[str], cores: int, also: list[int]) -> float:
+    """Runs one ETL worker, adds its row; its rows/s."""
+    out, wall, peak = run_measured(command, also=also)
+    measured = json.loads(out.strip().splitlines()[-1])
+    report.add(
+        Row(
+            "etl",
+            system,
+            {"rows": rows, "parquet": CODEC, "cores": cores},
+            {
+                "rows_per_s": measured["rows"] / measured["seconds"],
+                "transform_s": measured["seconds"],
+                "wall_s": wall,
+                "cpu_s": measured["cpu_s"],
+                "rows_per_cpu_s": measured["rows"] / measured["cpu_s"],
+                "peak_rss_mb": peak / 2**20,
+            },
+        )
+    )
+    rate: float = measured["rows"] / measured["seconds"]
+    return rate
+
+
 def run_size(report: Report, rows: int, cores: int) -> None:
     with tempfile.TemporaryDirectory(prefix="etl-bench-") as tmp:
         folder = Path(tmp)
-        make_dataset(rows, folder / "reviews.parquet")
-        results = {}
-        for system, mode in [("pandas, 1 process", "pandas"), (f"spark local[{cores}]", "spark")]:
-            extra = [str(cores)] if mode == "spark" else []
-            command = [sys.executable, "-m", "tools.benchmarks.etl_worker", mode]
-            command += [str(folder / "reviews.parquet"), str(folder / f"{mode}-out"), *extra]
-            out, wall, peak = run_measured(command)
-            measured = json.loads(out.strip().splitlines()[-1])
-            results[mode] = measured["rows"] / measured["seconds"]
+        source = folder / "reviews.parquet"
+        make_dataset(rows, source)
+        worker = [sys.executable, "-m", "tools.benchmarks.etl_worker"]
+        pandas = measure(
+            report, rows, "pandas, 1 process", [*worker, "pandas", str(source), str(folder / "pandas")], 1, []
+        )
+        local = f"spark local[{cores}]"
+        command = [*worker, "spark", str(source), str(folder / "local"), str(cores)]
+        spark = {local: (measure(report, rows, local, command, cores, []), "local")}
+        with standalone_cluster(folder / "cluster", cores) as (master, pids):
+            cluster = f"spark standalone, {cores} workers x 1 core"
+            command = [*worker, "cluster", str(source), str(folder / "cluster-out"), str(cores), master]
+            command += [str(pid) for pid in pids]
+            spark[cluster] = (measure(report, rows, cluster, command, cores, pids), "cluster-out")
+        for system, (rate, out) in spark.items():
+            identical = same_outputs(folder / "pandas", folder / out)
             report.add(
                 Row(
                     "etl",
-                    system,
-                    {"rows": rows, "parquet": CODEC, "cores": cores if extra else 1},
-                    {
-                        "rows_per_s": measured["rows"] / measured["seconds"],
-                        "transform_s": measured["seconds"],
-                        "wall_s": wall,
-                        "cpu_s": measured["cpu_s"],
-                        "rows_per_cpu_s": measured["rows"] / measured["cpu_s"],
-                        "peak_rss_mb": peak / 2**20,
-                    },
+                    f"{system} vs pandas",
+                    {"rows": rows},
+                    {"speedup": rate / pandas, "identical_outputs": str(identical)},
                 )
             )
-        identical = same_outputs(folder / "pandas-out", folder / "spark-out")
-        report.add(
-            Row(
-                "etl",
-                "spark vs pandas",
-                {"rows": rows},
-                {"speedup": results["spark"] / results["pandas"], "identical_outputs": str(identical)},
-            )
-        )

@@ -1,11 +1,13 @@
-"""One ETL run in its own process, so its peak memory is its own: `pandas` or `spark`.
+"""One ETL run in its own process, so its peak memory is its own: `pandas`, `spark` (local
+mode) or `cluster` (a standalone master on this machine).
 
 Reads the review Parquet file, computes cleaning + features, writes Parquet, and prints
 {"rows": n, "seconds": s, "cpu_s": c} for that read-transform-write span (Spark's session
 start-up is outside it, as is the interpreter's: the wall time of the whole process is
 measured by the caller). `cpu_s` is the CPU time the process and its children (Spark's JVM
-and Python workers) spent in the span: on a shared machine, what the work cost whatever
-else ran.
+and Python workers) spent in the span, plus, on a cluster, the workers' process trees
+(their executors and Python workers), whose pids the caller passes: on a shared machine,
+what the work cost whatever else ran.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ OUTPUT_COLUMNS = [
 ]
 
 
-def tree_cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its living descendants."""
+def tree_cpu_seconds(*others: int) -> float:
+    """User + system CPU seconds of this process, the processes `others` and their living
+    descendants."""
+    roots = [psutil.Process(), *(psutil.Process(pid) for pid in others)]
     total = 0.0
-    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+    for process in [tree for root in roots for tree in (root, *root.children(recursive=True))]:
         try:
             times = process.cpu_times()
         except psutil.Error:
@@ -54,24 +58,32 @@ def with_pandas(source: str, target: str) -> tuple[int, float, float]:
     return len(features), time.perf_counter() - started, tree_cpu_seconds() - cpu
 
 
-def with_spark(source: str, target: str, cores: int) -> tuple[int, float, float]:
+def with_spark(
+    source: str, target: str, cores: int, master: str = "", workers: tuple[int, ...] = ()
+) -> tuple[int, float, float]:
     from libs.features.spark import local_session, with_features
+    from workflows.spark_session import ship_project_code
 
-    spark = local_session("etl-benchmark", cores=cores, conf={"spark.driver.memory": "4g"})
-    started, cpu = time.perf_counter(), tree_cpu_seconds()
+    conf = {"spark.driver.memory": "4g"} if not master else {"spark.executor.memory": "2g"}
+    spark = local_session("etl-benchmark", cores=cores, conf=conf, master=master)
+    ship_project_code(spark)
+    started, cpu = time.perf_counter(), tree_cpu_seconds(*workers)
     frame = with_features(spark.read.parquet(source)).select(*OUTPUT_COLUMNS)
     frame.write.mode("overwrite").option("compression", CODEC).parquet(target)
-    seconds, cpu = time.perf_counter() - started, tree_cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - started, tree_cpu_seconds(*workers) - cpu
     rows = spark.read.parquet(target).count()
     spark.stop()
     return rows, seconds, cpu
 
 
 def main() -> None:
-    mode, source, target = sys.argv[1:4]
-    rows, seconds, cpu = (
-        with_pandas(source, target) if mode == "pandas" else with_spark(source, target, int(sys.argv[4]))
-    )
+    """`pandas SOURCE TARGET`, `spark SOURCE TARGET CORES`, `cluster SOURCE TARGET CORES MASTER PID...`."""
+    mode, source, target, *rest = sys.argv[1:]
+    if mode == "pandas":
+        rows, seconds, cpu = with_pandas(source, target)
+    else:
+        master, workers = (rest[1], tuple(int(pid) for pid in rest[2:])) if mode == "cluster" else ("", ())
+        rows, seconds, cpu = with_spark(source, target, int(rest[0]), master, workers)
     print(json.dumps({"rows": rows, "seconds": seconds, "cpu_s": cpu}))
 
 

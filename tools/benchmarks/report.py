@@ -8,6 +8,7 @@ import platform
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -95,11 +96,13 @@ class Report:
 
 
 class PeakRss:
-    """Samples the resident memory of a process and its children (Spark's JVM and workers)."""
+    """Samples the resident memory of a process and its children (Spark's JVM and workers),
+    plus the process trees of `also` (a cluster's workers, which are not its children)."""
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, also: Sequence[int] = ()) -> None:
         self.peak = 0
         self._process = psutil.Process(pid)
+        self._also = [psutil.Process(other) for other in also]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
@@ -108,6 +111,8 @@ class PeakRss:
         while not self._stop.is_set():
             try:
                 tree = [self._process, *self._process.children(recursive=True)]
+                for other in self._also:
+                    tree += [other, *other.children(recursive=True)]
                 self.peak = max(self.peak, sum(_rss(p) for p in tree))
             except psutil.Error:
                 return
@@ -120,9 +125,10 @@ class PeakRss:
 
 
 def run_measured(
-    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, also: Sequence[int] = ()
 ) -> tuple[str, float, int]:
-    """Runs a command to completion: (stdout, wall seconds, peak RSS bytes of its process tree).
+    """Runs a command to completion: (stdout, wall seconds, peak RSS bytes of its process tree
+    and of the trees of `also`).
 
     `env` is the command's whole environment (None: this process's).
     """
@@ -130,7 +136,7 @@ def run_measured(
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
     )
-    sampler = PeakRss(process.pid)
+    sampler = PeakRss(process.pid, also=also)
     out, err = process.communicate()
     peak = sampler.stop()
     if process.returncode != 0:
