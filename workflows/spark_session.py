@@ -12,9 +12,11 @@ Python worker's import path.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import io
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -60,7 +62,9 @@ def project_archive() -> Path:
     file of one name with other bytes, and the same code keeps the same name."""
     data = archive_bytes()
     name = f"kindle-{hashlib.sha256(data).hexdigest()[:16]}.zip"
-    path = Path(tempfile.mkdtemp(prefix="kindle-code-")) / name
+    folder = Path(tempfile.mkdtemp(prefix="kindle-code-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # served to executors until then
+    path = folder / name
     path.write_bytes(data)
     return path
 
