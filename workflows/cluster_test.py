@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -24,8 +24,13 @@ import pytest
 
 import tests
 from tests import fixtures
-from tests.fixtures.servers import started_together
-from tests.fixtures.spark_cluster import SparkMaster, SparkWorker, dependency_path, event_log
+from tests.fixtures.spark_cluster import (
+    SparkMaster,
+    SparkWorker,
+    dependency_path,
+    event_log,
+    standalone_cluster,
+)
 from tests.fixtures.spark_job import INGESTED
 
 ROOT = Path(tests.__file__).parent.parent
@@ -89,14 +94,8 @@ def local_outputs(kindle_files: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SparkMaster, list[SparkWorker]]]:
-    work = tmp_path_factory.mktemp("cluster")
-    with started_together({"master": lambda: SparkMaster(work)}) as masters:
-        master = masters["master"]
-        makers: dict[str, Callable[[], SparkWorker]] = {
-            name: (lambda name=name: SparkWorker(work, name, master)) for name in ("worker-a", "worker-b")
-        }
-        with started_together(makers) as workers:
-            yield master, list(workers.values())
+    with standalone_cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
 
 
 def assert_same_outputs(left: Path, right: Path) -> None:

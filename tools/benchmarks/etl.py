@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests import fixtures
-from tests.fixtures.servers import started_together
-from tests.fixtures.spark_cluster import SparkMaster, SparkWorker
+from tests.fixtures.spark_cluster import standalone_cluster
 from tools.benchmarks.etl_worker import CODEC
 from tools.benchmarks.report import Report, Row, run_measured
 
@@ -51,19 +48,6 @@ def run(report: Report, quick: bool, cores: int = 2) -> None:
     """Each size on its own data set: two sizes show how time and memory grow with the input."""
     for rows in (20_000,) if quick else (250_000, 1_000_000):
         run_size(report, rows, cores)
-
-
-@contextmanager
-def standalone_cluster(work: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
-    """A master and `workers` 1-core workers on loopback: (master URL, worker pids)."""
-    with started_together({"master": lambda: SparkMaster(work)}) as masters:
-        master = masters["master"]
-        makers = {
-            f"worker-{n}": (lambda n=n: SparkWorker(work, f"worker-{n}", master, memory_mb=3072))
-            for n in range(workers)
-        }
-        with started_together(makers) as started:
-            yield master.master_url, [worker.process.pid for worker in started.values()]
 
 
 def measure(
@@ -106,10 +90,11 @@ def run_size(report: Report, rows: int, cores: int) -> None:
         local = f"spark local[{cores}]"
         command = [*worker, "spark", str(source), str(folder / "local"), str(cores)]
         spark = {local: (measure(report, rows, local, command, cores, []), "local")}
-        with standalone_cluster(folder / "cluster", cores) as (master, pids):
+        with standalone_cluster(folder / "cluster", workers=cores, memory_mb=3072) as (master, workers):
+            pids = [started.process.pid for started in workers]
             cluster = f"spark standalone, {cores} workers x 1 core"
-            command = [*worker, "cluster", str(source), str(folder / "cluster-out"), str(cores), master]
-            command += [str(pid) for pid in pids]
+            command = [*worker, "cluster", str(source), str(folder / "cluster-out"), str(cores)]
+            command += [master.master_url, *map(str, pids)]
             spark[cluster] = (measure(report, rows, cluster, command, cores, pids), "cluster-out")
         for system, ((rate, warm), out) in spark.items():
             identical = same_outputs(folder / "pandas", folder / out)

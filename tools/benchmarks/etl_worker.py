@@ -22,6 +22,7 @@ import pandas as pd
 import psutil
 
 from libs.features import compute_features
+from tools.benchmarks.report import process_trees
 
 CODEC = "snappy"
 """Both engines write Parquet with the same codec, so neither pays more for compression."""
@@ -51,9 +52,8 @@ class Cpu(NamedTuple):
 
 def tree_cpu(*others: int) -> Cpu:
     """CPU of this process, the processes `others` and their living descendants."""
-    roots = [psutil.Process(), *(psutil.Process(pid) for pid in others)]
     jvm = python = 0.0
-    for process in [tree for root in roots for tree in (root, *root.children(recursive=True))]:
+    for process in process_trees([psutil.Process(), *(psutil.Process(pid) for pid in others)]):
         try:
             times, name = process.cpu_times(), process.name()
         except psutil.Error:

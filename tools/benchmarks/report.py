@@ -95,14 +95,18 @@ class Report:
         return "\n".join(lines)
 
 
+def process_trees(roots: Sequence[psutil.Process]) -> list[psutil.Process]:
+    """`roots` and their living descendants (psutil.Error if a root is gone)."""
+    return [process for root in roots for process in (root, *root.children(recursive=True))]
+
+
 class PeakRss:
     """Samples the resident memory of a process and its children (Spark's JVM and workers),
     plus the process trees of `also` (a cluster's workers, which are not its children)."""
 
     def __init__(self, pid: int, interval: float = 0.2, also: Sequence[int] = ()) -> None:
         self.peak = 0
-        self._process = psutil.Process(pid)
-        self._also = [psutil.Process(other) for other in also]
+        self._roots = [psutil.Process(root) for root in (pid, *also)]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
@@ -110,10 +114,7 @@ class PeakRss:
     def _run(self, interval: float) -> None:
         while not self._stop.is_set():
             try:
-                tree = [self._process, *self._process.children(recursive=True)]
-                for other in self._also:
-                    tree += [other, *other.children(recursive=True)]
-                self.peak = max(self.peak, sum(_rss(p) for p in tree))
+                self.peak = max(self.peak, sum(_rss(p) for p in process_trees(self._roots)))
             except psutil.Error:
                 return
             time.sleep(interval)
